@@ -1,0 +1,30 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "./context.ts";
+import { ApiError, fromZodError, handleError, problemResponse } from "./errors.ts";
+import { requireApiKey } from "./middleware/auth.ts";
+import { requestLog } from "./middleware/request-log.ts";
+import { registerDocs } from "./routes/docs.ts";
+import { registerHealthRoutes } from "./routes/health.ts";
+import { registerJobRoutes } from "./routes/jobs/index.ts";
+import { registerModelRoutes } from "./routes/models/index.ts";
+
+/**
+ * The whole HTTP API: request id and log line, then auth for /v1, then the routes. Every error,
+ * including zod validation failures, leaves as application/problem+json.
+ */
+export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw fromZodError(result.error);
+    },
+  });
+  app.use("*", requestLog(deps.logger));
+  app.use("/v1/*", requireApiKey(deps.db));
+  registerHealthRoutes(app, deps);
+  registerModelRoutes(app, deps);
+  registerJobRoutes(app, deps);
+  registerDocs(app);
+  app.notFound((c) => problemResponse(c, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)));
+  app.onError(handleError);
+  return app;
+}

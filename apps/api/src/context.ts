@@ -1,0 +1,35 @@
+import type { Database } from "@coalesce/db";
+import type { ModelStore } from "@coalesce/models";
+import type { PredictQueue } from "@coalesce/queue";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+
+export type ApiLimits = {
+  /** Rows per chunk, the unit of queueing and retry. */
+  chunkRows: number;
+  /** Most rows one JSON job may carry. */
+  maxJobRows: number;
+  /** Largest JSON request body, in bytes. */
+  maxBodyBytes: number;
+  /** Largest model upload, in bytes. */
+  maxModelBytes: number;
+};
+
+/** Everything a route needs, built once at start-up and handed to createApp. */
+export type ApiDeps = {
+  db: Database;
+  redis: Redis;
+  queue: PredictQueue;
+  modelStore: ModelStore;
+  logger: Logger;
+  limits: ApiLimits;
+};
+
+export type AppEnv = {
+  Variables: {
+    requestId: string;
+    logger: Logger;
+    /** Set by the auth middleware on every /v1 route. */
+    tenantId: string;
+  };
+};

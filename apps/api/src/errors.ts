@@ -1,0 +1,87 @@
+import { ERROR_STATUS, type ErrorCode, type FieldError, type Problem } from "@coalesce/contracts";
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { z } from "zod";
+
+const TITLES: Record<ErrorCode, string> = {
+  unauthorized: "Unauthorized",
+  not_found: "Not found",
+  validation_failed: "Validation failed",
+  invalid_json: "Malformed JSON",
+  unsupported_media_type: "Unsupported media type",
+  payload_too_large: "Payload too large",
+  invalid_model: "Invalid model",
+  method_not_allowed: "Method not allowed",
+  service_unavailable: "Service unavailable",
+  internal_error: "Internal error",
+};
+
+/** The API's one error type: a code from the closed set, a message for people, and field errors. */
+export class ApiError extends Error {
+  readonly code: ErrorCode;
+  readonly errors: FieldError[] | undefined;
+  constructor(code: ErrorCode, message: string, errors?: FieldError[]) {
+    super(message);
+    this.code = code;
+    this.errors = errors;
+  }
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+/** Validation failure naming each place: `inputs[17].features: expected 4 values, got 3`. */
+export function validationError(errors: FieldError[], total = errors.length): ApiError {
+  const shown = errors.slice(0, 3).map((e) => (e.field ? `${e.field}: ${e.message}` : e.message));
+  const more = total > shown.length ? ` (and ${total - shown.length} more)` : "";
+  return new ApiError("validation_failed", `${shown.join("; ")}${more}`, errors);
+}
+
+/** `["inputs", 17, "features"]` -> `inputs[17].features` */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const part of path) {
+    if (typeof part === "number") out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out;
+}
+
+export function fromZodError(error: z.ZodError): ApiError {
+  const errors = error.issues.slice(0, 100).map((issue) => ({ field: formatPath(issue.path), message: issue.message }));
+  return validationError(errors, error.issues.length);
+}
+
+function toApiError(error: unknown): ApiError | null {
+  if (error instanceof ApiError) return error;
+  if (error instanceof HTTPException) {
+    if (error.status === 400) return new ApiError("invalid_json", "the request body is not valid JSON");
+    if (error.status === 415) {
+      return new ApiError("unsupported_media_type", "this endpoint takes Content-Type: application/json");
+    }
+    if (error.status === 413) return new ApiError("payload_too_large", error.message);
+    if (error.status === 401) return new ApiError("unauthorized", error.message);
+  }
+  return null;
+}
+
+export function problemResponse(c: Context, error: ApiError): Response {
+  const body: Problem = {
+    type: `https://coalesce.dev/problems/${error.code}`,
+    title: TITLES[error.code],
+    status: error.status,
+    detail: error.message,
+    code: error.code,
+    request_id: c.get("requestId") ?? "unknown",
+    ...(error.errors ? { errors: error.errors } : {}),
+  };
+  return c.body(JSON.stringify(body), error.status as 400, { "Content-Type": "application/problem+json" });
+}
+
+/** Every error leaves as problem+json; an unexpected one is logged with its stack and answered 500 without it. */
+export function handleError(error: unknown, c: Context): Response {
+  const known = toApiError(error);
+  if (known) return problemResponse(c, known);
+  c.get("logger")?.error({ err: error }, "unhandled error");
+  return problemResponse(c, new ApiError("internal_error", "something went wrong on our side; quote the request_id if it persists"));
+}

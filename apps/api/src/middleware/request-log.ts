@@ -1,0 +1,22 @@
+import { randomUUID } from "node:crypto";
+import type { MiddlewareHandler } from "hono";
+import type { Logger } from "pino";
+import type { AppEnv } from "../context.ts";
+
+/** Gives each request an id (or keeps a sane X-Request-Id) and logs one summary line when it ends. */
+export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const incoming = c.req.header("x-request-id");
+    const requestId = incoming && /^[\w.-]{1,128}$/.test(incoming) ? incoming : `req_${randomUUID().replaceAll("-", "")}`;
+    const started = performance.now();
+    c.set("requestId", requestId);
+    c.set("logger", logger.child({ requestId }));
+    await next();
+    c.header("X-Request-Id", requestId);
+    const status = c.res.status;
+    c.get("logger")[status >= 500 ? "error" : "info"](
+      { method: c.req.method, path: c.req.path, status, ms: Math.round(performance.now() - started) },
+      "request",
+    );
+  };
+}

@@ -1,0 +1,52 @@
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import path from "node:path";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { AppEnv } from "../context.ts";
+import { ApiError } from "../errors.ts";
+
+// Swagger UI is served from the installed swagger-ui-dist package: no CDN, so /docs works offline.
+const SWAGGER_DIR = path.dirname(createRequire(import.meta.url).resolve("swagger-ui-dist/package.json"));
+const ASSETS: Record<string, string> = {
+  "swagger-ui.css": "text/css; charset=utf-8",
+  "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+  "favicon-32x32.png": "image/png",
+};
+
+const PAGE = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Coalesce API</title>
+  <link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+  <link rel="icon" href="/docs/assets/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/assets/swagger-ui-bundle.js"></script>
+  <script>window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui" });</script>
+</body>
+</html>`;
+
+export function registerDocs(app: OpenAPIHono<AppEnv>): void {
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "Coalesce API",
+      version: "1.0.0",
+      description:
+        "Asynchronous batch prediction for ONNX models. Register a model, submit rows, poll the job, read the results. " +
+        "Authenticate with `Authorization: Bearer <key>`.",
+    },
+    security: [{ bearerAuth: [] }],
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
+  app.get("/docs", (c) => c.html(PAGE));
+  app.get("/docs/assets/:file", async (c) => {
+    const file = c.req.param("file");
+    const type = ASSETS[file];
+    if (!type) throw new ApiError("not_found", `no asset '${file}'`);
+    const body = await readFile(path.join(SWAGGER_DIR, file));
+    return c.body(body, 200, { "Content-Type": type, "Cache-Control": "public, max-age=86400" });
+  });
+}

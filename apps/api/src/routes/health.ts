@@ -1,0 +1,63 @@
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../context.ts";
+import { ApiError } from "../errors.ts";
+import { problem } from "./responses.ts";
+
+const CHECK_TIMEOUT_MS = 2_000;
+
+export const healthzRoute = createRoute({
+  method: "get",
+  path: "/healthz",
+  tags: ["Health"],
+  summary: "Liveness",
+  description: "200 while the process serves requests; it does not touch Postgres or Redis.",
+  responses: { 200: { description: "Alive", content: { "application/json": { schema: z.object({ status: z.literal("ok") }) } } } },
+});
+
+const ReadySchema = z.object({
+  status: z.literal("ready"),
+  checks: z.object({ postgres: z.literal("ok"), redis: z.literal("ok") }),
+});
+
+export const readyzRoute = createRoute({
+  method: "get",
+  path: "/readyz",
+  tags: ["Health"],
+  summary: "Readiness",
+  description: "200 when Postgres and Redis both answer; 503 naming the one that does not.",
+  responses: {
+    200: { description: "Ready", content: { "application/json": { schema: ReadySchema } } },
+    503: problem("Postgres or Redis is unreachable"),
+  },
+});
+
+async function check(name: string, probe: () => Promise<unknown>): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      probe(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
+      }),
+    ]);
+    return null;
+  } catch (error) {
+    return `${name}: ${(error as Error).message}`;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function registerHealthRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(healthzRoute, (c) => c.json({ status: "ok" as const }, 200));
+  app.openapi(readyzRoute, async (c) => {
+    const failures = (
+      await Promise.all([
+        check("postgres", () => deps.db.pool.query("SELECT 1")),
+        check("redis", () => deps.redis.ping()),
+      ])
+    ).filter((failure): failure is string => failure !== null);
+    if (failures.length > 0) throw new ApiError("service_unavailable", failures.join("; "));
+    return c.json({ status: "ready" as const, checks: { postgres: "ok" as const, redis: "ok" as const } }, 200);
+  });
+}

@@ -1,0 +1,33 @@
+import { JobListSchema } from "@coalesce/contracts";
+import { listJobs } from "@coalesce/db";
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { problem } from "../responses.ts";
+import { pageLimitSchema } from "./params.ts";
+import { presentJob } from "./present.ts";
+
+export const listJobsRoute = createRoute({
+  method: "get",
+  path: "/v1/jobs",
+  tags: ["Jobs"],
+  summary: "List jobs",
+  description: "The caller's jobs, newest first. Pass `next_cursor` back as `cursor` for the next page.",
+  request: {
+    query: z.object({
+      cursor: z.string().max(64).optional().openapi({ description: "`next_cursor` of the previous page" }),
+      limit: pageLimitSchema(20, 100),
+    }),
+  },
+  responses: {
+    200: { description: "A page of jobs", content: { "application/json": { schema: JobListSchema } } },
+    422: problem("A query parameter is out of range"),
+  },
+});
+
+export function registerListJobs(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(listJobsRoute, async (c) => {
+    const { cursor, limit } = c.req.valid("query");
+    const page = await listJobs(deps.db.prisma, c.get("tenantId"), { limit, ...(cursor ? { cursor } : {}) });
+    return c.json({ data: page.jobs.map(presentJob), next_cursor: page.nextCursor }, 200);
+  });
+}

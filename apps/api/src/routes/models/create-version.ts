@@ -1,0 +1,70 @@
+import { ModelNameSchema, ModelVersionSchema } from "@coalesce/contracts";
+import { createModelVersion } from "@coalesce/db";
+import { InvalidModelError, inspectModel } from "@coalesce/models";
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { limitBody } from "../../middleware/body-limit.ts";
+import { problem } from "../responses.ts";
+import { presentModelVersion } from "./present.ts";
+
+export const createModelVersionRoute = createRoute({
+  method: "post",
+  path: "/v1/models/{name}/versions",
+  tags: ["Models"],
+  summary: "Register a model version",
+  description:
+    "Upload an ONNX file as the next version of the named model (1, 2, 3, ...). The file is loaded in " +
+    "onnxruntime to check it and to read its input and output signature. Uploading the same bytes as the " +
+    "latest version again returns that version with status 200.",
+  request: {
+    params: z.object({ name: ModelNameSchema }),
+    body: {
+      required: true,
+      content: { "application/octet-stream": { schema: z.string().openapi({ type: "string", format: "binary" }) } },
+    },
+  },
+  responses: {
+    201: { description: "The new version", content: { "application/json": { schema: ModelVersionSchema } } },
+    200: { description: "The latest version had these exact bytes", content: { "application/json": { schema: ModelVersionSchema } } },
+    413: problem("The file is larger than MAX_MODEL_BYTES"),
+    415: problem("The body is not application/octet-stream"),
+    422: problem("The file is not a loadable ONNX model, or a batch dimension is missing"),
+  },
+});
+
+export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.use(createModelVersionRoute.getRoutingPath(), limitBody(deps.limits.maxModelBytes, "the model file"));
+  app.openapi(createModelVersionRoute, async (c) => {
+    const { name } = c.req.valid("param");
+    const contentType = c.req.header("content-type")?.split(";")[0]?.trim().toLowerCase();
+    if (contentType !== "application/octet-stream") {
+      throw new ApiError(
+        "unsupported_media_type",
+        "send the .onnx file as the raw body with Content-Type: application/octet-stream",
+      );
+    }
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    if (bytes.byteLength === 0) {
+      throw new ApiError("invalid_model", "the body is empty; send the .onnx file's bytes");
+    }
+    let signature;
+    try {
+      signature = await inspectModel(bytes);
+    } catch (error) {
+      if (error instanceof InvalidModelError) throw new ApiError("invalid_model", error.message);
+      throw error;
+    }
+    const stored = await deps.modelStore.put(bytes);
+    const { version, created } = await createModelVersion(deps.db.prisma, {
+      tenantId: c.get("tenantId"),
+      name,
+      sha256: stored.sha256,
+      sizeBytes: stored.sizeBytes,
+      inputs: signature.inputs,
+      outputs: signature.outputs,
+    });
+    c.get("logger").info({ model: name, version: version.version, sha256: stored.sha256, created }, "model version registered");
+    return c.json(presentModelVersion(version), created ? 201 : 200);
+  });
+}

@@ -1,0 +1,29 @@
+import { ModelNameSchema, ModelSchema } from "@coalesce/contracts";
+import { findModel } from "@coalesce/db";
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { problem } from "../responses.ts";
+import { presentModel } from "./present.ts";
+
+export const getModelRoute = createRoute({
+  method: "get",
+  path: "/v1/models/{name}",
+  tags: ["Models"],
+  summary: "Get a model",
+  description: "A model with each of its versions and their input and output signatures.",
+  request: { params: z.object({ name: ModelNameSchema }) },
+  responses: {
+    200: { description: "The model", content: { "application/json": { schema: ModelSchema } } },
+    404: problem("No such model"),
+  },
+});
+
+export function registerGetModel(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(getModelRoute, async (c) => {
+    const { name } = c.req.valid("param");
+    const model = await findModel(deps.db.prisma, c.get("tenantId"), name);
+    if (!model) throw new ApiError("not_found", `no model named '${name}'; register one with POST /v1/models/${name}/versions`);
+    return c.json(presentModel(model), 200);
+  });
+}

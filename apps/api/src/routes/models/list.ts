@@ -1,0 +1,23 @@
+import { ModelListSchema } from "@coalesce/contracts";
+import { listModels } from "@coalesce/db";
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { presentModel } from "./present.ts";
+
+export const listModelsRoute = createRoute({
+  method: "get",
+  path: "/v1/models",
+  tags: ["Models"],
+  summary: "List models",
+  description: "The caller's models with all their versions and signatures, by name.",
+  responses: {
+    200: { description: "The models", content: { "application/json": { schema: ModelListSchema } } },
+  },
+});
+
+export function registerListModels(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(listModelsRoute, async (c) => {
+    const models = await listModels(deps.db.prisma, c.get("tenantId"));
+    return c.json({ data: models.map(presentModel) }, 200);
+  });
+}

@@ -1,0 +1,24 @@
+import { ModelSchema, ModelVersionSchema, type Model, type ModelVersion } from "@coalesce/contracts";
+import type { ModelRecord, ModelVersionRecord } from "@coalesce/db";
+
+// Responses go through their schema, so a database field never leaks out by accident.
+export function presentModelVersion(record: ModelVersionRecord): ModelVersion {
+  return ModelVersionSchema.parse({
+    name: record.modelName,
+    version: record.version,
+    sha256: record.sha256,
+    size_bytes: record.sizeBytes,
+    inputs: record.inputs,
+    outputs: record.outputs,
+    created_at: record.createdAt.toISOString(),
+  });
+}
+
+export function presentModel(record: ModelRecord): Model {
+  return ModelSchema.parse({
+    name: record.name,
+    latest_version: record.versions.at(-1)?.version ?? 0,
+    created_at: record.createdAt.toISOString(),
+    versions: record.versions.map(presentModelVersion),
+  });
+}

@@ -1,0 +1,56 @@
+import { connectDatabase, migrate, upsertApiKey } from "@coalesce/db";
+import { createModelStore } from "@coalesce/models";
+import { createPredictQueue, createRedisConnection } from "@coalesce/queue";
+import { serve, type ServerType } from "@hono/node-server";
+import type { Logger } from "pino";
+import { createApp } from "./app.ts";
+import { hashApiKey } from "./auth/api-keys.ts";
+import type { ApiDeps } from "./context.ts";
+import type { ApiEnv } from "./env.ts";
+
+export type RunningApi = { port: number; close(): Promise<void> };
+
+/** Connects everything the API needs from its environment and starts listening. */
+export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi> {
+  if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
+  const db = connectDatabase(env.DATABASE_URL);
+  const redis = createRedisConnection(env.REDIS_URL);
+  const queue = createPredictQueue({ connection: redis, prefix: env.QUEUE_PREFIX });
+  if (env.BOOTSTRAP_API_KEY) {
+    await upsertApiKey(db.prisma, {
+      tenantName: "default",
+      name: "bootstrap",
+      hash: hashApiKey(env.BOOTSTRAP_API_KEY),
+      prefix: env.BOOTSTRAP_API_KEY.slice(0, 8),
+    });
+  }
+  const deps: ApiDeps = {
+    db,
+    redis,
+    queue,
+    modelStore: createModelStore(env.MODEL_STORE_DIR),
+    logger,
+    limits: {
+      chunkRows: env.CHUNK_ROWS,
+      maxJobRows: env.MAX_JOB_ROWS,
+      maxBodyBytes: env.MAX_BODY_BYTES,
+      maxModelBytes: env.MAX_MODEL_BYTES,
+    },
+  };
+  const app = createApp(deps);
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, () => resolve(s));
+  });
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : env.PORT;
+  logger.info({ port, host: env.HOST }, `api listening on http://${env.HOST}:${port}`);
+  return {
+    port,
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await queue.close();
+      redis.disconnect();
+      await db.close();
+    },
+  };
+}

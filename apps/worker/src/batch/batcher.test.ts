@@ -1,0 +1,427 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { DynamicBatcher, type BatchRunner, type BatchStats, type ItemResult } from "./batcher.ts";
+
+// Fake timers make the delay rules exact and keep these tests independent of machine load; the
+// runner "computes" for runMs of fake time so that runs overlap with later submits.
+
+/** A runner that doubles numbers after runMs, fails any batch containing a bad item, and records calls. */
+function probeRunner(options: { runMs?: number; isBad?: (item: number) => boolean } = {}) {
+  const { runMs = 10, isBad = () => false } = options;
+  const calls: number[][] = [];
+  let active = 0;
+  let maxActive = 0;
+  const run: BatchRunner<number, number> = async (items) => {
+    calls.push([...items]);
+    active++;
+    maxActive = Math.max(maxActive, active);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, runMs));
+      const bad = items.find(isBad);
+      if (bad !== undefined) throw new Error(`bad item ${bad}`);
+      return items.map((item) => item * 2);
+    } finally {
+      active--;
+    }
+  };
+  return { run, calls, maxActive: () => maxActive };
+}
+
+function range(from: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => from + i);
+}
+
+function values<O>(results: ItemResult<O>[]): O[] {
+  return results.map((result) => {
+    if (!result.ok) throw result.error;
+    return result.value;
+  });
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("DynamicBatcher", () => {
+  it("never hands the runner more than maxRows items", async () => {
+    const probe = probeRunner();
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 8, maxDelayMs: 5 });
+
+    const submits = [batcher.submit(range(0, 10)), batcher.submit(range(100, 7)), batcher.submit(range(200, 5))];
+    await vi.runAllTimersAsync();
+    const results = await Promise.all(submits);
+
+    expect(probe.calls.every((call) => call.length <= 8)).toBe(true);
+    expect(probe.calls.flat()).toHaveLength(22);
+    expect(results.map(values)).toEqual([
+      range(0, 10).map((n) => n * 2),
+      range(100, 7).map((n) => n * 2),
+      range(200, 5).map((n) => n * 2),
+    ]);
+  });
+
+  it("runs a lone item once the oldest item has waited maxDelayMs", async () => {
+    const probe = probeRunner({ runMs: 0 });
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 64, maxDelayMs: 50 });
+
+    const result = batcher.submit([21]);
+    await vi.advanceTimersByTimeAsync(49);
+    expect(probe.calls).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(probe.calls).toEqual([[21]]);
+    await vi.runAllTimersAsync();
+    expect(values(await result)).toEqual([42]);
+  });
+
+  it("with real timers, a lone item still runs", async () => {
+    vi.useRealTimers();
+    const batcher = new DynamicBatcher<number, number>({
+      run: async (items) => items.map((item) => item + 1),
+      maxRows: 64,
+      maxDelayMs: 5,
+    });
+    expect(values(await batcher.submit([1]))).toEqual([2]);
+  });
+
+  it("dispatches a full batch without waiting for the delay", async () => {
+    const probe = probeRunner({ runMs: 0 });
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 4, maxDelayMs: 60_000 });
+
+    const result = batcher.submit(range(0, 4));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(probe.calls).toEqual([range(0, 4)]);
+    expect(values(await result)).toEqual([0, 2, 4, 6]);
+  });
+
+  it("coalesces items from several concurrent submits into one run", async () => {
+    const probe = probeRunner();
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 100, maxDelayMs: 20 });
+
+    const submits = [batcher.submit([1, 2, 3])];
+    await vi.advanceTimersByTimeAsync(5);
+    submits.push(batcher.submit([4, 5]));
+    await vi.advanceTimersByTimeAsync(10);
+    submits.push(batcher.submit([6]));
+    await vi.runAllTimersAsync();
+
+    expect(probe.calls).toEqual([[1, 2, 3, 4, 5, 6]]);
+    expect((await Promise.all(submits)).map(values)).toEqual([[2, 4, 6], [8, 10], [12]]);
+  });
+
+  it("coalesces everything that arrived during a run into the next run when maxDelayMs is 0", async () => {
+    const probe = probeRunner({ runMs: 10 });
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 100, maxDelayMs: 0 });
+
+    const submits = [batcher.submit([1])];
+    await vi.advanceTimersByTimeAsync(1);
+    expect(probe.calls).toEqual([[1]]);
+    for (const n of [2, 3, 4, 5]) {
+      submits.push(batcher.submit([n]));
+      await vi.advanceTimersByTimeAsync(1);
+    }
+    await vi.runAllTimersAsync();
+
+    expect(probe.calls).toEqual([[1], [2, 3, 4, 5]]);
+    expect((await Promise.all(submits)).map(values)).toEqual([[2], [4], [6], [8], [10]]);
+  });
+
+  it("keeps at most one run in flight", async () => {
+    const probe = probeRunner({ runMs: 7 });
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 16, maxDelayMs: 3 });
+
+    const submits: Promise<ItemResult<number>[]>[] = [];
+    for (let i = 0; i < 40; i++) {
+      submits.push(batcher.submit(range(i * 100, (i * 7) % 23)));
+      await vi.advanceTimersByTimeAsync(i % 4);
+    }
+    await vi.runAllTimersAsync();
+    await Promise.all(submits);
+
+    expect(probe.calls.length).toBeGreaterThan(1);
+    expect(probe.maxActive()).toBe(1);
+  });
+
+  it("splits a big source over several batches and returns its results in order", async () => {
+    const probe = probeRunner({ runMs: 1 });
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 64, maxDelayMs: 10 });
+
+    const result = batcher.submit(range(0, 1000));
+    await vi.runAllTimersAsync();
+
+    expect(probe.calls).toHaveLength(Math.ceil(1000 / 64));
+    expect(probe.calls.flat()).toEqual(range(0, 1000));
+    expect(values(await result)).toEqual(range(0, 1000).map((n) => n * 2));
+    expect(batcher.pending).toBe(0);
+  });
+
+  describe("fairness", () => {
+    it("serves a 1-item submit made behind a 1,000-item submit in the same batch", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 100, maxDelayMs: 10 });
+
+      const big = batcher.submit(range(0, 1000));
+      const small = batcher.submit([-1]);
+      await vi.advanceTimersByTimeAsync(0);
+
+      expect(probe.calls).toHaveLength(1);
+      expect(probe.calls[0]).toContain(-1);
+      await vi.runAllTimersAsync();
+      expect(values(await small)).toEqual([-2]);
+      expect(values(await big)).toEqual(range(0, 1000).map((n) => n * 2));
+    });
+
+    it("serves a 1-item submit made while a 1,000-item source is running in the next batch", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 100, maxDelayMs: 10 });
+
+      const big = batcher.submit(range(0, 1000));
+      await vi.advanceTimersByTimeAsync(1);
+      expect(probe.calls).toHaveLength(1);
+      let smallDone = false;
+      const small = batcher.submit([-1]).then((results) => {
+        smallDone = true;
+        return results;
+      });
+      // The first run ends at t=10 and the second, dispatched at once, ends at t=20.
+      await vi.advanceTimersByTimeAsync(9);
+      expect(probe.calls).toHaveLength(2);
+      expect(probe.calls[1]).toContain(-1);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(smallDone).toBe(true);
+      expect(batcher.pending).toBeGreaterThan(0);
+      await vi.runAllTimersAsync();
+      expect(values(await small)).toEqual([-2]);
+      expect(values(await big)).toHaveLength(1000);
+    });
+
+    it("shares each batch round-robin across sources, oldest first, each source contiguous", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 6, maxDelayMs: 10 });
+
+      const submits = [batcher.submit(range(0, 10)), batcher.submit([100]), batcher.submit(range(200, 5))];
+      await vi.runAllTimersAsync();
+      await Promise.all(submits);
+
+      // Rounds: 0,100,200 | 1,201 | 2 -> a share of 3, 1 and 2.
+      expect(probe.calls[0]).toEqual([0, 1, 2, 100, 200, 201]);
+      expect(probe.calls[1]).toEqual([3, 4, 5, 202, 203, 204]);
+    });
+
+    it("gives the oldest sources the rows when there are more sources than maxRows", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 3, maxDelayMs: 10 });
+
+      const submits = range(0, 5).map((n) => batcher.submit([n * 10, n * 10 + 1]));
+      await vi.runAllTimersAsync();
+      await Promise.all(submits);
+
+      expect(probe.calls[0]).toEqual([0, 10, 20]);
+      expect(probe.calls[1]).toEqual([1, 11, 21]);
+    });
+  });
+
+  describe("errors", () => {
+    it("bisects a failing batch so only the bad items fail, in order", async () => {
+      const bad = new Set([3, 11, 12]);
+      const probe = probeRunner({ runMs: 1, isBad: (item) => bad.has(item) });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 32, maxDelayMs: 5 });
+
+      const first = batcher.submit(range(0, 10));
+      const second = batcher.submit(range(10, 10));
+      await vi.runAllTimersAsync();
+
+      const results = [...(await first), ...(await second)];
+      results.forEach((result, item) => {
+        if (bad.has(item)) {
+          expect(result).toEqual({ ok: false, error: new Error(`bad item ${item}`) });
+        } else {
+          expect(result).toEqual({ ok: true, value: item * 2 });
+        }
+      });
+      expect(probe.maxActive()).toBe(1);
+    });
+
+    it("fails a single item with the runner's error, wrapping non-Error rejections", async () => {
+      const batcher = new DynamicBatcher<number, number>({
+        run: async () => {
+          throw "tensor shape mismatch";
+        },
+        maxRows: 8,
+        maxDelayMs: 0,
+      });
+
+      const result = batcher.submit([1]);
+      await vi.runAllTimersAsync();
+      const [only] = await result;
+
+      expect(only?.ok).toBe(false);
+      if (only?.ok === false) {
+        expect(only.error).toBeInstanceOf(Error);
+        expect(only.error.message).toContain("tensor shape mismatch");
+      }
+    });
+
+    it("treats a runner that throws synchronously like one that rejects", async () => {
+      const batcher = new DynamicBatcher<number, number>({
+        run: (items) => {
+          if (items.includes(2)) throw new Error("sync failure");
+          return Promise.resolve(items);
+        },
+        maxRows: 8,
+        maxDelayMs: 0,
+      });
+
+      const result = batcher.submit([1, 2, 3]);
+      await vi.runAllTimersAsync();
+
+      expect(await result).toEqual([
+        { ok: true, value: 1 },
+        { ok: false, error: new Error("sync failure") },
+        { ok: true, value: 3 },
+      ]);
+    });
+
+    it("fails the whole batch, without bisecting, when the runner returns the wrong number of outputs", async () => {
+      const run = vi.fn<BatchRunner<number, number>>(async (items) => items.slice(1));
+      const batcher = new DynamicBatcher({ run, maxRows: 8, maxDelayMs: 0 });
+
+      const result = batcher.submit([1, 2, 3]);
+      await vi.runAllTimersAsync();
+      const results = await result;
+
+      expect(run).toHaveBeenCalledTimes(1);
+      expect(results).toHaveLength(3);
+      for (const item of results) {
+        expect(item.ok).toBe(false);
+        if (!item.ok) expect(item.error.message).toMatch(/returned 2 outputs for 3 items/);
+      }
+    });
+
+    it("keeps working after a failed batch", async () => {
+      let fail = true;
+      const batcher = new DynamicBatcher<number, number>({
+        run: async (items) => {
+          if (fail) throw new Error("transient");
+          return items;
+        },
+        maxRows: 8,
+        maxDelayMs: 0,
+      });
+
+      const failed = batcher.submit([1, 2]);
+      await vi.runAllTimersAsync();
+      expect((await failed).every((result) => !result.ok)).toBe(true);
+      fail = false;
+      const ok = batcher.submit([3]);
+      await vi.runAllTimersAsync();
+      expect(values(await ok)).toEqual([3]);
+    });
+  });
+
+  describe("close", () => {
+    it("flushes pending items without waiting for the delay and rejects later submits", async () => {
+      const probe = probeRunner({ runMs: 5 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 4, maxDelayMs: 60_000 });
+
+      const first = batcher.submit([1, 2]);
+      const second = batcher.submit([3, 4, 5]);
+      let closed = false;
+      const closing = batcher.close().then(() => {
+        closed = true;
+      });
+      await vi.advanceTimersByTimeAsync(5);
+      expect(closed).toBe(false);
+      await vi.advanceTimersByTimeAsync(5);
+      await closing;
+
+      expect(probe.calls.flat().sort()).toEqual([1, 2, 3, 4, 5]);
+      expect(values(await first)).toEqual([2, 4]);
+      expect(values(await second)).toEqual([6, 8, 10]);
+      await expect(batcher.submit([6])).rejects.toThrow(/closed/);
+      expect(vi.getTimerCount()).toBe(0);
+    });
+
+    it("waits for the run in flight and leaves no timer behind", async () => {
+      const probe = probeRunner({ runMs: 50 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 8, maxDelayMs: 0 });
+
+      const result = batcher.submit([1]);
+      await vi.advanceTimersByTimeAsync(1);
+      const closing = batcher.close();
+      expect(batcher.close()).toBe(closing);
+      await vi.advanceTimersByTimeAsync(49);
+      await closing;
+
+      expect(values(await result)).toEqual([2]);
+      expect(vi.getTimerCount()).toBe(0);
+    });
+
+    it("clears an armed delay timer when closed with nothing to flush", async () => {
+      const batcher = new DynamicBatcher<number, number>({
+        run: async (items) => items,
+        maxRows: 8,
+        maxDelayMs: 1_000,
+      });
+      const result = batcher.submit([1]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(vi.getTimerCount()).toBe(1);
+
+      await batcher.close();
+      expect(values(await result)).toEqual([1]);
+      expect(vi.getTimerCount()).toBe(0);
+    });
+
+    it("resolves at once when idle", async () => {
+      const batcher = new DynamicBatcher<number, number>({ run: async (items) => items, maxRows: 8, maxDelayMs: 10 });
+      await batcher.close();
+      expect(vi.getTimerCount()).toBe(0);
+    });
+  });
+
+  it("resolves an empty submit with no results and no run", async () => {
+    const run = vi.fn<BatchRunner<number, number>>(async (items) => items);
+    const batcher = new DynamicBatcher({ run, maxRows: 8, maxDelayMs: 0 });
+
+    expect(await batcher.submit([])).toEqual([]);
+    await vi.runAllTimersAsync();
+    expect(run).not.toHaveBeenCalled();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("reports rows, sources, wait, run time and failures once per batch", async () => {
+    const stats: BatchStats[] = [];
+    const probe = probeRunner({ runMs: 5, isBad: (item) => item === 4 });
+    const batcher = new DynamicBatcher({
+      run: probe.run,
+      maxRows: 4,
+      maxDelayMs: 30,
+      onBatch: (batch) => stats.push(batch),
+    });
+
+    const first = batcher.submit([1, 2]);
+    await vi.advanceTimersByTimeAsync(10);
+    const second = batcher.submit([3]);
+    await vi.advanceTimersByTimeAsync(20);
+    expect(probe.calls).toEqual([[1, 2, 3]]);
+    await vi.advanceTimersByTimeAsync(5);
+    expect(stats).toEqual([{ rows: 3, sources: 2, waitMs: 30, runMs: 5, failed: 0 }]);
+
+    // A full batch goes at once; its bad item costs two extra runs of 5 ms each.
+    const third = batcher.submit([4, 5, 6, 7]);
+    await vi.runAllTimersAsync();
+    expect(stats[1]).toEqual({ rows: 4, sources: 1, waitMs: 0, runMs: 5 * 5, failed: 1 });
+    expect(stats).toHaveLength(2);
+    await Promise.all([first, second, third]);
+  });
+
+  it("rejects nonsensical options", () => {
+    const run: BatchRunner<number, number> = async (items) => items;
+    expect(() => new DynamicBatcher({ run, maxRows: 0, maxDelayMs: 0 })).toThrow(RangeError);
+    expect(() => new DynamicBatcher({ run, maxRows: 1.5, maxDelayMs: 0 })).toThrow(RangeError);
+    expect(() => new DynamicBatcher({ run, maxRows: 1, maxDelayMs: -1 })).toThrow(RangeError);
+    expect(() => new DynamicBatcher({ run, maxRows: 1, maxDelayMs: Number.NaN })).toThrow(RangeError);
+  });
+});

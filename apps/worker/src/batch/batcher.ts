@@ -1,0 +1,314 @@
+/**
+ * A dynamic batcher in the manner of Triton's: rows submitted by many concurrent chunks of the same
+ * model are coalesced into one runner call, so one onnxruntime run serves many jobs.
+ */
+
+/** Runs one batch. Must resolve with exactly `items.length` outputs, in the order of `items`. */
+export type BatchRunner<I, O> = (items: I[]) => Promise<O[]>;
+
+export type ItemResult<O> = { ok: true; value: O } | { ok: false; error: Error };
+
+/** One line of numbers per dispatched batch, for the per-batch summary log. */
+export type BatchStats = {
+  /** Rows in the batch. */
+  rows: number;
+  /** Distinct submits (chunks) that contributed rows. */
+  sources: number;
+  /** How long the oldest row in the batch waited before the batch was dispatched. */
+  waitMs: number;
+  /** Time from dispatch until every row of the batch had a result, bisection retries included. */
+  runMs: number;
+  /** Rows that ended with `{ ok: false }`. */
+  failed: number;
+};
+
+export type BatcherOptions<I, O> = {
+  /** Runs one batch; at most one call is in flight per batcher. */
+  run: BatchRunner<I, O>;
+  /**
+   * Most rows handed to `run` at once (MAX_BATCH_ROWS). A positive integer.
+   * @defaultValue none; required
+   */
+  maxRows: number;
+  /**
+   * Longest the oldest waiting row waits for a batch to fill before a partial batch is dispatched
+   * (MAX_BATCH_DELAY_MS). `0` dispatches as soon as nothing is running.
+   * @defaultValue none; required
+   */
+  maxDelayMs: number;
+  /**
+   * Called once per dispatched batch, after all its rows have results. It must not throw; if it
+   * does, the error is rethrown from a microtask (an uncaught exception) rather than corrupting the
+   * batcher's state.
+   * @defaultValue undefined, nothing is reported
+   */
+  onBatch?: (stats: BatchStats) => void;
+};
+
+/** One `submit` call: its rows, how many have been handed out, and where their results go. */
+type Source<I, O> = {
+  items: readonly I[];
+  taken: number;
+  settled: number;
+  results: ItemResult<O>[];
+  submittedAt: number;
+  resolve: (results: ItemResult<O>[]) => void;
+};
+
+/** Where a batched row's result goes back to. */
+type Slot<I, O> = { source: Source<I, O>; index: number };
+
+export class DynamicBatcher<I, O> {
+  private readonly run: BatchRunner<I, O>;
+  private readonly maxRows: number;
+  private readonly maxDelayMs: number;
+  private readonly onBatch: ((stats: BatchStats) => void) | undefined;
+
+  /** Sources with rows not yet taken, in submission order; the head holds the oldest row. */
+  private queue: Source<I, O>[] = [];
+  private pendingRows = 0;
+  private inFlight = false;
+  private wakeQueued = false;
+  private timer: NodeJS.Timeout | undefined;
+  private timerDeadline = 0;
+  private closing: Promise<void> | undefined;
+  private resolveClosed: (() => void) | undefined;
+
+  constructor(options: BatcherOptions<I, O>) {
+    if (!Number.isInteger(options.maxRows) || options.maxRows < 1) {
+      throw new RangeError(`maxRows must be a positive integer, got ${options.maxRows}`);
+    }
+    if (!Number.isFinite(options.maxDelayMs) || options.maxDelayMs < 0) {
+      throw new RangeError(`maxDelayMs must be a finite number >= 0, got ${options.maxDelayMs}`);
+    }
+    this.run = options.run;
+    this.maxRows = options.maxRows;
+    this.maxDelayMs = options.maxDelayMs;
+    this.onBatch = options.onBatch;
+  }
+
+  /** Rows submitted but not yet taken into a batch (rows of the batch in flight are not counted). */
+  get pending(): number {
+    return this.pendingRows;
+  }
+
+  /**
+   * Queues one source's rows and resolves with one result per row, in the order given, once every
+   * row has run. Rows may be spread over several batches. Rejects only if the batcher is closed.
+   */
+  submit(items: readonly I[]): Promise<ItemResult<O>[]> {
+    if (this.closing) return Promise.reject(new Error("DynamicBatcher is closed; submit refused"));
+    if (items.length === 0) return Promise.resolve([]);
+    return new Promise((resolve) => {
+      this.queue.push({
+        // A copy, so a caller reusing its array cannot change rows that are still waiting.
+        items: items.slice(),
+        taken: 0,
+        settled: 0,
+        results: new Array<ItemResult<O>>(items.length),
+        submittedAt: performance.now(),
+        resolve,
+      });
+      this.pendingRows += items.length;
+      this.wake();
+    });
+  }
+
+  /**
+   * Dispatches everything pending without waiting for batches to fill, and resolves once every
+   * submitted row has a result. Submits made after this call reject. Leaves no timer behind.
+   */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = new Promise((resolve) => {
+        this.resolveClosed = resolve;
+      });
+      this.clearTimer();
+      this.wake();
+      this.resolveIfDrained();
+    }
+    return this.closing;
+  }
+
+  /**
+   * Defers the dispatch decision to a microtask so that submits made in the same tick land in the
+   * same batch, and so `run` is never called re-entrantly from inside `submit` or `close`.
+   */
+  private wake(): void {
+    if (this.wakeQueued) return;
+    this.wakeQueued = true;
+    queueMicrotask(() => {
+      this.wakeQueued = false;
+      this.pump();
+    });
+  }
+
+  /** Dispatches a batch if one is due, otherwise arms the one timer for the oldest row's deadline. */
+  private pump(): void {
+    // A finishing run calls pump again, so nothing needs to be scheduled while one is in flight.
+    if (this.inFlight) return;
+    const head = this.queue[0];
+    if (head === undefined) {
+      this.clearTimer();
+      return;
+    }
+    const now = performance.now();
+    const deadline = head.submittedAt + this.maxDelayMs;
+    if (this.closing || this.pendingRows >= this.maxRows || now >= deadline) {
+      this.clearTimer();
+      void this.dispatch(now);
+      return;
+    }
+    if (this.timer !== undefined && this.timerDeadline === deadline) return;
+    this.clearTimer();
+    this.timerDeadline = deadline;
+    // Timers may fire a fraction of a millisecond early; pump then simply re-arms for the rest.
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.pump();
+    }, Math.ceil(deadline - now));
+  }
+
+  private clearTimer(): void {
+    if (this.timer === undefined) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private async dispatch(now: number): Promise<void> {
+    const { items, slots, sources, oldest } = this.takeBatch();
+    this.inFlight = true;
+    const started = performance.now();
+    const failed = await this.execute(items, slots);
+    const stats: BatchStats = {
+      rows: items.length,
+      sources,
+      waitMs: now - oldest,
+      runMs: performance.now() - started,
+      failed,
+    };
+    this.inFlight = false;
+    this.report(stats);
+    this.pump();
+    this.resolveIfDrained();
+  }
+
+  /**
+   * Takes up to maxRows rows, sharing the batch round-robin across pending sources in submission
+   * order: every source gets one row per round until the batch is full or it runs dry. A chunk of
+   * 10,000 rows therefore cannot starve a 1-row chunk queued behind it, while with more sources than
+   * rows the oldest sources go first. Each source's rows stay contiguous within the batch.
+   */
+  private takeBatch(): { items: I[]; slots: Slot<I, O>[]; sources: number; oldest: number } {
+    // Only the first maxRows sources can receive a row, which bounds the work per batch.
+    const candidates = this.queue.slice(0, this.maxRows);
+    const counts = candidates.map(() => 0);
+    let capacity = Math.min(this.maxRows, this.pendingRows);
+    let active = candidates.map((_, i) => i);
+    // Counts are computed in whole rounds ("water-filling") rather than row by row; the result is
+    // the same as dealing rows one at a time.
+    while (capacity > 0 && active.length > 0) {
+      const share = Math.floor(capacity / active.length);
+      if (share === 0) {
+        for (const i of active.slice(0, capacity)) counts[i] = (counts[i] ?? 0) + 1;
+        break;
+      }
+      const stillActive: number[] = [];
+      for (const i of active) {
+        const source = candidates[i]!;
+        const left = source.items.length - source.taken - (counts[i] ?? 0);
+        const take = Math.min(share, left);
+        counts[i] = (counts[i] ?? 0) + take;
+        capacity -= take;
+        if (left > take) stillActive.push(i);
+      }
+      active = stillActive;
+    }
+
+    const items: I[] = [];
+    const slots: Slot<I, O>[] = [];
+    let sources = 0;
+    candidates.forEach((source, i) => {
+      const count = counts[i] ?? 0;
+      if (count === 0) return;
+      sources++;
+      for (let index = source.taken; index < source.taken + count; index++) {
+        items.push(source.items[index] as I);
+        slots.push({ source, index });
+      }
+      source.taken += count;
+    });
+    this.pendingRows -= items.length;
+    // The head always gets a row (it is first in every round), so its rows are the oldest taken.
+    const oldest = candidates[0]?.submittedAt ?? performance.now();
+    this.queue = this.queue.filter((source) => source.taken < source.items.length);
+    return { items, slots, sources, oldest };
+  }
+
+  /**
+   * Runs a batch and settles every slot. When the runner rejects, the batch is split in half and
+   * each half re-run, recursively, so one bad row fails only itself; a batch with k bad rows costs
+   * about 2k·log2(n) extra runs. Never rejects; resolves with the number of failed rows.
+   */
+  private async execute(items: I[], slots: Slot<I, O>[]): Promise<number> {
+    let outputs: O[];
+    try {
+      outputs = await this.run(items);
+    } catch (cause) {
+      if (items.length === 1) {
+        this.settle(slots[0]!, { ok: false, error: toError(cause) });
+        return 1;
+      }
+      const middle = Math.ceil(items.length / 2);
+      // Sequential on purpose: at most one run in flight per batcher.
+      const left = await this.execute(items.slice(0, middle), slots.slice(0, middle));
+      const right = await this.execute(items.slice(middle), slots.slice(middle));
+      return left + right;
+    }
+
+    if (!Array.isArray(outputs) || outputs.length !== items.length) {
+      // A runner that miscounts is broken, not the rows; bisecting would only hide the bug.
+      const got = Array.isArray(outputs) ? `${outputs.length} outputs` : `a ${typeof outputs}`;
+      const error = new Error(
+        `Batch runner returned ${got} for ${items.length} items; it must return exactly one output per item, in order`,
+      );
+      for (const slot of slots) this.settle(slot, { ok: false, error });
+      return slots.length;
+    }
+    slots.forEach((slot, i) => this.settle(slot, { ok: true, value: outputs[i] as O }));
+    return 0;
+  }
+
+  /** Records one row's result; a source resolves as soon as its last row is settled. */
+  private settle(slot: Slot<I, O>, result: ItemResult<O>): void {
+    const { source } = slot;
+    source.results[slot.index] = result;
+    source.settled++;
+    if (source.settled === source.items.length) source.resolve(source.results);
+  }
+
+  private report(stats: BatchStats): void {
+    if (!this.onBatch) return;
+    try {
+      this.onBatch(stats);
+    } catch (error) {
+      // Surface the callback's bug without leaving the batcher stuck mid-dispatch.
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+  }
+
+  private resolveIfDrained(): void {
+    if (this.resolveClosed && !this.inFlight && this.queue.length === 0) {
+      this.clearTimer();
+      this.resolveClosed();
+      this.resolveClosed = undefined;
+    }
+  }
+}
+
+function toError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(`Batch runner failed: ${String(value)}`, { cause: value });
+}

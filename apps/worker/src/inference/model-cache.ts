@@ -1,0 +1,65 @@
+import { getModelVersion, type Database, type ModelVersionRecord } from "@coalesce/db";
+import { loadSession, maxBatchRows, type ModelStore } from "@coalesce/models";
+import type { InferenceSession } from "onnxruntime-node";
+import type { Logger } from "pino";
+
+export type LoadedModel = {
+  version: ModelVersionRecord;
+  session: InferenceSession;
+  /** Most rows one run may take: 1 for a model whose batch dimension is fixed to 1. */
+  maxBatchRows: number;
+};
+
+export type SessionSettings = { intraOpNumThreads: number };
+
+/**
+ * One onnxruntime session per model version per process, loaded on first use. A failed load is
+ * forgotten, so the next chunk (a retry) tries again.
+ */
+export class ModelCache {
+  readonly #loading = new Map<string, Promise<LoadedModel>>();
+  readonly #db: Database;
+  readonly #store: ModelStore;
+  readonly #settings: SessionSettings;
+  readonly #logger: Logger;
+
+  constructor(db: Database, store: ModelStore, settings: SessionSettings, logger: Logger) {
+    this.#db = db;
+    this.#store = store;
+    this.#settings = settings;
+    this.#logger = logger;
+  }
+
+  get(modelVersionId: string): Promise<LoadedModel> {
+    let loading = this.#loading.get(modelVersionId);
+    if (!loading) {
+      loading = this.#load(modelVersionId);
+      loading.catch(() => this.#loading.delete(modelVersionId));
+      this.#loading.set(modelVersionId, loading);
+    }
+    return loading;
+  }
+
+  async #load(modelVersionId: string): Promise<LoadedModel> {
+    const started = performance.now();
+    const version = await getModelVersion(this.#db.prisma, modelVersionId);
+    if (!version) throw new Error(`model version ${modelVersionId} does not exist`);
+    const path = this.#store.pathOf(version.sha256);
+    const session = await loadSession(path, {
+      ...(this.#settings.intraOpNumThreads > 0 ? { intraOpNumThreads: this.#settings.intraOpNumThreads } : {}),
+    });
+    this.#logger.info(
+      { model: version.modelName, version: version.version, ms: Math.round(performance.now() - started), provider: "cpu" },
+      "model loaded",
+    );
+    return { version, session, maxBatchRows: maxBatchRows(version) };
+  }
+
+  async closeAll(): Promise<void> {
+    const loaded = await Promise.allSettled(this.#loading.values());
+    this.#loading.clear();
+    await Promise.all(
+      loaded.map((result) => (result.status === "fulfilled" ? result.value.session.release() : undefined)),
+    );
+  }
+}

@@ -1,0 +1,6 @@
+export * from "./errors.ts";
+export * from "./jobs.ts";
+export * from "./models.ts";
+export * from "./queue.ts";
+export * from "./tensor.ts";
+export * from "./env.ts";

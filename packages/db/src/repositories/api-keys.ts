@@ -1,0 +1,31 @@
+import type { DbClient } from "../connection.ts";
+import { newId } from "../ids.ts";
+
+export type ApiKeyOwner = { keyId: string; tenantId: string };
+
+/** The tenant a key belongs to, or null for an unknown or revoked key. */
+export async function findApiKeyOwner(db: DbClient, hash: string): Promise<ApiKeyOwner | null> {
+  const key = await db.apiKey.findUnique({ where: { hash }, select: { id: true, tenantId: true, revokedAt: true } });
+  if (!key || key.revokedAt) return null;
+  return { keyId: key.id, tenantId: key.tenantId };
+}
+
+export type CreateApiKeyInput = { tenantName: string; name: string; hash: string; prefix: string };
+
+/**
+ * Stores a key's hash under the named tenant (created when new). Storing a hash that exists
+ * already is a no-op, which is what makes the bootstrap key safe to ensure on every start.
+ */
+export async function upsertApiKey(db: DbClient, input: CreateApiKeyInput): Promise<ApiKeyOwner> {
+  const tenant = await db.tenant.upsert({
+    where: { name: input.tenantName },
+    update: {},
+    create: { id: newId("tenant"), name: input.tenantName },
+  });
+  const key = await db.apiKey.upsert({
+    where: { hash: input.hash },
+    update: {},
+    create: { id: newId("apiKey"), tenantId: tenant.id, name: input.name, prefix: input.prefix, hash: input.hash },
+  });
+  return { keyId: key.id, tenantId: key.tenantId };
+}

@@ -1,0 +1,9 @@
+export { createRedisConnection, DEFAULT_REDIS_URL } from "./connection.ts";
+export {
+  createPredictQueue,
+  DEFAULT_QUEUE_PREFIX,
+  enqueueChunks,
+  PREDICT_QUEUE,
+  type PredictQueue,
+  type QueueSettings,
+} from "./predict-queue.ts";

@@ -1,0 +1,65 @@
+// Starting the API and worker as real processes, for `npm start`, the demo and end-to-end tests.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import path from "node:path";
+
+export const ROOT = path.resolve(import.meta.dirname, "..");
+export const API_MAIN = path.join(ROOT, "apps/api/src/main.ts");
+export const WORKER_MAIN = path.join(ROOT, "apps/worker/src/main.ts");
+
+export type ServiceProcess = { name: string; child: ChildProcess; exited: Promise<number | null> };
+
+/** Runs a TypeScript entry point under tsx with extra environment; output goes to `stdio`. */
+export function startProcess(
+  name: string,
+  entry: string,
+  env: Record<string, string>,
+  stdio: "inherit" | "pipe" | "ignore" = "inherit",
+): ServiceProcess {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", stdio, stdio],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { name, child, exited };
+}
+
+/** SIGTERM, then wait (SIGKILL after `graceMs`). */
+export async function stopProcess(service: ServiceProcess, graceMs = 15_000): Promise<void> {
+  if (service.child.exitCode !== null || service.child.signalCode !== null) return;
+  service.child.kill("SIGTERM");
+  const timer = setTimeout(() => service.child.kill("SIGKILL"), graceMs);
+  await service.exited;
+  clearTimeout(timer);
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls GET /readyz until it answers 200; fails early if a process dies. */
+export async function waitUntilReady(baseUrl: string, services: ServiceProcess[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    for (const service of services) {
+      if (service.child.exitCode !== null) throw new Error(`${service.name} exited with code ${service.child.exitCode}`);
+    }
+    try {
+      const response = await fetch(`${baseUrl}/readyz`);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${baseUrl} was not ready within ${timeoutMs / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
