@@ -14,7 +14,7 @@ function step(message: string): void {
   console.log(`> ${message}`);
 }
 
-async function call<T>(baseUrl: string, key: string, method: string, route: string, body?: BodyInit, type?: string): Promise<T> {
+async function call<T>(baseUrl: string, key: string, method: string, route: string, body?: string | Uint8Array, type?: string): Promise<T> {
   const response = await fetch(`${baseUrl}${route}`, {
     method,
     headers: { Authorization: `Bearer ${key}`, ...(type ? { "Content-Type": type } : {}) },

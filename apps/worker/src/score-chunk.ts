@@ -52,7 +52,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
   );
   const status = await completeChunk(deps.db.prisma, { chunkId: chunk.id, jobId: chunk.jobId, results });
   if (status === "succeeded" || status === "failed") {
-    deps.logger.info({ jobId: chunk.jobId, status }, "job finished");
+    deps.logger.info({ status }, "job finished");
   }
 }
 

@@ -1,0 +1,216 @@
+import * as ort from "onnxruntime-node";
+import type { TensorRow, TensorSpec, TensorValue } from "@coalesce/contracts";
+import { isFixedDim, perRowDims } from "./validate-row.ts";
+
+type NumberArray = Float32Array | Float64Array | Int32Array;
+
+/**
+ * Stacks rows into one tensor per input, shaped `[rows.length, ...per-row dims]`. The rows must
+ * have passed `validateRow` and share one `rowShapeKey`; a row whose element count does not fit
+ * the batch still throws rather than run on shifted data.
+ */
+export function buildBatch(rows: readonly TensorRow[], inputs: readonly TensorSpec[]): Record<string, ort.Tensor> {
+  if (rows.length === 0) throw new Error("cannot build a batch of 0 rows");
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const input of inputs) feeds[input.name] = buildInputTensor(rows, input);
+  return feeds;
+}
+
+function buildInputTensor(rows: readonly TensorRow[], input: TensorSpec): ort.Tensor {
+  const rank = Math.max(0, input.shape.length - 1);
+  const observed = perRowDims(rows[0]![input.name], rank);
+  const rowDims: number[] = [];
+  for (let d = 0; d < rank; d++) {
+    const dim = input.shape[d + 1];
+    const size = isFixedDim(dim) ? dim : observed[d];
+    if (size === undefined) throw new Error(`rows[0].${input.name} is not nested ${rank} deep`);
+    rowDims.push(size);
+  }
+  let perRow = 1;
+  for (const size of rowDims) perRow *= size;
+  const dims = [rows.length, ...rowDims];
+  const total = rows.length * perRow;
+
+  switch (input.type) {
+    case "float32":
+      return new ort.Tensor("float32", fillRows(rows, input.name, rank, perRow, new Float32Array(total), fillNumbers), dims);
+    case "float64":
+      return new ort.Tensor("float64", fillRows(rows, input.name, rank, perRow, new Float64Array(total), fillNumbers), dims);
+    case "int32":
+      return new ort.Tensor("int32", fillRows(rows, input.name, rank, perRow, new Int32Array(total), fillNumbers), dims);
+    case "int64":
+      return new ort.Tensor("int64", fillRows(rows, input.name, rank, perRow, new BigInt64Array(total), fillInt64), dims);
+    case "bool":
+      // ORT's bool tensors are one byte per element, 0 or 1.
+      return new ort.Tensor("bool", fillRows(rows, input.name, rank, perRow, new Uint8Array(total), fillBool), dims);
+    default:
+      throw new Error(`input '${input.name}' has element type ${input.type}, which rows cannot carry`);
+  }
+}
+
+/** Writes `value` (nested `depth` deep) into `data` from `offset`; returns the offset after it. */
+type Fill<A> = (value: TensorValue, depth: number, data: A, offset: number) => number;
+
+function fillRows<A>(
+  rows: readonly TensorRow[],
+  name: string,
+  rank: number,
+  perRow: number,
+  data: A,
+  fill: Fill<A>,
+): A {
+  let offset = 0;
+  for (let r = 0; r < rows.length; r++) {
+    const value = rows[r]![name];
+    if (value === undefined) throw new Error(`rows[${r}] has no input '${name}'`);
+    const end = fill(value, rank, data, offset);
+    // Typed arrays silently drop out-of-range writes, so a misfit row would otherwise shift or
+    // zero-fill its neighbours' data without any error.
+    if (end !== offset + perRow) {
+      throw new Error(`rows[${r}].${name} has ${end - offset} values where the batch needs ${perRow}; rows must be validated and grouped by rowShapeKey`);
+    }
+    offset = end;
+  }
+  return data;
+}
+
+function fillNumbers(value: TensorValue, depth: number, data: NumberArray, offset: number): number {
+  if (depth === 0) {
+    data[offset] = value as number;
+    return offset + 1;
+  }
+  const values = value as TensorValue[];
+  if (depth === 1) {
+    for (let i = 0; i < values.length; i++) data[offset + i] = values[i] as number;
+    return offset + values.length;
+  }
+  for (let i = 0; i < values.length; i++) offset = fillNumbers(values[i]!, depth - 1, data, offset);
+  return offset;
+}
+
+function fillInt64(value: TensorValue, depth: number, data: BigInt64Array, offset: number): number {
+  if (depth === 0) {
+    // Validated int64 values are safe integers or decimal strings; BigInt takes both exactly.
+    data[offset] = BigInt(value as number | string);
+    return offset + 1;
+  }
+  const values = value as TensorValue[];
+  if (depth === 1) {
+    for (let i = 0; i < values.length; i++) data[offset + i] = BigInt(values[i] as number | string);
+    return offset + values.length;
+  }
+  for (let i = 0; i < values.length; i++) offset = fillInt64(values[i]!, depth - 1, data, offset);
+  return offset;
+}
+
+function fillBool(value: TensorValue, depth: number, data: Uint8Array, offset: number): number {
+  if (depth === 0) {
+    data[offset] = value === true ? 1 : 0;
+    return offset + 1;
+  }
+  const values = value as TensorValue[];
+  if (depth === 1) {
+    for (let i = 0; i < values.length; i++) data[offset + i] = values[i] === true ? 1 : 0;
+    return offset + values.length;
+  }
+  for (let i = 0; i < values.length; i++) offset = fillBool(values[i]!, depth - 1, data, offset);
+  return offset;
+}
+
+/**
+ * Splits a run's outputs along the batch dimension into one row of JSON values per input row,
+ * nested to each output's remaining dimensions (a plain value where the output is `[batch]`).
+ * int64/uint64 values beyond ±(2^53 - 1) become decimal strings, since JSON numbers would round them.
+ */
+export function splitOutputs(
+  results: Readonly<Record<string, ort.Tensor>>,
+  outputs: readonly TensorSpec[],
+  rowCount: number,
+): TensorRow[] {
+  const rows: TensorRow[] = [];
+  for (let r = 0; r < rowCount; r++) rows.push({});
+  for (const output of outputs) {
+    const tensor = results[output.name];
+    if (tensor === undefined) throw new Error(`the model run returned no output '${output.name}'`);
+    const dims = tensor.dims;
+    if (dims[0] !== rowCount) {
+      throw new Error(
+        `output '${output.name}' has shape [${dims.join(", ")}] for a batch of ${rowCount} rows: the model does not keep the batch dimension as the first dimension of this output, so its results cannot be split into rows`,
+      );
+    }
+    const rowDims = dims.slice(1);
+    let perRow = 1;
+    for (const size of rowDims) perRow *= size;
+    const read = readerFor(tensor, output.name);
+    for (let r = 0; r < rowCount; r++) {
+      rows[r]![output.name] = rowDims.length === 0 ? read(r) : nest(read, rowDims, 0, r * perRow, perRow);
+    }
+  }
+  return rows;
+}
+
+type Reader = (index: number) => TensorValue;
+
+/** Builds the nested arrays for `size` elements from `offset`, following `dims` from `depth`. */
+function nest(read: Reader, dims: readonly number[], depth: number, offset: number, size: number): TensorValue[] {
+  const length = dims[depth]!;
+  const out: TensorValue[] = new Array<TensorValue>(length);
+  if (depth === dims.length - 1) {
+    for (let i = 0; i < length; i++) out[i] = read(offset + i);
+    return out;
+  }
+  const childSize = length === 0 ? 0 : size / length;
+  for (let i = 0; i < length; i++) out[i] = nest(read, dims, depth + 1, offset + i * childSize, childSize);
+  return out;
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const MIN_SAFE = -MAX_SAFE;
+
+function readerFor(tensor: ort.Tensor, name: string): Reader {
+  switch (tensor.type) {
+    case "float32":
+    case "float64":
+    case "int8":
+    case "uint8":
+    case "int16":
+    case "uint16":
+    case "int32":
+    case "uint32": {
+      const data = tensor.data as ArrayLike<number>;
+      return (i) => data[i]!;
+    }
+    case "float16": {
+      // Without a global Float16Array (Node 20), ORT hands back the raw half-precision bits.
+      const data = tensor.data as ArrayLike<number>;
+      return data instanceof Uint16Array ? (i) => halfToNumber(data[i]!) : (i) => data[i]!;
+    }
+    case "int64":
+    case "uint64": {
+      const data = tensor.data as ArrayLike<bigint>;
+      return (i) => {
+        const n = data[i]!;
+        return n >= MIN_SAFE && n <= MAX_SAFE ? Number(n) : n.toString();
+      };
+    }
+    case "bool": {
+      const data = tensor.data as ArrayLike<number>;
+      return (i) => data[i] !== 0;
+    }
+    case "string": {
+      const data = tensor.data as readonly string[];
+      return (i) => data[i]!;
+    }
+    default:
+      throw new Error(`output '${name}' has element type ${tensor.type}, which cannot be returned as JSON`);
+  }
+}
+
+function halfToNumber(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exponent = (bits >> 10) & 0x1f;
+  const fraction = bits & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 0x1f) return fraction === 0 ? sign * Infinity : NaN;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
