@@ -15,6 +15,8 @@ export const WorkerEnvSchema = z.object({
   WORKER_CONCURRENCY: intVar(64, 1, 10_000),
   /** 0 lets onnxruntime choose (one thread per core). */
   INTRA_OP_THREADS: intVar(0, 0, 1024),
+  /** How often to re-enqueue chunks Postgres has and Redis lost; 0 turns it off. */
+  RECONCILE_INTERVAL_MS: intVar(30_000, 0),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
 });

@@ -1,12 +1,13 @@
 import { ChunkJobSchema, type ChunkJob, type TensorRow } from "@coalesce/contracts";
 import { connectDatabase, migrate } from "@coalesce/db";
 import { createModelStore } from "@coalesce/models";
-import { createRedisConnection, PREDICT_QUEUE } from "@coalesce/queue";
+import { createPredictQueue, createRedisConnection, PREDICT_QUEUE } from "@coalesce/queue";
 import { UnrecoverableError, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
 import type { WorkerEnv } from "./env.ts";
 import { ModelCache } from "./inference/model-cache.ts";
+import { startReconciler } from "./reconcile.ts";
 import { runBatch } from "./inference/run-batch.ts";
 import { failChunk, scoreChunk, type RowWork } from "./score-chunk.ts";
 
@@ -66,6 +67,11 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   });
   worker.on("error", (error) => logger.error({ err: error }, "worker error"));
   await worker.waitUntilReady();
+  const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
+  const stopReconciler =
+    env.RECONCILE_INTERVAL_MS > 0
+      ? startReconciler(db, queue, { intervalMs: env.RECONCILE_INTERVAL_MS, graceMs: env.RECONCILE_INTERVAL_MS }, logger)
+      : () => {};
   logger.info(
     { queuePrefix: env.QUEUE_PREFIX, concurrency: env.WORKER_CONCURRENCY, maxBatchRows: env.MAX_BATCH_ROWS, maxBatchDelayMs: env.MAX_BATCH_DELAY_MS, provider: "cpu" },
     "worker ready",
@@ -73,7 +79,9 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
 
   return {
     async close() {
+      stopReconciler();
       await worker.close();
+      await queue.close();
       await batchers.closeAll();
       await models.closeAll();
       connection.disconnect();

@@ -103,6 +103,9 @@ CREATE UNIQUE INDEX "model_versions_model_id_version_key" ON "model_versions"("m
 CREATE INDEX "jobs_tenant_id_id_idx" ON "jobs"("tenant_id", "id" DESC);
 
 -- CreateIndex
+CREATE INDEX "jobs_status_created_at_idx" ON "jobs"("status", "created_at");
+
+-- CreateIndex
 CREATE INDEX "job_chunks_job_id_first_row_idx" ON "job_chunks"("job_id", "first_row");
 
 -- CreateIndex
