@@ -14,6 +14,7 @@ export type RunningApi = { port: number; close(): Promise<void> };
 export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi> {
   if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
   const db = connectDatabase(env.DATABASE_URL);
+  await db.warmUp();
   const redis = createRedisConnection(env.REDIS_URL);
   const queue = createPredictQueue({ connection: redis, prefix: env.QUEUE_PREFIX });
   if (env.BOOTSTRAP_API_KEY) {

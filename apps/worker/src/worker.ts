@@ -21,6 +21,7 @@ export type RunningWorker = { close(): Promise<void> };
 export async function startWorker(env: WorkerEnv, logger: Logger): Promise<RunningWorker> {
   if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
   const db = connectDatabase(env.DATABASE_URL);
+  await db.warmUp();
   const models = new ModelCache(
     db,
     createModelStore(env.MODEL_STORE_DIR),
