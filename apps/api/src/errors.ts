@@ -11,7 +11,6 @@ const TITLES: Record<ErrorCode, string> = {
   unsupported_media_type: "Unsupported media type",
   payload_too_large: "Payload too large",
   invalid_model: "Invalid model",
-  method_not_allowed: "Method not allowed",
   service_unavailable: "Service unavailable",
   internal_error: "Internal error",
 };
@@ -48,7 +47,9 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 export function fromZodError(error: z.ZodError): ApiError {
-  const errors = error.issues.slice(0, 100).map((issue) => ({ field: formatPath(issue.path), message: issue.message }));
+  const errors = error.issues
+    .slice(0, 100)
+    .map((issue) => ({ field: formatPath(issue.path) || "body", message: issue.message }));
   return validationError(errors, error.issues.length);
 }
 
@@ -75,7 +76,10 @@ export function problemResponse(c: Context, error: ApiError): Response {
     request_id: c.get("requestId") ?? "unknown",
     ...(error.errors ? { errors: error.errors } : {}),
   };
-  return c.body(JSON.stringify(body), error.status as 400, { "Content-Type": "application/problem+json" });
+  const headers: Record<string, string> = { "Content-Type": "application/problem+json" };
+  // RFC 9110: a 401 names the scheme the client should use.
+  if (error.code === "unauthorized") headers["WWW-Authenticate"] = 'Bearer realm="coalesce"';
+  return c.body(JSON.stringify(body), error.status as 400, headers);
 }
 
 /** Every error leaves as problem+json; an unexpected one is logged with its stack and answered 500 without it. */

@@ -9,7 +9,6 @@ export const ERROR_CODES = [
   "unsupported_media_type",
   "payload_too_large",
   "invalid_model",
-  "method_not_allowed",
   "service_unavailable",
   "internal_error",
 ] as const;
@@ -25,7 +24,6 @@ export const ERROR_STATUS = {
   unsupported_media_type: 415,
   payload_too_large: 413,
   invalid_model: 422,
-  method_not_allowed: 405,
   service_unavailable: 503,
   internal_error: 500,
 } as const satisfies Record<ErrorCode, number>;

@@ -14,7 +14,11 @@ export const listJobsRoute = createRoute({
   description: "The caller's jobs, newest first. Pass `next_cursor` back as `cursor` for the next page.",
   request: {
     query: z.object({
-      cursor: z.string().max(64).optional().openapi({ description: "`next_cursor` of the previous page" }),
+      cursor: z
+        .string()
+        .regex(/^job_[0-9a-z]{26}$/, "expected the next_cursor of a previous page")
+        .optional()
+        .openapi({ description: "`next_cursor` of the previous page" }),
       limit: pageLimitSchema(20, 100),
     }),
   },

@@ -1,0 +1,61 @@
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT } from "../../scripts/processes.ts";
+import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+
+const run = promisify(execFile);
+const CLI = path.join(ROOT, "apps/api/src/cli/create-key.ts");
+let services: TestServices;
+let api: TestApi;
+
+beforeAll(async () => {
+  services = await createTestServices();
+  api = createTestApi(services);
+});
+
+afterAll(async () => {
+  await api?.close();
+  await services?.cleanup();
+});
+
+function createKey(...args: string[]) {
+  return run(process.execPath, ["--import", "tsx", CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, DATABASE_URL: services.databaseUrl },
+  });
+}
+
+describe("npm run keys:create", () => {
+  it("prints a new key once, and that key authenticates", async () => {
+    const { stdout } = await createKey("--name", "laptop", "--tenant", "acme");
+    const key = stdout.trim().split("\n").at(-1) ?? "";
+    expect(stdout).toContain("only time it is shown");
+    expect(key).toMatch(/^csk_[\w-]{20,}$/);
+    const response = await api.app.request("/v1/models", { headers: { Authorization: `Bearer ${key}` } });
+    expect(response.status).toBe(200);
+    // Only the hash is stored.
+    const stored = await api.db.prisma.apiKey.findMany({ where: { name: "laptop" } });
+    expect(stored).toHaveLength(1);
+    expect(JSON.stringify(stored)).not.toContain(key);
+  });
+
+  it("keys of one tenant share its models; another tenant's do not see them", async () => {
+    const keyOf = async (tenant: string) => (await createKey("--name", "k", "--tenant", tenant)).stdout.trim().split("\n").at(-1) ?? "";
+    const [a1, a2, b] = [await keyOf("team-a"), await keyOf("team-a"), await keyOf("team-b")];
+    const upload = await api.app.request("/v1/models/tiny/versions", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${a1}`, "Content-Type": "application/octet-stream" },
+      body: await (await import("../support/fixtures.ts")).readModel("iris"),
+    });
+    expect(upload.status).toBe(201);
+    const seen = async (key: string) => (await api.app.request("/v1/models/tiny", { headers: { Authorization: `Bearer ${key}` } })).status;
+    expect(await seen(a2)).toBe(200);
+    expect(await seen(b)).toBe(404);
+  });
+
+  it("explains its usage when --name is missing", async () => {
+    await expect(createKey()).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining("--name is required") });
+  });
+});
