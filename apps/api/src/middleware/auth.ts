@@ -1,4 +1,4 @@
-import { findApiKeyOwner, type Database } from "@coalesce/db";
+import { findApiKeyOwner, touchApiKey, type Database } from "@coalesce/db";
 import type { MiddlewareHandler } from "hono";
 import { hashApiKey } from "../auth/api-keys.ts";
 import type { AppEnv } from "../context.ts";
@@ -15,6 +15,8 @@ export function requireApiKey(db: Database): MiddlewareHandler<AppEnv> {
     const owner = await findApiKeyOwner(db.prisma, hashApiKey(match[1]));
     if (!owner) throw new ApiError("unauthorized", "the API key is not valid; create one with `npm run keys:create -- --name NAME`");
     c.set("tenantId", owner.tenantId);
+    // Bookkeeping only: the request does not wait for it, and a failure is just logged.
+    touchApiKey(db.prisma, owner.keyId).catch((error: unknown) => c.get("logger").warn({ err: error }, "could not record key use"));
     c.set("logger", c.get("logger").child({ tenantId: owner.tenantId }));
     await next();
   };

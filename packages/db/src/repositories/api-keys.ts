@@ -29,3 +29,10 @@ export async function upsertApiKey(db: DbClient, input: CreateApiKeyInput): Prom
   });
   return { keyId: key.id, tenantId: key.tenantId };
 }
+
+/** Records that a key was used; at most one write a minute per key, so requests don't all write. */
+export async function touchApiKey(db: DbClient, keyId: string): Promise<void> {
+  await db.$executeRaw`
+    UPDATE api_keys SET last_used_at = now()
+     WHERE id = ${keyId} AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`;
+}
