@@ -68,7 +68,7 @@ describe("worker", () => {
     rows[7] = { petals: [1, 2, 3, 4] };
     const job = await finished(await submit(rows, { enqueue: true }));
     expect(job).toMatchObject({ status: "succeeded", totalRows: 10, succeededRows: 8, failedRows: 2 });
-    const { rows: results } = await readResults(db.prisma, job.id, { cursor: 0, limit: 100 });
+    const { rows: results } = await readResults(db, job.id, { cursor: 0, limit: 100 });
     expect(results.map((row) => ("error" in row ? row.error.code : "ok"))).toEqual([
       "ok", "ok", "ok", "invalid_row", "ok", "ok", "ok", "invalid_row", "ok", "ok",
     ]);

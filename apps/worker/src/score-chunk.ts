@@ -21,7 +21,7 @@ export type ScoreChunkDeps = {
  * Idempotent: a chunk already done (a retry after a crash) is skipped.
  */
 export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
-  const chunk = await loadChunk(deps.db.prisma, payload.chunkId);
+  const chunk = await loadChunk(deps.db, payload.chunkId);
   if (!chunk || chunk.done || (chunk.jobStatus !== "queued" && chunk.jobStatus !== "running")) return;
   await markJobRunning(deps.db.prisma, chunk.jobId);
   const model = await deps.models.get(chunk.modelVersionId);
@@ -30,6 +30,11 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
   // Rows the API accepted are valid; this guards rows written by other paths, one row at a time.
   const groups = new Map<string, { indexes: number[]; rows: RowWork[] }>();
   chunk.inputs.forEach((row, index) => {
+    const parseError = chunk.inputErrors?.[index];
+    if (parseError || row === null) {
+      results[index] = { error: parseError ?? { code: "invalid_row", message: "the row has no input values" } };
+      return;
+    }
     const issues = validateRow(row, model.version.inputs, `inputs[${chunk.firstRow + index}]`);
     if (issues.length > 0) {
       results[index] = { error: { code: "invalid_row", message: issues.map((i) => `${i.path}: ${i.message}`).join("; ") } };
@@ -50,7 +55,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
       });
     }),
   );
-  const status = await completeChunk(deps.db.prisma, { chunkId: chunk.id, jobId: chunk.jobId, results });
+  const status = await completeChunk(deps.db, { chunkId: chunk.id, jobId: chunk.jobId, results });
   if (status === "succeeded" || status === "failed") {
     deps.logger.info({ status }, "job finished");
   }
@@ -64,8 +69,8 @@ function inferenceError(error: Error): RowError {
 
 /** Records every row of a chunk as failed, after its retries ran out, so its job can still finish. */
 export async function failChunk(db: Database, chunkId: string, reason: string): Promise<void> {
-  const chunk = await loadChunk(db.prisma, chunkId);
+  const chunk = await loadChunk(db, chunkId);
   if (!chunk || chunk.done) return;
   const error: RowError = { code: "chunk_failed", message: reason };
-  await completeChunk(db.prisma, { chunkId, jobId: chunk.jobId, results: chunk.inputs.map(() => ({ error })) });
+  await completeChunk(db, { chunkId, jobId: chunk.jobId, results: chunk.inputs.map(() => ({ error })) });
 }

@@ -37,6 +37,15 @@ export const JobSchema = z
       succeeded: z.number().int(),
       failed: z.number().int(),
     }),
+    progress: z.number().min(0).max(1).openapi({ description: "Fraction of rows done (scored or failed).", example: 0.42 }),
+    eta_seconds: z
+      .number()
+      .nullable()
+      .openapi({ description: "Estimated seconds to completion at the rate seen so far; null until there is a rate.", example: 12.5 }),
+    id_column: z
+      .string()
+      .nullable()
+      .openapi({ description: "For CSV uploads: the column whose values identify each row in the results." }),
     created_at: z.iso.datetime(),
     started_at: z.iso.datetime().nullable(),
     completed_at: z.iso.datetime().nullable(),
@@ -55,6 +64,7 @@ const OutputValueSchema: z.ZodType<unknown> = z.unknown().openapi({ example: [0.
 export const ResultRowSchema = z
   .object({
     index: z.number().int().openapi({ description: "The row's position in the job's inputs, from 0." }),
+    id: z.string().optional().openapi({ description: "The row's value in the job's id_column (CSV uploads that name one)." }),
     outputs: z
       .record(z.string(), OutputValueSchema)
       .optional()
@@ -74,3 +84,32 @@ export const JobResultsSchema = z
   })
   .openapi("JobResults");
 export type JobResults = z.infer<typeof JobResultsSchema>;
+
+/** Media types GET /v1/jobs/{id}/results answers in, chosen by the Accept header. */
+export const RESULTS_MEDIA_TYPES = { json: "application/json", csv: "text/csv", ndjson: "application/x-ndjson" } as const;
+
+/** Response headers on results downloads: whether the job is finished, so a partial file is never mistaken for a whole one. */
+export const JOB_STATUS_HEADER = "Coalesce-Job-Status";
+export const RESULTS_COMPLETE_HEADER = "Coalesce-Results-Complete";
+
+/**
+ * Query parameters of a CSV upload (POST /v1/jobs with a text/csv or multipart body). Column
+ * mappings come as repeatable `map.INPUT=colA,colB` parameters beside these.
+ */
+export const CsvUploadQuerySchema = z
+  .object({
+    model: ModelRefSchema,
+    id_column: z.string().min(1).max(256).optional().openapi({
+      description: "A column carried through to the results as each row's `id`, so predictions can be joined back.",
+      example: "row_id",
+    }),
+    ignore: z.string().max(10_000).optional().openapi({
+      description: "Comma-separated columns that are not model inputs (e.g. a label column).",
+      example: "target",
+    }),
+    max_errors: z.coerce.number().int().min(0).max(1_000_000).default(1000).openapi({
+      description: "Rows that fail to parse become failed rows; past this many the upload is rejected (422) and nothing is kept.",
+    }),
+  })
+  .openapi("CsvUploadQuery");
+export type CsvUploadQuery = z.infer<typeof CsvUploadQuerySchema>;

@@ -13,6 +13,9 @@ export type JobRecord = {
   succeededRows: number;
   failedRows: number;
   error: RowError | null;
+  /** False while a CSV upload is still adding rows. */
+  sealed: boolean;
+  idColumn: string | null;
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
@@ -90,129 +93,50 @@ export async function listJobs(
   return { jobs, nextCursor: rows.length > page.limit ? (jobs.at(-1)?.id ?? null) : null };
 }
 
-export type RowResult = { index: number; outputs: TensorRow } | { index: number; error: RowError };
-
-/** What the worker stores for one row of a chunk, in row order. */
-export type StoredRowResult = { outputs: TensorRow } | { error: RowError };
-
-const CHUNKS_PER_READ = 16;
+/**
+ * Opens a job for a streaming upload: rows arrive in chunks (insertChunk) and the job cannot finish
+ * until sealJob says how many rows there are.
+ */
+export async function openUploadJob(
+  db: DbClient,
+  input: { tenantId: string; modelVersionId: string; idColumn: string | null },
+): Promise<JobRecord> {
+  const row = await db.job.create({
+    data: {
+      id: newId("job"),
+      tenantId: input.tenantId,
+      modelVersionId: input.modelVersionId,
+      totalRows: 0,
+      sealed: false,
+      idColumn: input.idColumn,
+    },
+    include: JOB_INCLUDE,
+  });
+  return toJobRecord(row);
+}
 
 /**
- * One page of a job's scored rows in row order, from row `cursor` on. Rows of chunks not scored yet
- * are skipped, so while a job runs this is a partial view; `nextCursor` is null when no scored row
- * remains past the page.
+ * Ends an upload: sets the row count and lets the job finish, finishing it now if the workers
+ * already scored every row while the upload was still running.
  */
-export async function readResults(
-  db: DbClient,
-  jobId: string,
-  page: { cursor: number; limit: number },
-): Promise<{ rows: RowResult[]; nextCursor: number | null }> {
-  const rows: RowResult[] = [];
-  let position = page.cursor;
-  // One row past the page tells whether there is a next page.
-  while (rows.length <= page.limit) {
-    const chunks = await db.$queryRaw<{ first_row: number; results: StoredRowResult[] }[]>`
-      SELECT first_row, results FROM job_chunks
-       WHERE job_id = ${jobId} AND status = 'done' AND first_row + row_count > ${position}
-       ORDER BY first_row LIMIT ${CHUNKS_PER_READ}`;
-    for (const chunk of chunks) {
-      for (let i = Math.max(0, position - chunk.first_row); i < chunk.results.length && rows.length <= page.limit; i++) {
-        rows.push({ index: chunk.first_row + i, ...(chunk.results[i] as StoredRowResult) });
-      }
-      position = chunk.first_row + chunk.results.length;
-    }
-    if (chunks.length < CHUNKS_PER_READ) break;
-  }
-  const next = rows.length > page.limit ? rows.pop() : undefined;
-  return { rows, nextCursor: next ? next.index : null };
-}
-
-export type ChunkWork = {
-  id: string;
-  jobId: string;
-  jobStatus: JobStatus;
-  modelVersionId: string;
-  firstRow: number;
-  done: boolean;
-  inputs: TensorRow[];
-};
-
-/** A chunk with what the worker needs to score it, or null when it (or its job) is gone. */
-export async function loadChunk(db: DbClient, chunkId: string): Promise<ChunkWork | null> {
-  const chunk = await db.jobChunk.findUnique({
-    where: { id: chunkId },
-    include: { job: { select: { status: true, modelVersionId: true } } },
-  });
-  if (!chunk) return null;
-  return {
-    id: chunk.id,
-    jobId: chunk.jobId,
-    jobStatus: chunk.job.status,
-    modelVersionId: chunk.job.modelVersionId,
-    firstRow: chunk.firstRow,
-    done: chunk.status === "done",
-    inputs: chunk.inputs as TensorRow[],
-  };
-}
-
-/** Marks a queued job running when its first chunk starts. */
-export async function markJobRunning(db: DbClient, jobId: string): Promise<void> {
+export async function sealJob(db: DbClient, jobId: string, totalRows: number): Promise<void> {
   await db.$executeRaw`
-    UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
-     WHERE id = ${jobId} AND status = 'queued'`;
+    UPDATE jobs SET total_rows = ${totalRows}, sealed = true,
+      status = (CASE
+        WHEN succeeded_rows + failed_rows < ${totalRows} THEN status::text
+        WHEN succeeded_rows = 0 THEN 'failed'
+        ELSE 'succeeded' END)::job_status,
+      completed_at = CASE WHEN succeeded_rows + failed_rows >= ${totalRows} THEN now() ELSE completed_at END,
+      error = CASE WHEN succeeded_rows = 0 AND failed_rows >= ${totalRows} THEN ${ALL_ROWS_FAILED}::jsonb ELSE error END
+    WHERE id = ${jobId}`;
 }
 
-/**
- * Stores a chunk's results and adds them to its job's counts in one transaction. Only the first
- * completion of a chunk counts (a retried BullMQ job finds it done), so counts stay exact. The job
- * becomes `succeeded` when every row is done, or `failed` when every row failed.
- * Returns the job's status after the update, or null when the chunk had been completed already.
- */
-export async function completeChunk(
-  prisma: PrismaClient,
-  input: { chunkId: string; jobId: string; results: StoredRowResult[] },
-): Promise<JobStatus | null> {
-  const failed = input.results.filter((result) => "error" in result).length;
-  const succeeded = input.results.length - failed;
-  return prisma.$transaction(async (tx) => {
-    const updated = await tx.jobChunk.updateMany({
-      where: { id: input.chunkId, status: "queued" },
-      data: { status: "done", results: input.results, completedAt: new Date(), attempts: { increment: 1 } },
-    });
-    if (updated.count === 0) return null;
-    const rows = await tx.$queryRaw<{ status: JobStatus }[]>`
-      UPDATE jobs SET
-        succeeded_rows = succeeded_rows + ${succeeded},
-        failed_rows = failed_rows + ${failed},
-        started_at = COALESCE(started_at, now()),
-        status = (CASE
-          WHEN succeeded_rows + failed_rows + ${succeeded + failed} < total_rows THEN 'running'
-          WHEN succeeded_rows + ${succeeded} = 0 THEN 'failed'
-          ELSE 'succeeded' END)::job_status,
-        completed_at = CASE WHEN succeeded_rows + failed_rows + ${succeeded + failed} >= total_rows THEN now() END,
-        error = CASE WHEN succeeded_rows + ${succeeded} = 0 AND succeeded_rows + failed_rows + ${succeeded + failed} >= total_rows
-          THEN jsonb_build_object('code', 'all_rows_failed', 'message', 'every row of the job failed; see each row''s error in the results')
-          ELSE error END
-      WHERE id = ${input.jobId} AND status IN ('queued', 'running')
-      RETURNING status`;
-    return rows[0]?.status ?? null;
-  });
+/** Deletes a job with its rows and results (the chunks cascade). */
+export async function deleteJob(db: DbClient, jobId: string): Promise<void> {
+  await db.job.deleteMany({ where: { id: jobId } });
 }
 
-/**
- * Chunks still waiting to be scored, of unfinished jobs created before `createdBefore`: the
- * candidates to enqueue again if Redis lost them (or never got them: the API answers 202 once the
- * rows are in Postgres, even when Redis was briefly unreachable).
- */
-export async function findUnfinishedChunks(
-  db: DbClient,
-  createdBefore: Date,
-  limit: number,
-): Promise<{ chunkId: string; jobId: string; modelVersionId: string }[]> {
-  return db.$queryRaw`
-    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId"
-      FROM jobs j JOIN job_chunks c ON c.job_id = j.id
-     WHERE j.status IN ('queued', 'running') AND j.created_at < ${createdBefore} AND c.status = 'queued'
-     ORDER BY j.created_at, c.seq
-     LIMIT ${limit}`;
-}
+export const ALL_ROWS_FAILED = JSON.stringify({
+  code: "all_rows_failed",
+  message: "every row of the job failed; see each row's error in the results",
+});

@@ -1,12 +1,27 @@
 import { JobSchema, type Job } from "@coalesce/contracts";
 import type { JobRecord } from "@coalesce/db";
 
-export function presentJob(record: JobRecord): Job {
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+/** Seconds left at the rate seen since the job started, or null before there is a rate. */
+function estimateSecondsLeft(record: JobRecord, done: number, now: number): number | null {
+  if (TERMINAL.has(record.status)) return 0;
+  if (!record.startedAt || done === 0 || !record.sealed) return null;
+  const elapsed = (now - record.startedAt.getTime()) / 1000;
+  const rate = done / Math.max(elapsed, 0.001);
+  return Math.round(((record.totalRows - done) / rate) * 10) / 10;
+}
+
+export function presentJob(record: JobRecord, now = Date.now()): Job {
+  const done = record.succeededRows + record.failedRows;
   return JobSchema.parse({
     id: record.id,
     status: record.status,
     model: record.model,
     counts: { total: record.totalRows, succeeded: record.succeededRows, failed: record.failedRows },
+    progress: record.totalRows > 0 ? Math.min(1, done / record.totalRows) : TERMINAL.has(record.status) ? 1 : 0,
+    eta_seconds: estimateSecondsLeft(record, done, now),
+    id_column: record.idColumn,
     created_at: record.createdAt.toISOString(),
     started_at: record.startedAt?.toISOString() ?? null,
     completed_at: record.completedAt?.toISOString() ?? null,

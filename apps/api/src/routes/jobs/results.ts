@@ -35,7 +35,7 @@ export function registerGetJobResults(app: OpenAPIHono<AppEnv>, deps: ApiDeps): 
     const { cursor, limit } = c.req.valid("query");
     const job = await findJob(deps.db.prisma, c.get("tenantId"), id);
     if (!job) throw new ApiError("not_found", `no job '${id}'`);
-    const page = await readResults(deps.db.prisma, job.id, { cursor: cursor ? Number(cursor) : 0, limit });
+    const page = await readResults(deps.db, job.id, { cursor: cursor ? Number(cursor) : 0, limit });
     return c.json(
       JobResultsSchema.parse({
         data: page.rows,

@@ -1,0 +1,110 @@
+import { ERROR_CODES, ProblemSchema, type ErrorCode, type FieldError, type Job } from "@coalesce/contracts";
+
+/** Every error this client throws on purpose extends this one. */
+export class CoalesceError extends Error {
+  override name = "CoalesceError";
+}
+
+/** The API answered with an error status. The fields come from its `application/problem+json` body. */
+export class CoalesceApiError extends CoalesceError {
+  override name = "CoalesceApiError";
+  readonly status: number;
+  /** The API's stable code; null when the body was not a problem document (a proxy's error page, say). */
+  readonly code: ErrorCode | null;
+  /** What went wrong, for people: `inputs[1].features: expected 4 values, got 3`. */
+  readonly detail: string;
+  /** Quote it when reporting a problem; null when the answer did not carry one. */
+  readonly requestId: string | null;
+  /** Each place a 422 found wrong; empty for other errors. */
+  readonly errors: FieldError[];
+
+  constructor(fields: { status: number; code: ErrorCode | null; detail: string; requestId: string | null; errors: FieldError[] }) {
+    super(`${fields.status}${fields.code ? ` ${fields.code}` : ""}: ${fields.detail}`);
+    this.status = fields.status;
+    this.code = fields.code;
+    this.detail = fields.detail;
+    this.requestId = fields.requestId;
+    this.errors = fields.errors;
+  }
+}
+
+/** No answer came back: nothing listens at the URL, the name does not resolve, the connection broke. */
+export class CoalesceConnectionError extends CoalesceError {
+  override name = "CoalesceConnectionError";
+  /** The base URL the client was given. */
+  readonly url: string;
+  /** The system error code when there is one (`ECONNREFUSED`, `ENOTFOUND`, ...). */
+  readonly code: string | null;
+
+  constructor(url: string, cause: unknown) {
+    const reason = describeCause(cause);
+    super(`cannot reach Coalesce at ${url}: ${reason.message}`, { cause });
+    this.url = url;
+    this.code = reason.code;
+  }
+}
+
+/** The server answered, but not as the contract says: another API version, or something else on that port. */
+export class CoalesceResponseError extends CoalesceError {
+  override name = "CoalesceResponseError";
+}
+
+/** `waitForJob` gave up before the job finished; `job` is the last state seen. */
+export class CoalesceTimeoutError extends CoalesceError {
+  override name = "CoalesceTimeoutError";
+  readonly job: Job;
+
+  constructor(job: Job, timeoutMs: number) {
+    super(`job ${job.id} is still ${job.status} after ${timeoutMs} ms`);
+    this.job = job;
+  }
+}
+
+/** Builds the error for a non-2xx answer from its body, which is read here. */
+export async function readApiError(response: Response): Promise<CoalesceApiError> {
+  const text = await response.text().catch(() => "");
+  const headerRequestId = response.headers.get("x-request-id");
+  let body: unknown = undefined;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: an error page from something in between
+  }
+  const problem = ProblemSchema.safeParse(body);
+  if (problem.success) {
+    return new CoalesceApiError({
+      status: response.status,
+      code: problem.data.code,
+      detail: problem.data.detail,
+      requestId: problem.data.request_id,
+      errors: problem.data.errors ?? [],
+    });
+  }
+  // Read what is there, so a newer server's code or a partial problem document still says something useful.
+  const loose = typeof body === "object" && body !== null ? (body as Record<string, unknown>) : {};
+  const code = typeof loose.code === "string" && (ERROR_CODES as readonly string[]).includes(loose.code) ? (loose.code as ErrorCode) : null;
+  const detail =
+    typeof loose.detail === "string"
+      ? loose.detail
+      : text.trim().slice(0, 200) || response.statusText || `HTTP ${response.status}`;
+  return new CoalesceApiError({
+    status: response.status,
+    code,
+    detail,
+    requestId: typeof loose.request_id === "string" ? loose.request_id : headerRequestId,
+    errors: [],
+  });
+}
+
+/** fetch rejects with `TypeError: fetch failed`; the reason is in its cause, sometimes one level further down. */
+function describeCause(error: unknown): { message: string; code: string | null } {
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    const code = (current as NodeJS.ErrnoException).code;
+    if (typeof code === "string") return { message: current.message || code, code };
+    const first = current instanceof AggregateError ? (current.errors[0] as unknown) : undefined;
+    current = current.cause ?? first;
+  }
+  const message = current instanceof Error ? current.message : error instanceof Error ? error.message : String(error);
+  return { message, code: null };
+}

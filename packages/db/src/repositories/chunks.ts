@@ -1,0 +1,213 @@
+import type { RowError, TensorRow } from "@coalesce/contracts";
+import type { Database, DbClient } from "../connection.ts";
+import type { JobStatus } from "../generated/client.ts";
+import { newId } from "../ids.ts";
+import { ALL_ROWS_FAILED } from "./jobs.ts";
+
+/** What the worker stores for one row of a chunk, in row order. */
+export type StoredRowResult = { outputs: TensorRow } | { error: RowError };
+
+/** One row of a job's results as the API shows it. */
+export type RowResult = { index: number; id?: string } & StoredRowResult;
+
+export type NewChunk = {
+  jobId: string;
+  seq: number;
+  firstRow: number;
+  /** One entry per row; null for a row that could not be parsed (its error is in inputErrors). */
+  inputs: (TensorRow | null)[];
+  rowIds?: string[] | null;
+  inputErrors?: (RowError | null)[] | null;
+};
+
+/**
+ * Inserts one chunk of an upload through pg directly: the rows arrive as one JSON text each, which
+ * Prisma would parse and re-serialise for nothing on the bulk path.
+ */
+export async function insertChunk(db: Database, chunk: NewChunk): Promise<string> {
+  const id = newId("chunk");
+  await db.pool.query(
+    `INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, row_ids, input_errors)
+     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)`,
+    [
+      id,
+      chunk.jobId,
+      chunk.seq,
+      chunk.firstRow,
+      chunk.inputs.length,
+      JSON.stringify(chunk.inputs),
+      chunk.rowIds ? JSON.stringify(chunk.rowIds) : null,
+      chunk.inputErrors ? JSON.stringify(chunk.inputErrors) : null,
+    ],
+  );
+  return id;
+}
+
+type ResultChunkRow = { first_row: number; results: StoredRowResult[]; row_ids: string[] | null };
+
+const CHUNKS_PER_READ = 16;
+
+/**
+ * A job's scored chunks in row order from row `fromRow`, a few at a time (constant memory however
+ * big the job). Chunks not scored yet are skipped, so while a job runs this is a partial view.
+ */
+export async function* scanResultChunks(db: Database, jobId: string, fromRow = 0): AsyncGenerator<ResultChunkRow> {
+  let position = fromRow;
+  for (;;) {
+    const { rows } = await db.pool.query<ResultChunkRow>(
+      `SELECT first_row, results, row_ids FROM job_chunks
+        WHERE job_id = $1 AND status = 'done' AND first_row + row_count > $2
+        ORDER BY first_row LIMIT ${CHUNKS_PER_READ}`,
+      [jobId, position],
+    );
+    for (const row of rows) {
+      yield row;
+      position = row.first_row + row.results.length;
+    }
+    if (rows.length < CHUNKS_PER_READ) return;
+  }
+}
+
+/** The rows of one scanned chunk from `fromRow` on, as the API shows them. */
+export function* chunkRows(chunk: ResultChunkRow, fromRow = 0): Generator<RowResult> {
+  for (let i = Math.max(0, fromRow - chunk.first_row); i < chunk.results.length; i++) {
+    const id = chunk.row_ids?.[i];
+    yield { index: chunk.first_row + i, ...(id === undefined ? {} : { id }), ...(chunk.results[i] as StoredRowResult) };
+  }
+}
+
+/**
+ * One page of a job's scored rows in row order, from row `cursor` on; `nextCursor` is null when no
+ * scored row remains past the page.
+ */
+export async function readResults(
+  db: Database,
+  jobId: string,
+  page: { cursor: number; limit: number },
+): Promise<{ rows: RowResult[]; nextCursor: number | null }> {
+  const rows: RowResult[] = [];
+  // One row past the page tells whether there is a next page.
+  scan: for await (const chunk of scanResultChunks(db, jobId, page.cursor)) {
+    for (const row of chunkRows(chunk, page.cursor)) {
+      rows.push(row);
+      if (rows.length > page.limit) break scan;
+    }
+  }
+  const next = rows.length > page.limit ? rows.pop() : undefined;
+  return { rows, nextCursor: next ? next.index : null };
+}
+
+export type ChunkWork = {
+  id: string;
+  jobId: string;
+  jobStatus: JobStatus;
+  modelVersionId: string;
+  firstRow: number;
+  done: boolean;
+  inputs: (TensorRow | null)[];
+  inputErrors: (RowError | null)[] | null;
+};
+
+/** A chunk with what the worker needs to score it, or null when it (or its job) is gone. */
+export async function loadChunk(db: Database, chunkId: string): Promise<ChunkWork | null> {
+  const { rows } = await db.pool.query<{
+    id: string;
+    job_id: string;
+    job_status: JobStatus;
+    model_version_id: string;
+    first_row: number;
+    status: string;
+    inputs: (TensorRow | null)[];
+    input_errors: (RowError | null)[] | null;
+  }>(
+    `SELECT c.id, c.job_id, j.status AS job_status, j.model_version_id, c.first_row, c.status, c.inputs, c.input_errors
+       FROM job_chunks c JOIN jobs j ON j.id = c.job_id WHERE c.id = $1`,
+    [chunkId],
+  );
+  const chunk = rows[0];
+  if (!chunk) return null;
+  return {
+    id: chunk.id,
+    jobId: chunk.job_id,
+    jobStatus: chunk.job_status,
+    modelVersionId: chunk.model_version_id,
+    firstRow: chunk.first_row,
+    done: chunk.status === "done",
+    inputs: chunk.inputs,
+    inputErrors: chunk.input_errors,
+  };
+}
+
+/** Marks a queued job running when its first chunk starts. */
+export async function markJobRunning(db: DbClient, jobId: string): Promise<void> {
+  await db.$executeRaw`
+    UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
+     WHERE id = ${jobId} AND status = 'queued'`;
+}
+
+/**
+ * Stores a chunk's results and adds them to its job's counts in one transaction. Only the first
+ * completion of a chunk counts (a retried BullMQ job finds it done), so counts stay exact. A sealed
+ * job becomes `succeeded` when every row is done, or `failed` when every row failed.
+ * Returns the job's status after the update, or null when the chunk had been completed already.
+ */
+export async function completeChunk(
+  db: Database,
+  input: { chunkId: string; jobId: string; results: StoredRowResult[] },
+): Promise<JobStatus | null> {
+  const failed = input.results.filter((result) => "error" in result).length;
+  const succeeded = input.results.length - failed;
+  const client = await db.pool.connect();
+  try {
+    await client.query("BEGIN");
+    const updated = await client.query(
+      `UPDATE job_chunks SET status = 'done', results = $2::jsonb, completed_at = now(), attempts = attempts + 1
+        WHERE id = $1 AND status = 'queued'`,
+      [input.chunkId, JSON.stringify(input.results)],
+    );
+    if (updated.rowCount === 0) {
+      await client.query("ROLLBACK");
+      return null;
+    }
+    const job = await client.query<{ status: JobStatus }>(
+      `UPDATE jobs SET
+         succeeded_rows = succeeded_rows + $2,
+         failed_rows = failed_rows + $3,
+         started_at = COALESCE(started_at, now()),
+         status = (CASE
+           WHEN NOT sealed OR succeeded_rows + failed_rows + $2 + $3 < total_rows THEN 'running'
+           WHEN succeeded_rows + $2 = 0 THEN 'failed'
+           ELSE 'succeeded' END)::job_status,
+         completed_at = CASE WHEN sealed AND succeeded_rows + failed_rows + $2 + $3 >= total_rows THEN now() END,
+         error = CASE WHEN sealed AND succeeded_rows + $2 = 0 AND failed_rows + $3 >= total_rows THEN $4::jsonb ELSE error END
+       WHERE id = $1 AND status IN ('queued', 'running')
+       RETURNING status`,
+      [input.jobId, succeeded, failed, ALL_ROWS_FAILED],
+    );
+    await client.query("COMMIT");
+    return job.rows[0]?.status ?? null;
+  } catch (error) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/**
+ * Chunks still waiting to be scored, of unfinished jobs created before `createdBefore`: the
+ * candidates to enqueue again if Redis lost them (or never got them: the API answers 202 once the
+ * rows are in Postgres, even when Redis was briefly unreachable).
+ */
+export async function findUnfinishedChunks(
+  db: DbClient,
+  createdBefore: Date,
+  limit: number,
+): Promise<{ chunkId: string; jobId: string; modelVersionId: string }[]> {
+  return db.$queryRaw`
+    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId"
+      FROM jobs j JOIN job_chunks c ON c.job_id = j.id
+     WHERE j.status IN ('queued', 'running') AND j.created_at < ${createdBefore} AND c.status = 'queued'
+     ORDER BY j.created_at, c.seq
+     LIMIT ${limit}`;
+}
