@@ -87,7 +87,7 @@ describe("GET /v1/jobs", () => {
 describe("GET /v1/jobs/{id}/results", () => {
   it("answers an empty page for a queued job", async () => {
     const results = await expectJson<JobResults>(await get(api, auth, `/v1/jobs/${jobs[2]!.id}/results`), 200);
-    expect(results).toEqual({ data: [], next_cursor: null, job_status: "queued" });
+    expect(results).toEqual({ data: [], next_cursor: null, job_status: "queued", complete: false });
   });
 
   it("answers 404 for an unknown job", async () => {

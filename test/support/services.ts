@@ -85,7 +85,7 @@ export function createTestApi(services: TestServices, limits: Partial<ApiDeps["l
     queue: createPredictQueue({ connection: redis, prefix: services.queuePrefix }),
     modelStore: createModelStore(services.modelStoreDir),
     logger: pino({ level: "silent" }),
-    limits: { chunkRows: 64, maxJobRows: 10_000, maxBodyBytes: 8 * 1024 * 1024, maxModelBytes: 32 * 1024 * 1024, ...limits },
+    limits: { chunkRows: 64, maxJobRows: 10_000, maxBodyBytes: 8 * 1024 * 1024, maxModelBytes: 32 * 1024 * 1024, maxUploadBytes: 256 * 1024 * 1024, ...limits },
   };
   return {
     app: createApp(deps),

@@ -13,6 +13,8 @@ export type ApiLimits = {
   maxBodyBytes: number;
   /** Largest model upload, in bytes. */
   maxModelBytes: number;
+  /** Largest CSV upload, in bytes, as sent and as decompressed. */
+  maxUploadBytes: number;
 };
 
 /** Everything a route needs, built once at start-up and handed to createApp. */

@@ -36,6 +36,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       maxJobRows: env.MAX_JOB_ROWS,
       maxBodyBytes: env.MAX_BODY_BYTES,
       maxModelBytes: env.MAX_MODEL_BYTES,
+      maxUploadBytes: env.MAX_UPLOAD_BYTES,
     },
   };
   const app = createApp(deps);

@@ -81,6 +81,7 @@ export const JobResultsSchema = z
     job_status: JobStatusSchema.openapi({
       description: "While the job is not finished, only the rows scored so far are listed.",
     }),
+    complete: z.boolean().openapi({ description: "True when the job is finished and these are all of its results." }),
   })
   .openapi("JobResults");
 export type JobResults = z.infer<typeof JobResultsSchema>;

@@ -1,0 +1,74 @@
+import type { Job, TensorSpec } from "@coalesce/contracts";
+
+/** SI units, to match MB/s: `512 B`, `4.4 kB`, `12.3 MB`. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+/** `0.42 s`, `12 s`, `2 min 05 s`, `1 h 02 min`. */
+export function formatDuration(seconds: number): string {
+  if (seconds < 10) return `${seconds.toFixed(seconds < 1 ? 2 : 1)} s`;
+  const whole = Math.round(seconds);
+  if (whole < 60) return `${whole} s`;
+  const pad = (n: number) => String(n).padStart(2, "0");
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${pad(whole % 60)} s`;
+  return `${Math.floor(whole / 3600)} h ${pad(Math.floor((whole % 3600) / 60))} min`;
+}
+
+export function formatCount(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+export function formatPercent(fraction: number): string {
+  return `${Math.floor(fraction * 100)}%`;
+}
+
+/** `12,345 rows/s`, `3.4 rows/s`. */
+export function formatRowRate(rows: number, seconds: number): string | null {
+  if (seconds <= 0 || rows <= 0) return null;
+  const rate = rows / seconds;
+  return `${rate >= 100 ? formatCount(Math.round(rate)) : rate.toFixed(1)} rows/s`;
+}
+
+export function formatModel(model: Job["model"]): string {
+  return `${model.name}@${model.version}`;
+}
+
+/** `features float32[batch,4]` */
+export function formatTensor(spec: TensorSpec): string {
+  return `${spec.name} ${spec.type}[${spec.shape.join(",")}]`;
+}
+
+/** Seconds from a job's creation to its completion (or to now while it runs). */
+export function jobSeconds(job: Job, now = Date.now()): number {
+  const end = job.completed_at ? Date.parse(job.completed_at) : now;
+  return Math.max(0, (end - Date.parse(job.created_at)) / 1000);
+}
+
+/** `job job_01... succeeded: 150 rows (150 scored, 0 failed) in 1.2 s, 125 rows/s` */
+export function summarizeJob(job: Job): string {
+  const seconds = jobSeconds(job);
+  const { total, succeeded, failed } = job.counts;
+  const rate = job.completed_at ? formatRowRate(total, seconds) : null;
+  const timing = job.completed_at ? ` in ${formatDuration(seconds)}${rate ? `, ${rate}` : ""}` : "";
+  const lines = [
+    `job ${job.id} ${job.status}: ${formatCount(total)} rows (${formatCount(succeeded)} scored, ${formatCount(failed)} failed)${timing}`,
+  ];
+  if (job.error) lines.push(`  ${job.error.code}: ${job.error.message}`);
+  return lines.join("\n");
+}
+
+/** Columns padded to their widest cell; the last column is not padded. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((cell, i) => Math.max(cell.length, ...rows.map((row) => (row[i] ?? "").length)));
+  return [header, ...rows]
+    .map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  "))
+    .join("\n");
+}

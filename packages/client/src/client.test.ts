@@ -1,0 +1,299 @@
+// The client against a small HTTP server in this process that answers as the API would: real fetch,
+// real sockets and streamed bodies, no Coalesce server needed.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { gunzipSync } from "node:zlib";
+import type { Job, ResultRow } from "@coalesce/contracts";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { buildCsvUploadQuery, CoalesceApiError, CoalesceConnectionError, CoalesceResponseError, CoalesceTimeoutError, createClient } from "./index.ts";
+
+type Seen = { method: string; url: string; headers: IncomingMessage["headers"]; body: Buffer };
+type Handler = (request: Seen, response: ServerResponse) => void | Promise<void>;
+
+let server: Server;
+let baseUrl: string;
+let handler: Handler;
+let seen: Seen[] = [];
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "coalesce-client-"));
+  server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const request = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks) };
+    seen.push(request);
+    await handler(request, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  await rm(dir, { recursive: true, force: true });
+});
+
+afterEach(() => {
+  seen = [];
+});
+
+function job(fields: Partial<Job> = {}): Job {
+  return {
+    id: "job_01jdq3x8m7k2v9c4n5p6r7s8t9",
+    status: "queued",
+    model: { name: "iris", version: 1 },
+    counts: { total: 3, succeeded: 0, failed: 0 },
+    progress: 0,
+    eta_seconds: null,
+    id_column: null,
+    created_at: "2025-01-01T00:00:00.000Z",
+    started_at: null,
+    completed_at: null,
+    ...fields,
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown, type = "application/json", headers: Record<string, string> = {}) {
+  res.writeHead(status, { "Content-Type": type, ...headers });
+  res.end(typeof body === "string" ? body : JSON.stringify(body));
+}
+
+function problem(status: number, code: string, detail: string, errors?: { field: string; message: string }[]) {
+  return {
+    type: `https://coalesce.dev/problems/${code}`,
+    title: "x",
+    status,
+    detail,
+    code,
+    request_id: "req_123",
+    ...(errors ? { errors } : {}),
+  };
+}
+
+const client = () => createClient({ baseUrl, apiKey: "csk_test" });
+
+describe("buildCsvUploadQuery", () => {
+  it("names every option the way the API reads it, one map.INPUT per input", () => {
+    const query = buildCsvUploadQuery({
+      model: "iris@2",
+      idColumn: "row_id",
+      ignore: ["target", "split"],
+      maxErrors: 5,
+      map: { features: ["a", "b", "c", "d"], mask: ["m"] },
+    });
+    expect(query.toString()).toBe(
+      "model=iris%402&id_column=row_id&ignore=target%2Csplit&max_errors=5&map.features=a%2Cb%2Cc%2Cd&map.mask=m",
+    );
+    expect(buildCsvUploadQuery({ model: "iris" }).toString()).toBe("model=iris");
+  });
+
+  it("refuses what the query cannot say", () => {
+    expect(() => buildCsvUploadQuery({ model: "iris", ignore: ["a,b"] })).toThrow("without commas");
+    expect(() => buildCsvUploadQuery({ model: "iris", map: { features: [] } })).toThrow("map.features names no columns");
+    expect(() => buildCsvUploadQuery({ model: "iris", maxErrors: -1 })).toThrow("maxErrors");
+  });
+});
+
+describe("uploadCsv", () => {
+  const csv = "row_id,a,b,target\n" + Array.from({ length: 5000 }, (_, i) => `${i},${i * 0.5},${i * 0.25},${i % 3}`).join("\n") + "\n";
+
+  it("streams the file as text/csv with the options in the query, and reports progress up to the file's size", async () => {
+    const file = path.join(dir, "data.csv");
+    await writeFile(file, csv);
+    handler = (_req, res) => send(res, 202, job());
+    const progress: [number, number | null][] = [];
+    const accepted = await client().uploadCsv({
+      model: "iris",
+      file,
+      idColumn: "row_id",
+      ignore: ["target"],
+      onUploadProgress: (sent, total) => progress.push([sent, total]),
+    });
+    expect(accepted.id).toBe(job().id);
+    const [request] = seen;
+    expect(request).toMatchObject({ method: "POST", url: "/v1/jobs?model=iris&id_column=row_id&ignore=target" });
+    expect(request?.headers).toMatchObject({ "content-type": "text/csv", authorization: "Bearer csk_test" });
+    expect(request?.headers["content-encoding"]).toBeUndefined();
+    expect(request?.body.toString()).toBe(csv);
+    expect(progress[0]).toEqual([0, csv.length]);
+    expect(progress.at(-1)).toEqual([csv.length, csv.length]);
+    expect(progress.every(([sent], i) => i === 0 || sent >= (progress[i - 1]?.[0] ?? 0))).toBe(true);
+  });
+
+  it("gzips on the fly with gzip: true, counting the file's bytes, not the compressed ones", async () => {
+    handler = (_req, res) => send(res, 202, job());
+    let last: [number, number | null] = [0, 0];
+    await client().uploadCsv({ model: "iris", file: Readable.from([csv]), gzip: true, onUploadProgress: (...args) => (last = args) });
+    const [request] = seen;
+    expect(request?.headers["content-encoding"]).toBe("gzip");
+    expect(request?.body.length).toBeLessThan(csv.length / 2);
+    expect(gunzipSync(request?.body ?? Buffer.alloc(0)).toString()).toBe(csv);
+    expect(last).toEqual([csv.length, null]);
+  });
+
+  it("takes a web ReadableStream too", async () => {
+    handler = (_req, res) => send(res, 202, job());
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode("a,b\n1,2\n"));
+        controller.close();
+      },
+    });
+    await client().uploadCsv({ model: "iris", file: body });
+    expect(seen[0]?.body.toString()).toBe("a,b\n1,2\n");
+  });
+
+  it("fails on a missing file before sending anything", async () => {
+    handler = (_req, res) => send(res, 202, job());
+    await expect(client().uploadCsv({ model: "iris", file: path.join(dir, "nope.csv") })).rejects.toMatchObject({ code: "ENOENT" });
+    expect(seen).toHaveLength(0);
+  });
+
+  it("surfaces the API's refusal as CoalesceApiError with the 422's field errors", async () => {
+    handler = (_req, res) =>
+      send(res, 422, problem(422, "validation_failed", "header: no column 'd' for map.features", [{ field: "header", message: "no column 'd'" }]), "application/problem+json");
+    const error = await client().uploadCsv({ model: "iris", file: Readable.from([csv]) }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceApiError);
+    expect(error).toMatchObject({
+      status: 422,
+      code: "validation_failed",
+      detail: "header: no column 'd' for map.features",
+      requestId: "req_123",
+      errors: [{ field: "header", message: "no column 'd'" }],
+    });
+  });
+});
+
+describe("uploadCsv against a server that answers before reading the body", () => {
+  let early: Server;
+  let earlyUrl: string;
+  beforeAll(async () => {
+    early = createServer((_req, res) => send(res, 404, problem(404, "not_found", "no model named 'nope'; register it first"), "application/problem+json"));
+    await new Promise<void>((resolve) => early.listen(0, "127.0.0.1", resolve));
+    earlyUrl = `http://127.0.0.1:${(early.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    early.closeAllConnections();
+    await new Promise((resolve) => early.close(resolve));
+  });
+
+  it("reports the answer (not a broken connection) and stops reading the source", async () => {
+    let produced = 0;
+    const endless = new Readable({
+      read() {
+        produced += 65536;
+        this.push(Buffer.alloc(65536, 0x31));
+      },
+    });
+    const upload = createClient({ baseUrl: earlyUrl, apiKey: "k" }).uploadCsv({ model: "nope", file: endless });
+    await expect(upload).rejects.toMatchObject({ name: "CoalesceApiError", status: 404, detail: "no model named 'nope'; register it first" });
+    expect(endless.destroyed).toBe(true);
+    expect(produced).toBeLessThan(1024 * 1024 * 1024);
+  });
+});
+
+describe("errors", () => {
+  it("reads a problem+json body into CoalesceApiError", async () => {
+    handler = (_req, res) => send(res, 401, problem(401, "unauthorized", "the API key is not valid"), "application/problem+json");
+    const error = await client().listModels().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceApiError);
+    expect(error).toMatchObject({ status: 401, code: "unauthorized", detail: "the API key is not valid", requestId: "req_123", errors: [] });
+    expect((error as Error).message).toBe("401 unauthorized: the API key is not valid");
+  });
+
+  it("still says something for an error page that is not a problem document", async () => {
+    handler = (_req, res) => send(res, 502, "<html>Bad Gateway</html>", "text/html", { "X-Request-Id": "req_proxy" });
+    await expect(client().getJob("job_x")).rejects.toMatchObject({
+      status: 502,
+      code: null,
+      detail: "<html>Bad Gateway</html>",
+      requestId: "req_proxy",
+    });
+  });
+
+  it("names the URL when nothing listens there", async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((resolve) => closed.close(resolve));
+    const error = await createClient({ baseUrl: url, apiKey: "k" }).listModels().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceConnectionError);
+    expect(error).toMatchObject({ url, code: "ECONNREFUSED" });
+    expect((error as Error).message).toContain(`cannot reach Coalesce at ${url}`);
+  });
+
+  it("refuses a body that does not match the contract", async () => {
+    handler = (_req, res) => send(res, 200, { id: "job_x", status: "exploded" });
+    const error = await client().getJob("job_x").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceResponseError);
+    expect((error as Error).message).toContain("status");
+  });
+
+  it("refuses a base URL that is not one", () => {
+    expect(() => createClient({ baseUrl: "localhost:3000", apiKey: "k" })).toThrow("baseUrl is not an http(s) URL");
+    expect(() => createClient({ baseUrl: "http//127.0.0.1", apiKey: "k" })).toThrow("baseUrl is not an http(s) URL");
+  });
+});
+
+describe("reading", () => {
+  it("keeps a base URL's path prefix and sends no Authorization for an empty key", async () => {
+    handler = (_req, res) => send(res, 200, { data: [] });
+    await createClient({ baseUrl: `${baseUrl}/coalesce/`, apiKey: "" }).listModels();
+    expect(seen[0]?.url).toBe("/coalesce/v1/models");
+    expect(seen[0]?.headers.authorization).toBeUndefined();
+  });
+
+  it("iterateResults follows next_cursor to the end", async () => {
+    const rows: ResultRow[] = Array.from({ length: 5 }, (_, index) => ({ index, outputs: { label: index % 3 } }));
+    handler = (req, res) => {
+      const url = new URL(req.url, baseUrl);
+      const from = Number(url.searchParams.get("cursor") ?? 0);
+      const limit = Number(url.searchParams.get("limit"));
+      const next = from + limit < rows.length ? String(from + limit) : null;
+      send(res, 200, { data: rows.slice(from, from + limit), next_cursor: next, job_status: "succeeded" });
+    };
+    const all: ResultRow[] = [];
+    for await (const row of client().iterateResults("job_a", { pageSize: 2 })) all.push(row);
+    expect(all).toEqual(rows);
+    expect(seen.map((request) => request.url)).toEqual([
+      "/v1/jobs/job_a/results?limit=2",
+      "/v1/jobs/job_a/results?cursor=2&limit=2",
+      "/v1/jobs/job_a/results?cursor=4&limit=2",
+    ]);
+  });
+
+  it("waitForJob polls until the job is finished, showing each state", async () => {
+    const states = [job({ status: "queued" }), job({ status: "running", progress: 0.5 }), job({ status: "succeeded", progress: 1 })];
+    handler = (_req, res) => send(res, 200, states[Math.min(seen.length - 1, states.length - 1)]);
+    const shown: string[] = [];
+    const done = await client().waitForJob("job_a", { intervalMs: 5, onProgress: (j) => shown.push(j.status) });
+    expect(done.status).toBe("succeeded");
+    expect(shown).toEqual(["queued", "running", "succeeded"]);
+  });
+
+  it("waitForJob gives up after timeoutMs with the last state", async () => {
+    handler = (_req, res) => send(res, 200, job({ status: "running" }));
+    const error = await client().waitForJob("job_a", { intervalMs: 10, timeoutMs: 50 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceTimeoutError);
+    expect((error as CoalesceTimeoutError).job.status).toBe("running");
+  });
+
+  it("downloadResults asks for the format and reads the job-status headers", async () => {
+    handler = (_req, res) =>
+      send(res, 200, "row_id,label,error\n7,0,\n", "text/csv; charset=utf-8", { "Coalesce-Job-Status": "running", "Coalesce-Results-Complete": "false" });
+    const download = await client().downloadResults("job_a", "csv");
+    expect(seen[0]?.headers.accept).toBe("text/csv");
+    expect(download).toMatchObject({ jobStatus: "running", complete: false });
+    expect(await new Response(download.body).text()).toBe("row_id,label,error\n7,0,\n");
+  });
+
+  it("downloadResults refuses an answer in another format", async () => {
+    handler = (_req, res) => send(res, 200, { data: [], next_cursor: null, job_status: "succeeded" }, "application/json", { "Coalesce-Job-Status": "succeeded" });
+    await expect(client().downloadResults("job_a", "ndjson")).rejects.toThrow(/application\/json for Accept: application\/x-ndjson/);
+  });
+});

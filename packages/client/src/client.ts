@@ -1,0 +1,308 @@
+import {
+  JOB_STATUS_HEADER,
+  JobListSchema,
+  JobResultsSchema,
+  JobSchema,
+  JobStatusSchema,
+  ModelListSchema,
+  ModelSchema,
+  ModelVersionSchema,
+  RESULTS_COMPLETE_HEADER,
+  RESULTS_MEDIA_TYPES,
+  TERMINAL_JOB_STATUSES,
+  type CreateJobRequest,
+  type Job,
+  type JobList,
+  type JobResults,
+  type JobStatus,
+  type Model,
+  type ModelList,
+  type ModelVersion,
+  type ResultRow,
+} from "@coalesce/contracts";
+import type { z } from "zod";
+import { buildCsvUploadQuery, openCsvBody, type CsvUploadOptions } from "./csv-upload.ts";
+import { CoalesceConnectionError, CoalesceResponseError, CoalesceTimeoutError, readApiError } from "./errors.ts";
+
+export type ClientOptions = {
+  /** Where the API listens, e.g. `http://127.0.0.1:3000`; a path prefix is kept (`https://host/coalesce`). */
+  baseUrl: string;
+  /** An API key (`csk_...`), sent as `Authorization: Bearer <key>`. Empty: no header, and the API answers 401. */
+  apiKey: string;
+  /**
+   * The fetch to use, e.g. one with a proxy agent or a test double.
+   * @defaultValue globalThis.fetch
+   */
+  fetch?: typeof fetch;
+};
+
+export type PageOptions = {
+  /** `next_cursor` of the previous page. */
+  cursor?: string;
+  /** Items per page. @defaultValue the server's (20 jobs, 100 results) */
+  limit?: number;
+};
+
+export type WaitOptions = {
+  /**
+   * Time between polls.
+   * @defaultValue 1000
+   */
+  intervalMs?: number;
+  /**
+   * Give up with a `CoalesceTimeoutError` after this long.
+   * @defaultValue no limit
+   */
+  timeoutMs?: number;
+  /** Called with every state polled, the last one included. */
+  onProgress?: (job: Job) => void;
+  /** Stops waiting (rejects with the signal's reason). */
+  signal?: AbortSignal;
+};
+
+export type ResultsFormat = "csv" | "ndjson";
+
+export type ResultsDownload = {
+  /** The file's bytes as the server streams them. Read it or cancel it. */
+  body: ReadableStream<Uint8Array>;
+  /** The job's status when the download started. */
+  jobStatus: JobStatus;
+  /** False while the job runs: the body then holds only the rows scored so far. */
+  complete: boolean;
+};
+
+const DEFAULT_POLL_INTERVAL_MS = 1000;
+
+export type CoalesceClient = ReturnType<typeof createClient>;
+
+type Call = {
+  method: "GET" | "POST";
+  path: string;
+  query?: URLSearchParams;
+  headers?: Record<string, string>;
+  body?: RequestInit["body"];
+  /** Streamed bodies need it. */
+  duplex?: "half";
+};
+
+/** A typed client of the Coalesce HTTP API. Every response is parsed through its contracts schema. */
+export function createClient(options: ClientOptions) {
+  const base = parseBaseUrl(options.baseUrl);
+  // Shown in messages the way the caller wrote it, minus a trailing slash.
+  const baseUrl = options.baseUrl.replace(/\/+$/, "");
+  const prefix = base.pathname.replace(/\/+$/, "");
+  const fetchImpl = options.fetch ?? globalThis.fetch;
+  const authorization: Record<string, string> = options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {};
+
+  function urlFor(path: string, query?: URLSearchParams): string {
+    const url = new URL(base);
+    url.pathname = prefix + path;
+    url.search = query?.toString() ?? "";
+    return url.toString();
+  }
+
+  /** Sends one request; a non-2xx answer throws `CoalesceApiError`, no answer `CoalesceConnectionError`. */
+  async function send(call: Call, signal?: AbortSignal): Promise<Response> {
+    let response: Response;
+    try {
+      response = await fetchImpl(urlFor(call.path, call.query), {
+        method: call.method,
+        headers: { ...authorization, ...call.headers },
+        ...(call.body === undefined ? {} : { body: call.body }),
+        ...(call.duplex ? { duplex: call.duplex } : {}),
+        ...(signal ? { signal } : {}),
+      } as RequestInit);
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      throw new CoalesceConnectionError(baseUrl, error);
+    }
+    if (!response.ok) throw await readApiError(response);
+    return response;
+  }
+
+  async function parse<S extends z.ZodType>(schema: S, response: Response, call: Call): Promise<z.infer<S>> {
+    const text = await response.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new CoalesceResponseError(`${call.method} ${call.path} answered ${response.status} with a body that is not JSON: ${text.slice(0, 120)}`);
+    }
+    const result = schema.safeParse(body);
+    if (!result.success) {
+      const issues = result.error.issues.slice(0, 3).map((issue) => `${issue.path.join(".") || "body"}: ${issue.message}`);
+      throw new CoalesceResponseError(
+        `${call.method} ${call.path} answered a body this client does not understand (${issues.join("; ")}); is the server the same version?`,
+      );
+    }
+    return result.data;
+  }
+
+  async function callJson<S extends z.ZodType>(schema: S, call: Call): Promise<z.infer<S>> {
+    return parse(schema, await send(call), call);
+  }
+
+  function pageQuery(page: PageOptions): URLSearchParams {
+    const query = new URLSearchParams();
+    if (page.cursor !== undefined) query.set("cursor", page.cursor);
+    if (page.limit !== undefined) query.set("limit", String(page.limit));
+    return query;
+  }
+
+  const jobPath = (id: string) => `/v1/jobs/${encodeURIComponent(id)}`;
+
+  async function getJob(id: string): Promise<Job> {
+    return callJson(JobSchema, { method: "GET", path: jobPath(id) });
+  }
+
+  async function getResults(id: string, page: PageOptions = {}): Promise<JobResults> {
+    return callJson(JobResultsSchema, { method: "GET", path: `${jobPath(id)}/results`, query: pageQuery(page) });
+  }
+
+  return {
+    baseUrl,
+
+    /** Registers `bytes` (an .onnx file) as the next version of `name`; the same bytes as the latest version return that version. */
+    async pushModel(name: string, bytes: Uint8Array): Promise<ModelVersion> {
+      return callJson(ModelVersionSchema, {
+        method: "POST",
+        path: `/v1/models/${encodeURIComponent(name)}/versions`,
+        headers: { "Content-Type": "application/octet-stream" },
+        body: bytes as RequestInit["body"],
+      });
+    },
+
+    /** The caller's models, each with every version's signature. */
+    async listModels(): Promise<ModelList> {
+      return callJson(ModelListSchema, { method: "GET", path: "/v1/models" });
+    },
+
+    async getModel(name: string): Promise<Model> {
+      return callJson(ModelSchema, { method: "GET", path: `/v1/models/${encodeURIComponent(name)}` });
+    },
+
+    /** Submits rows as JSON; every row is checked against the model before the job is accepted (422 otherwise). */
+    async createJob(request: CreateJobRequest): Promise<Job> {
+      return callJson(JobSchema, {
+        method: "POST",
+        path: "/v1/jobs",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(request),
+      });
+    },
+
+    /**
+     * Submits a CSV file, streamed as the raw body (`text/csv`, gzipped on the fly with `gzip: true`),
+     * so a file of any size takes constant memory here. A missing file fails before any request.
+     */
+    async uploadCsv(upload: CsvUploadOptions): Promise<Job> {
+      const call: Call = { method: "POST", path: "/v1/jobs", query: buildCsvUploadQuery(upload) };
+      const csv = await openCsvBody(upload);
+      let response: Response;
+      try {
+        response = await fetchImpl(urlFor(call.path, call.query), {
+          method: "POST",
+          headers: { ...authorization, "Content-Type": "text/csv", ...(upload.gzip ? { "Content-Encoding": "gzip" } : {}) },
+          body: csv.body,
+          duplex: "half",
+        } as RequestInit);
+      } catch (error) {
+        csv.stop();
+        // A file that cannot be read breaks the body, which fetch reports as a failed request.
+        const sourceError = csv.sourceError();
+        if (sourceError) throw sourceError;
+        throw new CoalesceConnectionError(baseUrl, error);
+      }
+      if (!response.ok) {
+        const error = await readApiError(response);
+        csv.stop(); // the server refused early (unknown model, say): no point sending the rest
+        throw error;
+      }
+      return parse(JobSchema, response, call);
+    },
+
+    getJob,
+
+    /** The caller's jobs, newest first. */
+    async listJobs(page: PageOptions = {}): Promise<JobList> {
+      return callJson(JobListSchema, { method: "GET", path: "/v1/jobs", query: pageQuery(page) });
+    },
+
+    /** Polls the job until it is succeeded, failed or cancelled, and returns that last state. */
+    async waitForJob(id: string, wait: WaitOptions = {}): Promise<Job> {
+      const intervalMs = wait.intervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+      const started = Date.now();
+      for (;;) {
+        wait.signal?.throwIfAborted();
+        const job = await getJob(id);
+        wait.onProgress?.(job);
+        if (TERMINAL_JOB_STATUSES.includes(job.status)) return job;
+        if (wait.timeoutMs !== undefined && Date.now() - started + intervalMs > wait.timeoutMs) {
+          throw new CoalesceTimeoutError(job, wait.timeoutMs);
+        }
+        await sleep(intervalMs, wait.signal);
+      }
+    },
+
+    /** One page of results in input order. While the job runs, only the rows scored so far. */
+    getResults,
+
+    /** Every result row, page after page (`pageSize` rows per request). Call it once the job is finished to see them all. */
+    async *iterateResults(id: string, { pageSize = 1000 }: { pageSize?: number } = {}): AsyncGenerator<ResultRow, void, undefined> {
+      let cursor: string | undefined;
+      do {
+        const page = await getResults(id, { limit: pageSize, ...(cursor === undefined ? {} : { cursor }) });
+        yield* page.data;
+        cursor = page.next_cursor ?? undefined;
+      } while (cursor !== undefined);
+    },
+
+    /**
+     * The results as one streamed file (`text/csv` or `application/x-ndjson`). `complete` says whether the
+     * job was finished, so a partial file is never mistaken for a whole one.
+     */
+    async downloadResults(id: string, format: ResultsFormat): Promise<ResultsDownload> {
+      const mediaType = RESULTS_MEDIA_TYPES[format];
+      const call: Call = { method: "GET", path: `${jobPath(id)}/results`, headers: { Accept: mediaType } };
+      const response = await send(call);
+      const contentType = response.headers.get("content-type") ?? "";
+      if (!contentType.toLowerCase().startsWith(mediaType)) {
+        await response.body?.cancel();
+        throw new CoalesceResponseError(
+          `${call.method} ${call.path} answered ${contentType || "no content type"} for Accept: ${mediaType}; does this server offer ${format} downloads?`,
+        );
+      }
+      const status = JobStatusSchema.safeParse(response.headers.get(JOB_STATUS_HEADER));
+      if (!status.success) {
+        await response.body?.cancel();
+        throw new CoalesceResponseError(`${call.method} ${call.path} answered without a valid ${JOB_STATUS_HEADER} header`);
+      }
+      const completeHeader = response.headers.get(RESULTS_COMPLETE_HEADER)?.toLowerCase();
+      const complete = completeHeader === undefined ? TERMINAL_JOB_STATUSES.includes(status.data) : completeHeader === "true";
+      return { body: response.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() }), jobStatus: status.data, complete };
+    },
+  };
+}
+
+function parseBaseUrl(baseUrl: string): URL {
+  // `localhost:3000` parses as a URL with the scheme "localhost:", hence the protocol check.
+  const url = URL.canParse(baseUrl) ? new URL(baseUrl) : null;
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new TypeError(`baseUrl is not an http(s) URL: '${baseUrl}' (expected e.g. http://127.0.0.1:3000)`);
+  }
+  return url;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

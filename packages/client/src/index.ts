@@ -1,0 +1,17 @@
+export {
+  createClient,
+  type ClientOptions,
+  type CoalesceClient,
+  type PageOptions,
+  type ResultsDownload,
+  type ResultsFormat,
+  type WaitOptions,
+} from "./client.ts";
+export { buildCsvUploadQuery, type CsvUploadOptions } from "./csv-upload.ts";
+export {
+  CoalesceApiError,
+  CoalesceConnectionError,
+  CoalesceError,
+  CoalesceResponseError,
+  CoalesceTimeoutError,
+} from "./errors.ts";
