@@ -16,7 +16,9 @@ export function startProcess(
   env: Record<string, string>,
   stdio: "inherit" | "pipe" | "ignore" = "inherit",
 ): ServiceProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+  // e.g. COALESCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the services.
+  const nodeArgs = process.env.COALESCE_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", entry], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", stdio, stdio],

@@ -28,7 +28,7 @@ export async function insertChunk(db: Database, chunk: NewChunk): Promise<string
   const id = newId("chunk");
   await db.pool.query(
     `INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, row_ids, input_errors)
-     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb)`,
+     VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8::json)`,
     [
       id,
       chunk.jobId,
@@ -161,7 +161,7 @@ export async function completeChunk(
   try {
     await client.query("BEGIN");
     const updated = await client.query(
-      `UPDATE job_chunks SET status = 'done', results = $2::jsonb, completed_at = now(), attempts = attempts + 1
+      `UPDATE job_chunks SET status = 'done', results = $2::json, completed_at = now(), attempts = attempts + 1
         WHERE id = $1 AND status = 'queued'`,
       [input.chunkId, JSON.stringify(input.results)],
     );
