@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { ResultsFormat } from "@coalesce/client";
 import { UsageError } from "./errors.ts";
 
 export type OptionSpecs = NonNullable<ParseArgsConfig["options"]>;
@@ -74,10 +75,8 @@ export function parseWholeNumber(command: string, option: string, value: string 
   return Number(value);
 }
 
-export type ResultsFileFormat = "csv" | "ndjson";
-
 /** `--format`, else the output file's extension (.csv, .ndjson, .jsonl), else csv. */
-export function resolveFormat(command: string, format: string | undefined, out: string | undefined): ResultsFileFormat {
+export function resolveFormat(command: string, format: string | undefined, out: string | undefined): ResultsFormat {
   if (format !== undefined) {
     if (format === "csv" || format === "ndjson") return format;
     throw new UsageError(`--format takes csv or ndjson, got '${format}'`, command);

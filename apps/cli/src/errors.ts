@@ -11,16 +11,21 @@ export class UsageError extends Error {
   }
 }
 
-/** Something the user can fix, already worded for them: exit 1, no stack. */
-export class CliError extends Error {
-  override name = "CliError";
-}
-
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 /** 128 + SIGINT, as shells report it. */
 export const EXIT_INTERRUPTED = 130;
+
+/** Something the user can fix, already worded for them: printed without a stack. */
+export class CliError extends Error {
+  override name = "CliError";
+  readonly exitCode: number;
+  constructor(message: string, exitCode = EXIT_FAILURE) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
 
 const UNREACHABLE_CODES = new Set([
   "ECONNREFUSED",
@@ -40,9 +45,12 @@ export function describeError(error: unknown): { message: string; exitCode: numb
     return { message: `error: ${error.message}\nsee \`${help}\``, exitCode: EXIT_USAGE };
   }
   if (error instanceof ConfigError) return { message: `error: ${error.message}`, exitCode: EXIT_USAGE };
-  if (error instanceof CliError || error instanceof CoalesceResponseError) {
-    return { message: `error: ${error.message}`, exitCode: EXIT_FAILURE };
+  if (error instanceof CliError) {
+    // Ctrl-C is the user's choice, not a failure to report as one.
+    const prefix = error.exitCode === EXIT_INTERRUPTED ? "" : "error: ";
+    return { message: `${prefix}${error.message}`, exitCode: error.exitCode };
   }
+  if (error instanceof CoalesceResponseError) return { message: `error: ${error.message}`, exitCode: EXIT_FAILURE };
   if (error instanceof CoalesceConnectionError) {
     const message =
       error.code !== null && UNREACHABLE_CODES.has(error.code)
@@ -58,6 +66,8 @@ export function describeError(error: unknown): { message: string; exitCode: numb
 function describeApiError(error: CoalesceApiError): string {
   if (error.status === 401) return "the API key was refused (401): set COALESCE_API_KEY or pass --api-key";
   if (error.status === 422 && error.errors.length > 0) {
+    const [only] = error.errors;
+    if (error.errors.length === 1 && only && error.detail === `${only.field}: ${only.message}`) return error.detail;
     const lines = error.errors.slice(0, FIELD_ERRORS_SHOWN).map((e) => `  ${e.field}: ${e.message}`);
     const more = error.errors.length - FIELD_ERRORS_SHOWN;
     if (more > 0) lines.push(`  (and ${more} more)`);

@@ -14,12 +14,19 @@ export function formatBytes(bytes: number): string {
 
 /** `0.42 s`, `12 s`, `2 min 05 s`, `1 h 02 min`. */
 export function formatDuration(seconds: number): string {
+  if (Number.isInteger(seconds) && seconds < 60) return `${seconds} s`;
   if (seconds < 10) return `${seconds.toFixed(seconds < 1 ? 2 : 1)} s`;
   const whole = Math.round(seconds);
   if (whole < 60) return `${whole} s`;
   const pad = (n: number) => String(n).padStart(2, "0");
   if (whole < 3600) return `${Math.floor(whole / 60)} min ${pad(whole % 60)} s`;
   return `${Math.floor(whole / 3600)} h ${pad(Math.floor((whole % 3600) / 60))} min`;
+}
+
+/** An estimate: whole seconds, rounded up (`<1 s`, `4 s`, `2 min 05 s`). */
+export function formatEta(seconds: number): string {
+  if (seconds < 1) return "<1 s";
+  return formatDuration(Math.ceil(seconds));
 }
 
 export function formatCount(n: number): string {

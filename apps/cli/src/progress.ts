@@ -23,7 +23,9 @@ export type ProgressBar = {
   finish(line?: string): void;
 };
 
-const BAR_WIDTH = 24;
+const BAR_WIDTH = 20;
+/** Labels are padded to this, so an upload bar and a scoring bar line up. */
+const LABEL_WIDTH = 7;
 const CLEAR_LINE = "\r\x1b[K";
 
 /**
@@ -34,7 +36,8 @@ export function createProgressBar(stream: ProgressStream, label: string, options
   const now = options.now ?? Date.now;
   const tty = stream.isTTY === true;
   const interval = tty ? (options.redrawMs ?? 100) : (options.plainLineMs ?? 5000);
-  let last = Number.NEGATIVE_INFINITY;
+  // A terminal shows the bar at once; a log gets its first line only once the work has taken a while.
+  let last = tty ? Number.NEGATIVE_INFINITY : now();
   let drawn = false;
 
   return {
@@ -44,7 +47,8 @@ export function createProgressBar(stream: ProgressStream, label: string, options
       if (time - last < interval && !(tty && done)) return;
       last = time;
       if (tty) {
-        const line = renderBar(label, fraction, detail, stream.columns ?? 80);
+        // A pseudo-terminal without a size reports 0 columns.
+        const line = renderBar(label, fraction, detail, stream.columns || 80);
         stream.write(`${CLEAR_LINE}${line}`);
         drawn = true;
       } else {
@@ -60,16 +64,17 @@ export function createProgressBar(stream: ProgressStream, label: string, options
   };
 }
 
-/** `upload  [██████████░░░░░░░░░░░░░░]  41%  2.05 MB / 5.00 MB  12.3 MB/s`, cut to the terminal's width. */
+/** `upload   [████████░░░░░░░░░░░░]  41%  2.05 MB / 5.00 MB  12.3 MB/s`, cut to the terminal's width. */
 export function renderBar(label: string, fraction: number | null, detail: string, columns: number): string {
   let line: string;
+  const name = label.padEnd(LABEL_WIDTH);
   if (fraction === null) {
-    line = `${label}  ${detail}`;
+    line = `${name}  ${detail}`;
   } else {
     const clamped = Math.min(1, Math.max(0, fraction));
     const filled = Math.round(clamped * BAR_WIDTH);
     const bar = `[${"█".repeat(filled)}${"░".repeat(BAR_WIDTH - filled)}]`;
-    line = `${label}  ${bar} ${`${Math.floor(clamped * 100)}%`.padStart(4)}  ${detail}`;
+    line = `${name}  ${bar} ${`${Math.floor(clamped * 100)}%`.padStart(4)}  ${detail}`;
   }
   // A line longer than the terminal wraps, and \r then redraws only its last part.
   return line.length >= columns ? line.slice(0, Math.max(0, columns - 1)) : line;

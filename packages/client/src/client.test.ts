@@ -255,7 +255,7 @@ describe("reading", () => {
       const from = Number(url.searchParams.get("cursor") ?? 0);
       const limit = Number(url.searchParams.get("limit"));
       const next = from + limit < rows.length ? String(from + limit) : null;
-      send(res, 200, { data: rows.slice(from, from + limit), next_cursor: next, job_status: "succeeded" });
+      send(res, 200, { data: rows.slice(from, from + limit), next_cursor: next, job_status: "succeeded", complete: true });
     };
     const all: ResultRow[] = [];
     for await (const row of client().iterateResults("job_a", { pageSize: 2 })) all.push(row);
@@ -293,7 +293,7 @@ describe("reading", () => {
   });
 
   it("downloadResults refuses an answer in another format", async () => {
-    handler = (_req, res) => send(res, 200, { data: [], next_cursor: null, job_status: "succeeded" }, "application/json", { "Coalesce-Job-Status": "succeeded" });
+    handler = (_req, res) => send(res, 200, { data: [], next_cursor: null, job_status: "succeeded", complete: true }, "application/json", { "Coalesce-Job-Status": "succeeded" });
     await expect(client().downloadResults("job_a", "ndjson")).rejects.toThrow(/application\/json for Accept: application\/x-ndjson/);
   });
 });

@@ -81,8 +81,6 @@ type Call = {
   query?: URLSearchParams;
   headers?: Record<string, string>;
   body?: RequestInit["body"];
-  /** Streamed bodies need it. */
-  duplex?: "half";
 };
 
 /** A typed client of the Coalesce HTTP API. Every response is parsed through its contracts schema. */
@@ -102,18 +100,15 @@ export function createClient(options: ClientOptions) {
   }
 
   /** Sends one request; a non-2xx answer throws `CoalesceApiError`, no answer `CoalesceConnectionError`. */
-  async function send(call: Call, signal?: AbortSignal): Promise<Response> {
+  async function send(call: Call): Promise<Response> {
     let response: Response;
     try {
       response = await fetchImpl(urlFor(call.path, call.query), {
         method: call.method,
         headers: { ...authorization, ...call.headers },
         ...(call.body === undefined ? {} : { body: call.body }),
-        ...(call.duplex ? { duplex: call.duplex } : {}),
-        ...(signal ? { signal } : {}),
-      } as RequestInit);
+      });
     } catch (error) {
-      if (signal?.aborted) throw signal.reason;
       throw new CoalesceConnectionError(baseUrl, error);
     }
     if (!response.ok) throw await readApiError(response);

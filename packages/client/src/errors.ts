@@ -99,12 +99,13 @@ export async function readApiError(response: Response): Promise<CoalesceApiError
 /** fetch rejects with `TypeError: fetch failed`; the reason is in its cause, sometimes one level further down. */
 function describeCause(error: unknown): { message: string; code: string | null } {
   let current: unknown = error;
+  let innermost: Error | null = null;
   for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    innermost = current;
     const code = (current as NodeJS.ErrnoException).code;
     if (typeof code === "string") return { message: current.message || code, code };
     const first = current instanceof AggregateError ? (current.errors[0] as unknown) : undefined;
     current = current.cause ?? first;
   }
-  const message = current instanceof Error ? current.message : error instanceof Error ? error.message : String(error);
-  return { message, code: null };
+  return { message: innermost?.message || String(error), code: null };
 }

@@ -1,0 +1,75 @@
+import { readFile } from "node:fs/promises";
+import { expectPositionals, parseCommandArgs, type OptionSpecs } from "../args.ts";
+import type { Command } from "../command.ts";
+import { EXIT_OK, fileError } from "../errors.ts";
+import { formatBytes, formatTable, formatTensor } from "../format.ts";
+
+const PUSH = "models push";
+const LIST = "models list";
+const LIST_OPTIONS = { json: { type: "boolean" } } as const satisfies OptionSpecs;
+
+export const modelsPushCommand: Command = {
+  name: PUSH,
+  summary: "register an .onnx file as the next version of a model",
+  options: {},
+  help: `Usage: coalesce models push NAME FILE.onnx
+
+Uploads an ONNX model as the next version of NAME (1, 2, 3, ...). The server loads it to check it
+and reads its inputs and outputs. Pushing the same bytes as the latest version again changes nothing.
+NAME is 1-64 characters: lower-case letters, digits, '.', '_' or '-'.
+
+Example:
+  coalesce models push iris fixtures/iris.onnx`,
+
+  async run(args, context) {
+    const { values, positionals } = parseCommandArgs(PUSH, args, {});
+    const [name = "", file = ""] = expectPositionals(PUSH, positionals, ["NAME", "FILE"]);
+    const bytes = await readFile(file).catch((error: unknown) => {
+      throw fileError(file, error);
+    });
+    const version = await context.connect(values, PUSH).pushModel(name, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    context.io.stdout.write(
+      [
+        `${version.name} version ${version.version} (${formatBytes(version.size_bytes)}, sha256 ${version.sha256.slice(0, 12)})`,
+        `  inputs:  ${version.inputs.map(formatTensor).join(", ")}`,
+        `  outputs: ${version.outputs.map(formatTensor).join(", ")}`,
+      ].join("\n") + "\n",
+    );
+    return EXIT_OK;
+  },
+};
+
+export const modelsListCommand: Command = {
+  name: LIST,
+  summary: "list your models with their inputs and outputs",
+  options: LIST_OPTIONS,
+  help: `Usage: coalesce models list [--json]
+
+Lists your models: the latest version of each, with its inputs and outputs.
+
+Options:
+  --json   print the list as the API returns it`,
+
+  async run(args, context) {
+    const { values, positionals } = parseCommandArgs(LIST, args, LIST_OPTIONS);
+    expectPositionals(LIST, positionals, []);
+    const models = await context.connect(values, LIST).listModels();
+    if (values.json) {
+      context.io.stdout.write(`${JSON.stringify(models, null, 2)}\n`);
+    } else if (models.data.length === 0) {
+      context.io.stderr.write("no models yet: register one with `coalesce models push NAME model.onnx`\n");
+    } else {
+      const rows = models.data.map((model) => {
+        const latest = model.versions.find((version) => version.version === model.latest_version) ?? model.versions.at(-1);
+        return [
+          model.name,
+          String(model.latest_version),
+          latest?.inputs.map(formatTensor).join(", ") ?? "",
+          latest?.outputs.map(formatTensor).join(", ") ?? "",
+        ];
+      });
+      context.io.stdout.write(`${formatTable(["NAME", "LATEST", "INPUTS", "OUTPUTS"], rows)}\n`);
+    }
+    return EXIT_OK;
+  },
+};

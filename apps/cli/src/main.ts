@@ -1,0 +1,5 @@
+// `coalesce ...`: bin/coalesce.mjs loads tsx, then this file.
+import { run } from "./cli.ts";
+
+// exitCode rather than exit(), so stdout is flushed into a pipe before the process ends.
+process.exitCode = await run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin });
