@@ -1,4 +1,5 @@
 import type { Database } from "@coalesce/db";
+import type { HttpBindings } from "@hono/node-server";
 import type { ModelStore } from "@coalesce/models";
 import type { PredictQueue } from "@coalesce/queue";
 import type { Redis } from "ioredis";
@@ -28,6 +29,8 @@ export type ApiDeps = {
 };
 
 export type AppEnv = {
+  /** Under @hono/node-server the Node request itself; absent for in-process `app.request` calls. */
+  Bindings: Partial<HttpBindings>;
   Variables: {
     requestId: string;
     logger: Logger;

@@ -36,14 +36,18 @@ function pipeLimited(source: Readable, maxBytes: number, what: string): Readable
  * `file` part of a multipart body, gunzipped when the request or the part says gzip, and held to
  * `maxBytes` both as sent and as decompressed.
  */
-export async function openCsvStream(request: Request, maxBytes: number): Promise<Readable> {
-  if (!request.body) throw new ApiError("validation_failed", "the request has no body; send the CSV file as the body");
+export async function openCsvStream(request: Request, maxBytes: number, incoming?: Readable): Promise<Readable> {
+  // Touching request.body would start a second reader on the Node stream, so check it only without one.
+  if (!incoming && !request.body) throw new ApiError("validation_failed", "the request has no body; send the CSV file as the body");
   const contentType = request.headers.get("content-type") ?? "";
   const encoding = (request.headers.get("content-encoding") ?? "identity").toLowerCase();
   if (encoding !== "identity" && encoding !== "gzip") {
     throw new ApiError("unsupported_media_type", `Content-Encoding ${encoding} is not supported; send gzip or plain bytes`);
   }
-  let body: Readable = pipeLimited(Readable.fromWeb(request.body as import("node:stream/web").ReadableStream), maxBytes, "the upload");
+  // The Node request stream when there is one: the web stream wrapped around it for `Request` does
+  // not hold the client back, so a fast upload would pile up in memory ahead of the parser.
+  const raw = incoming ?? Readable.fromWeb(request.body as import("node:stream/web").ReadableStream);
+  let body: Readable = pipeLimited(raw, maxBytes, "the upload");
   if (encoding === "gzip") body = pipeLimited(gunzip(body), maxBytes, "the decompressed upload");
   if (!contentType.toLowerCase().startsWith("multipart/form-data")) return body;
 

@@ -158,7 +158,7 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps) {
   if (!query.success) throw fromZodError(query.error);
   const tenantId = c.get("tenantId");
   const modelVersion = await resolveModelRef(deps, tenantId, query.data.model);
-  const csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes);
+  const csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, c.env?.incoming);
   return ingestCsv(deps, {
     tenantId,
     modelVersion,
