@@ -37,6 +37,7 @@ describe("POST /v1/jobs accepts", () => {
       progress: 0,
       eta_seconds: null,
       id_column: null,
+      execution: { provider: null, batch_rows: null },
       created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) as string,
       started_at: null,
       completed_at: null,

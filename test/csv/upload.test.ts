@@ -3,7 +3,7 @@ import { gzipSync } from "node:zlib";
 import type { Job, JobResults } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
-import { buildIdentityModel } from "../../packages/models/src/testing/tiny-onnx.ts";
+import { buildIdentityModel } from "../../packages/models/src/tiny-onnx.ts";
 import { readModel } from "../support/fixtures.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
 import { startTestWorker } from "../support/worker.ts";

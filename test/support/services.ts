@@ -5,6 +5,7 @@ import path from "node:path";
 import { createApp } from "../../apps/api/src/app.ts";
 import { hashApiKey } from "../../apps/api/src/auth/api-keys.ts";
 import type { ApiDeps } from "../../apps/api/src/context.ts";
+import { createApiMetrics } from "../../apps/api/src/metrics.ts";
 import { connectDatabase, DEFAULT_DATABASE_URL, migrate, upsertApiKey, type Database } from "@coalesce/db";
 import { createModelStore } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, DEFAULT_REDIS_URL } from "@coalesce/queue";
@@ -51,6 +52,8 @@ export async function createTestServices(): Promise<TestServices> {
       QUEUE_PREFIX: queuePrefix,
       MODEL_STORE_DIR: modelStoreDir,
       LOG_LEVEL: "warn",
+      // Several workers may run at once in tests: each takes a free port for /metrics.
+      METRICS_PORT: "0",
     },
     async cleanup() {
       const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
@@ -79,10 +82,13 @@ export type TestApi = {
 export function createTestApi(services: TestServices, limits: Partial<ApiDeps["limits"]> = {}): TestApi {
   const db = connectDatabase(services.databaseUrl, { max: 4 });
   const redis = createRedisConnection(REDIS_URL);
+  const queue = createPredictQueue({ connection: redis, prefix: services.queuePrefix });
   const deps: ApiDeps = {
     db,
     redis,
-    queue: createPredictQueue({ connection: redis, prefix: services.queuePrefix }),
+    queue,
+    metrics: createApiMetrics(queue, redis, services.queuePrefix),
+    queuePrefix: services.queuePrefix,
     modelStore: createModelStore(services.modelStoreDir),
     logger: pino({ level: "silent" }),
     limits: { chunkRows: 64, maxJobRows: 10_000, maxBodyBytes: 8 * 1024 * 1024, maxModelBytes: 32 * 1024 * 1024, maxUploadBytes: 256 * 1024 * 1024, ...limits },

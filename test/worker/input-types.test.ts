@@ -5,7 +5,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadWorkerEnv } from "../../apps/worker/src/env.ts";
 import { startWorker, type RunningWorker } from "../../apps/worker/src/worker.ts";
-import { buildIdentityModel, type ElemTypeName, type TinyDim } from "../../packages/models/src/testing/tiny-onnx.ts";
+import { buildIdentityModel, type ElemTypeName, type TinyDim } from "../../packages/models/src/tiny-onnx.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
 
 let services: TestServices;

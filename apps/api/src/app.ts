@@ -1,6 +1,7 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "./context.ts";
 import { ApiError, fromZodError, handleError, problemResponse } from "./errors.ts";
+import { measureRequests } from "./metrics.ts";
 import { requireApiKey } from "./middleware/auth.ts";
 import { requestLog } from "./middleware/request-log.ts";
 import { registerDocs } from "./routes/docs.ts";
@@ -19,11 +20,15 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
     },
   });
   app.use("*", requestLog(deps.logger));
+  app.use("*", measureRequests(deps.metrics));
   app.use("/v1/*", requireApiKey(deps.db));
   registerHealthRoutes(app, deps);
   registerModelRoutes(app, deps);
   registerJobRoutes(app, deps);
   registerDocs(app);
+  app.get("/metrics", async (c) =>
+    c.body(await deps.metrics.registry.metrics(), 200, { "Content-Type": deps.metrics.registry.contentType }),
+  );
   app.notFound((c) => problemResponse(c, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)));
   app.onError(handleError);
   return app;

@@ -4,6 +4,7 @@ import type { ModelStore } from "@coalesce/models";
 import type { PredictQueue } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { ApiMetrics } from "./metrics.ts";
 
 export type ApiLimits = {
   /** Rows per chunk, the unit of queueing and retry. */
@@ -26,6 +27,9 @@ export type ApiDeps = {
   modelStore: ModelStore;
   logger: Logger;
   limits: ApiLimits;
+  metrics: ApiMetrics;
+  /** BullMQ key prefix, where workers also publish their status. */
+  queuePrefix: string;
 };
 
 export type AppEnv = {

@@ -5,6 +5,7 @@ import { serve, type ServerType } from "@hono/node-server";
 import type { Logger } from "pino";
 import { createApp } from "./app.ts";
 import { hashApiKey } from "./auth/api-keys.ts";
+import { createApiMetrics } from "./metrics.ts";
 import type { ApiDeps } from "./context.ts";
 import type { ApiEnv } from "./env.ts";
 
@@ -31,6 +32,8 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     queue,
     modelStore: createModelStore(env.MODEL_STORE_DIR),
     logger,
+    metrics: createApiMetrics(queue, redis, env.QUEUE_PREFIX),
+    queuePrefix: env.QUEUE_PREFIX,
     limits: {
       chunkRows: env.CHUNK_ROWS,
       maxJobRows: env.MAX_JOB_ROWS,

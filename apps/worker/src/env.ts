@@ -1,6 +1,6 @@
 import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
 import { DEFAULT_DATABASE_URL } from "@coalesce/db";
-import { DEFAULT_MODEL_STORE_DIR } from "@coalesce/models";
+import { DEFAULT_MODEL_STORE_DIR, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS } from "@coalesce/models";
 import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
 import { z } from "zod";
 
@@ -11,6 +11,22 @@ export const WorkerEnvSchema = z.object({
   MODEL_STORE_DIR: z.string().min(1).default(DEFAULT_MODEL_STORE_DIR),
   MAX_BATCH_ROWS: intVar(256, 1, 1_000_000),
   MAX_BATCH_DELAY_MS: intVar(5, 0, 60_000),
+  /** Largest batch input, in bytes: image-sized rows get smaller batches instead of exhausting memory. */
+  MAX_BATCH_BYTES: intVar(64 * 1024 * 1024, 1),
+  /** Ordered preference, comma-separated: the first that can start is used (cpu always can). */
+  EXECUTION_PROVIDERS: z
+    .string()
+    .default("cpu")
+    .transform((value) => value.split(",").map((p) => p.trim().toLowerCase()).filter(Boolean))
+    .pipe(
+      z
+        .array(z.enum(EXECUTION_PROVIDERS, { message: `expected a comma-separated list of ${EXECUTION_PROVIDERS.join(", ")}` }))
+        .min(1, "name at least one execution provider"),
+    ),
+  GRAPH_OPTIMIZATION_LEVEL: z.enum(GRAPH_OPTIMIZATION_LEVELS).default("all"),
+  /** Prometheus /metrics for this worker; 0 picks a free port. */
+  METRICS_PORT: intVar(9464, 0, 65535),
+  METRICS_HOST: z.string().default("127.0.0.1"),
   /** Chunks in flight per worker process: a batch can only coalesce rows of chunks being processed. */
   WORKER_CONCURRENCY: intVar(64, 1, 10_000),
   /** 0 lets onnxruntime choose (one thread per core). */

@@ -1,24 +1,42 @@
 import type { ChunkJob, RowError, TensorRow } from "@coalesce/contracts";
-import { completeChunk, loadChunk, markJobRunning, type Database, type StoredRowResult } from "@coalesce/db";
-import { rowShapeKey, validateRow } from "@coalesce/models";
+import { completeChunk, loadChunk, markJobRunning, type ChunkExecution, type Database, type StoredRowResult } from "@coalesce/db";
+import { rowBytes, rowShapeKey, validateRow } from "@coalesce/models";
 import type { Logger } from "pino";
 import type { BatcherRegistry } from "./batch/batcher-registry.ts";
 import type { ModelCache } from "./inference/model-cache.ts";
+import type { WorkerMetrics } from "./metrics.ts";
 
-/** What a batcher is handed: one row plus the model that must run it (same for the whole batcher). */
+/** What a batcher is handed: one row (every row of a batcher has the same model and shape). */
 export type RowWork = { row: TensorRow };
+
+/** What comes back for a row: its outputs and the size of the onnxruntime run it was part of. */
+export type RowOutcome = { outputs: TensorRow; runRows: number };
 
 export type ScoreChunkDeps = {
   db: Database;
   models: ModelCache;
-  batchers: BatcherRegistry<RowWork, TensorRow>;
+  batchers: BatcherRegistry<RowWork, RowOutcome>;
+  metrics: WorkerMetrics;
   logger: Logger;
 };
 
 /**
+ * The batcher key: rows batch together when they share a model version and a per-row shape; the
+ * row's byte size rides along so each batcher can hold batches to MAX_BATCH_BYTES.
+ */
+export function batcherKey(modelVersionId: string, shapeKey: string, bytes: number): string {
+  return `${modelVersionId}|${bytes}|${shapeKey}`;
+}
+
+export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes: number } {
+  const [modelVersionId = "", bytes = "0"] = key.split("|", 2);
+  return { modelVersionId, rowBytes: Number(bytes) };
+}
+
+/**
  * Scores one chunk: reads its rows from Postgres, hands them to the model version's batcher (which
- * coalesces them with other chunks' rows), and stores the per-row results with the job's counts.
- * Idempotent: a chunk already done (a retry after a crash) is skipped.
+ * coalesces them with other chunks' rows), and stores the per-row results with the job's counts and
+ * how the rows ran. Idempotent: a chunk already done (a retry after a crash) is skipped.
  */
 export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
   const chunk = await loadChunk(deps.db, payload.chunkId);
@@ -27,7 +45,6 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
   const model = await deps.models.get(chunk.modelVersionId);
 
   const results: StoredRowResult[] = new Array(chunk.inputs.length);
-  // Rows the API accepted are valid; this guards rows written by other paths, one row at a time.
   const groups = new Map<string, { indexes: number[]; rows: RowWork[] }>();
   chunk.inputs.forEach((row, index) => {
     const parseError = chunk.inputErrors?.[index];
@@ -35,29 +52,47 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
       results[index] = { error: parseError ?? { code: "invalid_row", message: "the row has no input values" } };
       return;
     }
+    // Rows the API accepted are valid; this guards rows written by other paths, one row at a time.
     const issues = validateRow(row, model.version.inputs, `inputs[${chunk.firstRow + index}]`);
     if (issues.length > 0) {
       results[index] = { error: { code: "invalid_row", message: issues.map((i) => `${i.path}: ${i.message}`).join("; ") } };
       return;
     }
-    const key = `${chunk.modelVersionId}|${rowShapeKey(row, model.version.inputs)}`;
-    let group = groups.get(key);
-    if (!group) groups.set(key, (group = { indexes: [], rows: [] }));
+    const shape = rowShapeKey(row, model.version.inputs);
+    let group = groups.get(shape);
+    if (!group) groups.set(shape, (group = { indexes: [], rows: [] }));
     group.indexes.push(index);
     group.rows.push({ row });
   });
+
+  const execution: ChunkExecution = { provider: model.provider, ranRows: 0, runRowsMin: null, runRowsMax: null, runRowsSum: 0 };
   await Promise.all(
-    [...groups].map(async ([key, group]) => {
+    [...groups].map(async ([shape, group]) => {
+      const key = batcherKey(chunk.modelVersionId, shape, rowBytes(group.rows[0]?.row ?? {}, model.version.inputs));
       const outcomes = await deps.batchers.get(key).submit(group.rows);
       outcomes.forEach((outcome, i) => {
         const index = group.indexes[i] as number;
-        results[index] = outcome.ok ? { outputs: outcome.value } : { error: inferenceError(outcome.error) };
+        if (!outcome.ok) {
+          results[index] = { error: inferenceError(outcome.error) };
+          return;
+        }
+        results[index] = { outputs: outcome.value.outputs };
+        const runRows = outcome.value.runRows;
+        execution.ranRows++;
+        execution.runRowsSum += runRows;
+        execution.runRowsMin = Math.min(execution.runRowsMin ?? runRows, runRows);
+        execution.runRowsMax = Math.max(execution.runRowsMax ?? runRows, runRows);
       });
     }),
   );
-  const status = await completeChunk(deps.db, { chunkId: chunk.id, jobId: chunk.jobId, results });
-  if (status === "succeeded" || status === "failed") {
-    deps.logger.info({ status }, "job finished");
+  const done = await completeChunk(deps.db, { chunkId: chunk.id, jobId: chunk.jobId, results, execution });
+  const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
+  const failed = results.filter((result) => "error" in result).length;
+  deps.metrics.rows.inc({ ...labels, outcome: "succeeded" }, results.length - failed);
+  if (failed > 0) deps.metrics.rows.inc({ ...labels, outcome: "failed" }, failed);
+  if (done && (done.status === "succeeded" || done.status === "failed")) {
+    if (done.latencySeconds !== null) deps.metrics.jobLatency.observe(labels, done.latencySeconds);
+    deps.logger.info({ status: done.status, latencySeconds: done.latencySeconds }, "job finished");
   }
 }
 

@@ -1,17 +1,25 @@
-import { ChunkJobSchema, type ChunkJob, type TensorRow } from "@coalesce/contracts";
+import { hostname } from "node:os";
+import { ChunkJobSchema, type ChunkJob } from "@coalesce/contracts";
 import { connectDatabase, migrate } from "@coalesce/db";
-import { createModelStore } from "@coalesce/models";
-import { createPredictQueue, createRedisConnection, PREDICT_QUEUE } from "@coalesce/queue";
+import { createModelStore, probeExecutionProviders } from "@coalesce/models";
+import { createPredictQueue, createRedisConnection, PREDICT_QUEUE, publishWorkerStatus, removeWorkerStatus } from "@coalesce/queue";
 import { UnrecoverableError, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
 import type { WorkerEnv } from "./env.ts";
 import { ModelCache } from "./inference/model-cache.ts";
-import { startReconciler } from "./reconcile.ts";
 import { runBatch } from "./inference/run-batch.ts";
-import { failChunk, scoreChunk, type RowWork } from "./score-chunk.ts";
+import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
+import { startReconciler } from "./reconcile.ts";
+import { failChunk, parseBatcherKey, scoreChunk, type RowOutcome, type RowWork } from "./score-chunk.ts";
 
-export type RunningWorker = { close(): Promise<void> };
+export type RunningWorker = {
+  /** The execution provider this worker runs on. */
+  provider: string;
+  /** Where /metrics is served, or null when it could not be. */
+  metricsPort: number | null;
+  close(): Promise<void>;
+};
 
 /**
  * Starts a worker process's pieces: BullMQ consumer -> per-model dynamic batcher -> onnxruntime ->
@@ -20,39 +28,56 @@ export type RunningWorker = { close(): Promise<void> };
  */
 export async function startWorker(env: WorkerEnv, logger: Logger): Promise<RunningWorker> {
   if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
+  const sessionSettings = {
+    intraOpNumThreads: env.INTRA_OP_THREADS,
+    graphOptimizationLevel: env.GRAPH_OPTIMIZATION_LEVEL,
+    executionProviders: env.EXECUTION_PROVIDERS,
+  };
+  // Which provider this process really runs on, before any model: said at start, and in /metrics.
+  const probe = await probeExecutionProviders(env.EXECUTION_PROVIDERS, sessionSettings);
+  for (const skip of probe.skipped) logger.warn({ skipped: skip.provider, reason: skip.reason }, "execution provider unavailable; falling back");
   const db = connectDatabase(env.DATABASE_URL);
   await db.warmUp();
-  const models = new ModelCache(
-    db,
-    createModelStore(env.MODEL_STORE_DIR),
-    { intraOpNumThreads: env.INTRA_OP_THREADS },
-    logger,
-  );
-  const batchers = new BatcherRegistry<RowWork, TensorRow>((key) => {
-    const modelVersionId = key.slice(0, key.indexOf("|"));
+  const models = new ModelCache(db, createModelStore(env.MODEL_STORE_DIR), sessionSettings, logger);
+  const connection = createRedisConnection(env.REDIS_URL);
+  const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
+  const metrics = createWorkerMetrics(queue);
+  metrics.provider.set({ provider: probe.provider }, 1);
+
+  const batchers = new BatcherRegistry<RowWork, RowOutcome>((key) => {
+    const { modelVersionId, rowBytes } = parseBatcherKey(key);
     return {
-      maxRows: env.MAX_BATCH_ROWS,
+      // Image-sized rows get fewer rows per batch, so one batch never outgrows MAX_BATCH_BYTES.
+      maxRows: Math.max(1, Math.min(env.MAX_BATCH_ROWS, Math.floor(env.MAX_BATCH_BYTES / Math.max(rowBytes, 1)))),
       maxDelayMs: env.MAX_BATCH_DELAY_MS,
       run: async (items) => {
         const model = await models.get(modelVersionId);
         const rows = items.map((item) => item.row);
-        // A model with a fixed batch of 1 runs row by row.
-        if (model.maxBatchRows >= rows.length) return runBatch(model, rows);
-        const out: TensorRow[] = [];
-        for (const row of rows) out.push(...(await runBatch(model, [row])));
+        if (model.maxBatchRows >= rows.length) {
+          return (await runBatch(model, rows)).map((outputs) => ({ outputs, runRows: rows.length }));
+        }
+        // A model whose batch dimension is fixed to 1 runs row by row.
+        const out: RowOutcome[] = [];
+        for (const row of rows) out.push(...(await runBatch(model, [row])).map((outputs) => ({ outputs, runRows: 1 })));
         return out;
       },
-      onBatch: (stats) => logger.info({ modelVersionId, ...stats, provider: "cpu" }, "batch"),
+      onBatch: (stats) => {
+        const model = models.peek(modelVersionId);
+        const labels = { model: model?.version.modelName ?? modelVersionId, version: String(model?.version.version ?? ""), provider: model?.provider ?? "" };
+        metrics.batchRows.observe(labels, stats.rows);
+        metrics.batchWait.observe(labels, stats.waitMs);
+        metrics.runTime.observe(labels, stats.runMs);
+        logger.info({ ...labels, ...stats }, "batch");
+      },
     };
   });
 
-  const connection = createRedisConnection(env.REDIS_URL);
   const worker = new Worker<ChunkJob, void, "score">(
     PREDICT_QUEUE,
     async (job) => {
       const parsed = ChunkJobSchema.safeParse(job.data);
       if (!parsed.success) throw new UnrecoverableError(`malformed chunk payload: ${parsed.error.message}`);
-      await scoreChunk({ db, models, batchers, logger: logger.child({ jobId: parsed.data.jobId }) }, parsed.data);
+      await scoreChunk({ db, models, batchers, metrics, logger: logger.child({ jobId: parsed.data.jobId }) }, parsed.data);
     },
     { connection, prefix: env.QUEUE_PREFIX, concurrency: env.WORKER_CONCURRENCY, autorun: true },
   );
@@ -68,19 +93,40 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   });
   worker.on("error", (error) => logger.error({ err: error }, "worker error"));
   await worker.waitUntilReady();
-  const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
+  const metricsServer = await serveMetrics(metrics.registry, env.METRICS_HOST, env.METRICS_PORT, logger);
+  // A heartbeat in Redis lets the API report which workers are up and on which hardware.
+  const status = { id: `${hostname()}:${process.pid}:${Date.now().toString(36)}`, provider: probe.provider, concurrency: env.WORKER_CONCURRENCY, startedAt: new Date().toISOString() };
+  const heartbeat = () => publishWorkerStatus(connection, env.QUEUE_PREFIX, status).catch((error: unknown) => logger.warn({ err: error }, "heartbeat failed"));
+  await heartbeat();
+  const heartbeatTimer = setInterval(() => void heartbeat(), 10_000);
   const stopReconciler =
     env.RECONCILE_INTERVAL_MS > 0
       ? startReconciler(db, queue, { intervalMs: env.RECONCILE_INTERVAL_MS, graceMs: env.RECONCILE_INTERVAL_MS }, logger)
       : () => {};
   logger.info(
-    { queuePrefix: env.QUEUE_PREFIX, concurrency: env.WORKER_CONCURRENCY, maxBatchRows: env.MAX_BATCH_ROWS, maxBatchDelayMs: env.MAX_BATCH_DELAY_MS, provider: "cpu" },
+    {
+      queuePrefix: env.QUEUE_PREFIX,
+      concurrency: env.WORKER_CONCURRENCY,
+      maxBatchRows: env.MAX_BATCH_ROWS,
+      maxBatchDelayMs: env.MAX_BATCH_DELAY_MS,
+      maxBatchBytes: env.MAX_BATCH_BYTES,
+      provider: probe.provider,
+      executionProviders: env.EXECUTION_PROVIDERS,
+    },
     "worker ready",
   );
 
   return {
+    provider: probe.provider,
+    metricsPort: (() => {
+      const address = metricsServer?.address();
+      return typeof address === "object" && address ? address.port : null;
+    })(),
     async close() {
+      clearInterval(heartbeatTimer);
+      await removeWorkerStatus(connection, env.QUEUE_PREFIX, status.id).catch(() => {});
       stopReconciler();
+      await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await worker.close();
       await queue.close();
       await batchers.closeAll();

@@ -51,6 +51,7 @@ function job(fields: Partial<Job> = {}): Job {
     progress: 0,
     eta_seconds: null,
     id_column: null,
+    execution: { provider: null, batch_rows: null },
     created_at: "2025-01-01T00:00:00.000Z",
     started_at: null,
     completed_at: null,

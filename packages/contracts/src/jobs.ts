@@ -46,6 +46,19 @@ export const JobSchema = z
       .string()
       .nullable()
       .openapi({ description: "For CSV uploads: the column whose values identify each row in the results." }),
+    execution: z
+      .object({
+        provider: z.string().nullable().openapi({ description: "The onnxruntime execution provider that scored the rows.", example: "cpu" }),
+        batch_rows: z
+          .object({ min: z.number().int(), mean: z.number(), max: z.number().int() })
+          .nullable()
+          .openapi({
+            description:
+              "The sizes of the onnxruntime runs the job's rows were part of (rows of other jobs included: that is the coalescing); mean over rows.",
+            example: { min: 12, mean: 241.5, max: 256 },
+          }),
+      })
+      .openapi({ description: "How the job ran: on which hardware, and in what batches." }),
     created_at: z.iso.datetime(),
     started_at: z.iso.datetime().nullable(),
     completed_at: z.iso.datetime().nullable(),

@@ -1,7 +1,17 @@
 export type { InferenceSession as OrtInferenceSession, Tensor as OrtTensor } from "onnxruntime-node";
 export { createModelStore, type ModelStore, type StoredModel } from "./model-store.ts";
 export { InvalidModelError, inspectModel, maxBatchRows } from "./inspect-model.ts";
-export { loadSession, type LoadSessionOptions } from "./session.ts";
+export {
+  EXECUTION_PROVIDERS,
+  GRAPH_OPTIMIZATION_LEVELS,
+  loadSession,
+  loadSessionWithFallback,
+  probeExecutionProviders,
+  type ExecutionProvider,
+  type FallbackSession,
+  type GraphOptimizationLevel,
+  type LoadSessionOptions,
+} from "./session.ts";
 export { MAX_ISSUES_PER_ROW, rowShapeKey, validateRow, type RowIssue } from "./validate-row.ts";
-export { buildBatch, splitOutputs } from "./tensor.ts";
+export { buildBatch, rowBytes, splitOutputs } from "./tensor.ts";
 export { DEFAULT_MODEL_STORE_DIR } from "./defaults.ts";

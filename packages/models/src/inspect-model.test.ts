@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { InvalidModelError, inspectModel, maxBatchRows } from "./inspect-model.ts";
-import { buildIdentityModel, buildOnnxModel } from "./testing/tiny-onnx.ts";
+import { buildIdentityModel, buildOnnxModel } from "./tiny-onnx.ts";
 import { loadFixture } from "./testing/fixtures.ts";
 
 async function fixtureBytes(name: "iris" | "digits"): Promise<Uint8Array> {

@@ -6,7 +6,7 @@ import { inspectModel } from "./inspect-model.ts";
 import { loadSession } from "./session.ts";
 import { buildBatch, splitOutputs } from "./tensor.ts";
 import { loadFixture, type Fixture, type FixtureName } from "./testing/fixtures.ts";
-import { buildIdentityModel, buildOnnxModel, type ElemTypeName, type TinyDim } from "./testing/tiny-onnx.ts";
+import { buildIdentityModel, buildOnnxModel, type ElemTypeName, type TinyDim } from "./tiny-onnx.ts";
 import { rowShapeKey, validateRow } from "./validate-row.ts";
 
 async function predict(session: ort.InferenceSession, signature: ModelSignature, rows: TensorRow[]): Promise<TensorRow[]> {

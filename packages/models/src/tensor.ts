@@ -214,3 +214,19 @@ function halfToNumber(bits: number): number {
   if (exponent === 0x1f) return fraction === 0 ? sign * Infinity : NaN;
   return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
 }
+
+const ELEMENT_BYTES: Record<string, number> = { float32: 4, float64: 8, int32: 4, int64: 8, bool: 1 };
+
+/** Bytes one (valid) row adds to a batch's input tensors: what MAX_BATCH_BYTES is weighed in. */
+export function rowBytes(row: TensorRow, inputs: readonly TensorSpec[]): number {
+  let bytes = 0;
+  for (const input of inputs) bytes += countElements(row[input.name]) * (ELEMENT_BYTES[input.type] ?? 8);
+  return bytes;
+}
+
+function countElements(value: TensorValue | undefined): number {
+  if (value === undefined) return 0;
+  if (!Array.isArray(value)) return 1;
+  // Rows are rectangular (validated), so the first element's size times the length counts them all.
+  return value.length === 0 ? 0 : value.length * countElements(value[0]);
+}

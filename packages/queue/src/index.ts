@@ -7,3 +7,4 @@ export {
   type PredictQueue,
   type QueueSettings,
 } from "./predict-queue.ts";
+export { listWorkers, publishWorkerStatus, removeWorkerStatus, WORKER_STALE_MS, type WorkerStatus } from "./workers.ts";

@@ -1,3 +1,4 @@
+import { listWorkers } from "@coalesce/queue";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
@@ -17,6 +18,17 @@ export const healthzRoute = createRoute({
 const ReadySchema = z.object({
   status: z.literal("ready"),
   checks: z.object({ postgres: z.literal("ok"), redis: z.literal("ok") }),
+  workers: z
+    .array(
+      z.object({
+        id: z.string(),
+        provider: z.string().openapi({ example: "cpu" }),
+        concurrency: z.number().int(),
+        started_at: z.string(),
+        seen_at: z.string(),
+      }),
+    )
+    .openapi({ description: "Workers heard from in the last 30 s and the execution provider each runs on. None is not an error: jobs queue until one starts." }),
 });
 
 export const readyzRoute = createRoute({
@@ -58,6 +70,13 @@ export function registerHealthRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): v
       ])
     ).filter((failure): failure is string => failure !== null);
     if (failures.length > 0) throw new ApiError("service_unavailable", failures.join("; "));
-    return c.json({ status: "ready" as const, checks: { postgres: "ok" as const, redis: "ok" as const } }, 200);
+    const workers = (await listWorkers(deps.redis, deps.queuePrefix)).map((worker) => ({
+      id: worker.id,
+      provider: worker.provider,
+      concurrency: worker.concurrency,
+      started_at: worker.startedAt,
+      seen_at: worker.seenAt,
+    }));
+    return c.json({ status: "ready" as const, checks: { postgres: "ok" as const, redis: "ok" as const }, workers }, 200);
   });
 }

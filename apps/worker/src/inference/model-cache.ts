@@ -1,5 +1,5 @@
 import { getModelVersion, type Database, type ModelVersionRecord } from "@coalesce/db";
-import { loadSession, maxBatchRows, type ModelStore } from "@coalesce/models";
+import { loadSessionWithFallback, maxBatchRows, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
 import type { InferenceSession } from "onnxruntime-node";
 import type { Logger } from "pino";
 
@@ -8,9 +8,16 @@ export type LoadedModel = {
   session: InferenceSession;
   /** Most rows one run may take: 1 for a model whose batch dimension is fixed to 1. */
   maxBatchRows: number;
+  /** The execution provider the session runs on. */
+  provider: string;
 };
 
-export type SessionSettings = { intraOpNumThreads: number };
+export type SessionSettings = {
+  intraOpNumThreads: number;
+  graphOptimizationLevel: GraphOptimizationLevel;
+  /** In order of preference; the first that can open the model is used. */
+  executionProviders: readonly string[];
+};
 
 /**
  * One onnxruntime session per model version per process, loaded on first use. A failed load is
@@ -18,6 +25,7 @@ export type SessionSettings = { intraOpNumThreads: number };
  */
 export class ModelCache {
   readonly #loading = new Map<string, Promise<LoadedModel>>();
+  readonly #loaded = new Map<string, LoadedModel>();
   readonly #db: Database;
   readonly #store: ModelStore;
   readonly #settings: SessionSettings;
@@ -40,24 +48,32 @@ export class ModelCache {
     return loading;
   }
 
+  /** The model if it is loaded already (for labels), without loading it. */
+  peek(modelVersionId: string): LoadedModel | undefined {
+    return this.#loaded.get(modelVersionId);
+  }
+
   async #load(modelVersionId: string): Promise<LoadedModel> {
     const started = performance.now();
     const version = await getModelVersion(this.#db.prisma, modelVersionId);
     if (!version) throw new Error(`model version ${modelVersionId} does not exist`);
     const path = this.#store.pathOf(version.sha256);
-    const session = await loadSession(path, {
+    const { session, provider, skipped } = await loadSessionWithFallback(path, this.#settings.executionProviders, {
+      graphOptimizationLevel: this.#settings.graphOptimizationLevel,
       ...(this.#settings.intraOpNumThreads > 0 ? { intraOpNumThreads: this.#settings.intraOpNumThreads } : {}),
     });
-    this.#logger.info(
-      { model: version.modelName, version: version.version, ms: Math.round(performance.now() - started), provider: "cpu" },
-      "model loaded",
-    );
-    return { version, session, maxBatchRows: maxBatchRows(version) };
+    const log = { model: version.modelName, version: version.version, provider };
+    for (const skip of skipped) this.#logger.warn({ ...log, skipped: skip.provider, reason: skip.reason }, "execution provider unavailable; fell back");
+    this.#logger.info({ ...log, ms: Math.round(performance.now() - started) }, "model loaded");
+    const loaded = { version, session, maxBatchRows: maxBatchRows(version), provider };
+    this.#loaded.set(modelVersionId, loaded);
+    return loaded;
   }
 
   async closeAll(): Promise<void> {
     const loaded = await Promise.allSettled(this.#loading.values());
     this.#loading.clear();
+    this.#loaded.clear();
     await Promise.all(
       loaded.map((result) => (result.status === "fulfilled" ? result.value.session.release() : undefined)),
     );

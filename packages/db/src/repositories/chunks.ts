@@ -149,12 +149,24 @@ export async function markJobRunning(db: DbClient, jobId: string): Promise<void>
  * Stores a chunk's results and adds them to its job's counts in one transaction. Only the first
  * completion of a chunk counts (a retried BullMQ job finds it done), so counts stay exact. A sealed
  * job becomes `succeeded` when every row is done, or `failed` when every row failed.
- * Returns the job's status after the update, or null when the chunk had been completed already.
+ * Returns the job's status after the update (with its latency once it finished), or null when the
+ * chunk had been completed already.
  */
+/** How a chunk's rows ran: the provider, and the sizes of the onnxruntime runs they were part of. */
+export type ChunkExecution = {
+  provider: string;
+  /** Rows that reached onnxruntime (rows refused before running are not counted). */
+  ranRows: number;
+  runRowsMin: number | null;
+  runRowsMax: number | null;
+  /** Sum over the rows that ran of the size of their run. */
+  runRowsSum: number;
+};
+
 export async function completeChunk(
   db: Database,
-  input: { chunkId: string; jobId: string; results: StoredRowResult[] },
-): Promise<JobStatus | null> {
+  input: { chunkId: string; jobId: string; results: StoredRowResult[]; execution?: ChunkExecution },
+): Promise<{ status: JobStatus; latencySeconds: number | null } | null> {
   const failed = input.results.filter((result) => "error" in result).length;
   const succeeded = input.results.length - failed;
   const client = await db.pool.connect();
@@ -169,7 +181,7 @@ export async function completeChunk(
       await client.query("ROLLBACK");
       return null;
     }
-    const job = await client.query<{ status: JobStatus }>(
+    const job = await client.query<{ status: JobStatus; latency_seconds: number | null }>(
       `UPDATE jobs SET
          succeeded_rows = succeeded_rows + $2,
          failed_rows = failed_rows + $3,
@@ -179,13 +191,29 @@ export async function completeChunk(
            WHEN succeeded_rows + $2 = 0 THEN 'failed'
            ELSE 'succeeded' END)::job_status,
          completed_at = CASE WHEN sealed AND succeeded_rows + failed_rows + $2 + $3 >= total_rows THEN now() END,
-         error = CASE WHEN sealed AND succeeded_rows + $2 = 0 AND failed_rows + $3 >= total_rows THEN $4::jsonb ELSE error END
+         error = CASE WHEN sealed AND succeeded_rows + $2 = 0 AND failed_rows + $3 >= total_rows THEN $4::jsonb ELSE error END,
+         provider = COALESCE($5, provider),
+         batch_rows_min = LEAST(batch_rows_min, $6),
+         batch_rows_max = GREATEST(batch_rows_max, $7),
+         batch_rows_sum = batch_rows_sum + $8,
+         batched_rows = batched_rows + $9
        WHERE id = $1 AND status IN ('queued', 'running')
-       RETURNING status`,
-      [input.jobId, succeeded, failed, ALL_ROWS_FAILED],
+       RETURNING status, EXTRACT(EPOCH FROM (completed_at - created_at))::float8 AS latency_seconds`,
+      [
+        input.jobId,
+        succeeded,
+        failed,
+        ALL_ROWS_FAILED,
+        input.execution?.provider ?? null,
+        input.execution?.runRowsMin ?? null,
+        input.execution?.runRowsMax ?? null,
+        input.execution?.runRowsSum ?? 0,
+        input.execution?.ranRows ?? 0,
+      ],
     );
     await client.query("COMMIT");
-    return job.rows[0]?.status ?? null;
+    const row = job.rows[0];
+    return row ? { status: row.status, latencySeconds: row.latency_seconds } : null;
   } catch (error) {
     await client.query("ROLLBACK").catch(() => {});
     throw error;

@@ -16,6 +16,11 @@ export type JobRecord = {
   /** False while a CSV upload is still adding rows. */
   sealed: boolean;
   idColumn: string | null;
+  provider: string | null;
+  batchRowsMin: number | null;
+  batchRowsMax: number | null;
+  batchRowsSum: bigint;
+  batchedRows: number;
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;

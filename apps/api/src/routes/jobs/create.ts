@@ -70,7 +70,12 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     return limitBody(deps.limits.maxBodyBytes, "the request body")(c, next);
   });
   app.openapi(createJobRoute, async (c) => {
-    if (isCsvUpload(c)) return c.json(presentJob(await acceptCsv(c, deps)), 202);
+    if (isCsvUpload(c)) {
+      const job = await acceptCsv(c, deps);
+      deps.metrics.jobs.inc({ format: "csv" });
+      deps.metrics.rows.inc({ format: "csv" }, job.totalRows);
+      return c.json(presentJob(job), 202);
+    }
     const contentType = c.req.header("content-type") ?? "";
     if (!contentType && !c.req.raw.body) {
       // No body at all: say what a JSON job needs rather than which media types exist.
@@ -118,6 +123,8 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
       log.warn({ err: error }, "enqueue failed; the job stays queued and will be picked up by the reconciler");
     }
     log.info({ rows: job.totalRows, chunks: chunkIds.length, model: job.model }, "job accepted");
+    deps.metrics.jobs.inc({ format: "json" });
+    deps.metrics.rows.inc({ format: "json" }, job.totalRows);
     return c.json(presentJob(job), 202);
   });
 }

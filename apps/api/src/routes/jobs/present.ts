@@ -22,6 +22,17 @@ export function presentJob(record: JobRecord, now = Date.now()): Job {
     progress: record.totalRows > 0 ? Math.min(1, done / record.totalRows) : TERMINAL.has(record.status) ? 1 : 0,
     eta_seconds: estimateSecondsLeft(record, done, now),
     id_column: record.idColumn,
+    execution: {
+      provider: record.provider,
+      batch_rows:
+        record.batchedRows > 0 && record.batchRowsMin !== null && record.batchRowsMax !== null
+          ? {
+              min: record.batchRowsMin,
+              mean: Math.round((Number(record.batchRowsSum) / record.batchedRows) * 10) / 10,
+              max: record.batchRowsMax,
+            }
+          : null,
+    },
     created_at: record.createdAt.toISOString(),
     started_at: record.startedAt?.toISOString() ?? null,
     completed_at: record.completedAt?.toISOString() ?? null,

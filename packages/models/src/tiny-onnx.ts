@@ -1,5 +1,5 @@
-// Test support only (not exported from the package): writes tiny ONNX models as raw protobuf so
-// tests can cover input types, batch dimensions and non-tensor values that the iris and digits
+// Writes tiny ONNX models as raw protobuf: the worker probes execution providers with one, and
+// tests use them for input types, batch dimensions and non-tensor values that the iris and digits
 // fixtures do not have, without a Python toolchain or a checked-in binary per case.
 
 /** ONNX TensorProto.DataType codes. */

@@ -1,0 +1,56 @@
+import { listWorkers, type PredictQueue } from "@coalesce/queue";
+import type { MiddlewareHandler } from "hono";
+import { routePath } from "hono/route";
+import type { Redis } from "ioredis";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { AppEnv } from "./context.ts";
+
+/** The API's Prometheus metrics: requests, accepted work, the queue, and the workers behind it. */
+export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix: string) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics = {
+    registry,
+    requests: new Histogram({
+      name: "coalesce_http_request_duration_seconds",
+      help: "HTTP requests by route and status",
+      labelNames: ["method", "route", "status"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
+      registers: [registry],
+    }),
+    jobs: new Counter({ name: "coalesce_jobs_created_total", help: "Jobs accepted, by input format", labelNames: ["format"], registers: [registry] }),
+    rows: new Counter({ name: "coalesce_rows_accepted_total", help: "Rows accepted into jobs, by input format", labelNames: ["format"], registers: [registry] }),
+  };
+  new Gauge({
+    name: "coalesce_queue_jobs",
+    help: "Chunks in the prediction queue by state",
+    labelNames: ["queue", "state"],
+    registers: [registry],
+    async collect() {
+      const counts = await queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized");
+      for (const [state, count] of Object.entries(counts)) this.set({ queue: queue.name, state }, count);
+    },
+  });
+  new Gauge({
+    name: "coalesce_workers",
+    help: "Workers heard from in the last 30 s, by execution provider",
+    labelNames: ["provider"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const worker of await listWorkers(redis, queuePrefix)) this.inc({ provider: worker.provider });
+    },
+  });
+  return metrics;
+}
+export type ApiMetrics = ReturnType<typeof createApiMetrics>;
+
+/** Times every request under its route pattern (not its URL, which would explode the label set). */
+export function measureRequests(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const end = metrics.requests.startTimer();
+    await next();
+    // The last matched route is the endpoint's own pattern; an unmatched request has none.
+    end({ method: c.req.method, route: c.res.status === 404 && routePath(c, -1) === "*" ? "unmatched" : routePath(c, -1), status: String(c.res.status) });
+  };
+}

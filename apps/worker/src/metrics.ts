@@ -1,0 +1,70 @@
+import { createServer, type Server } from "node:http";
+import type { PredictQueue } from "@coalesce/queue";
+import type { Logger } from "pino";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+
+const ROW_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
+const MS_BUCKETS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800];
+
+export type ModelLabels = { model: string; version: string; provider: string };
+
+/**
+ * The worker's Prometheus metrics. Node's defaults are included, among them event-loop delay
+ * (nodejs_eventloop_lag_*), which shows whether inference starves BullMQ's lock renewals.
+ */
+export function createWorkerMetrics(queue: PredictQueue) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const labelNames = ["model", "version", "provider"] as const;
+  const metrics = {
+    registry,
+    batchRows: new Histogram({ name: "coalesce_batch_rows", help: "Rows per onnxruntime run", labelNames, buckets: ROW_BUCKETS, registers: [registry] }),
+    batchWait: new Histogram({ name: "coalesce_batch_wait_ms", help: "How long a batch's oldest row waited for the batch to fill", labelNames, buckets: MS_BUCKETS, registers: [registry] }),
+    runTime: new Histogram({ name: "coalesce_onnx_run_ms", help: "onnxruntime time per batch", labelNames, buckets: MS_BUCKETS, registers: [registry] }),
+    rows: new Counter({ name: "coalesce_rows_scored_total", help: "Rows scored, by outcome (rate() gives rows/s)", labelNames: [...labelNames, "outcome"], registers: [registry] }),
+    jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    provider: new Gauge({ name: "coalesce_worker_provider_info", help: "The execution provider this worker runs models on (value 1)", labelNames: ["provider"], registers: [registry] }),
+  };
+  new Gauge({
+    name: "coalesce_queue_jobs",
+    help: "Chunks in the prediction queue by state",
+    labelNames: ["queue", "state"],
+    registers: [registry],
+    async collect() {
+      const counts = await queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized");
+      for (const [state, count] of Object.entries(counts)) this.set({ queue: queue.name, state }, count);
+    },
+  });
+  return metrics;
+}
+export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;
+
+/**
+ * Serves GET /metrics. A port already taken (several workers on one host with the default port)
+ * is logged and skipped rather than stopping the worker.
+ */
+export async function serveMetrics(registry: Registry, host: string, port: number, logger: Logger): Promise<Server | null> {
+  const server = createServer((request, response) => {
+    if (request.url !== "/metrics") {
+      response.writeHead(404).end();
+      return;
+    }
+    registry.metrics().then(
+      (text) => response.writeHead(200, { "Content-Type": registry.contentType }).end(text),
+      (error: unknown) => response.writeHead(500).end(String(error)),
+    );
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => resolve());
+    });
+  } catch (error) {
+    logger.warn({ err: error, port }, "metrics not served: the port is taken (set METRICS_PORT per worker, or 0 for any free port)");
+    return null;
+  }
+  const address = server.address();
+  logger.info({ metricsPort: typeof address === "object" && address ? address.port : port }, "metrics on /metrics");
+  return server;
+}

@@ -1,0 +1,6 @@
+-- AlterTable
+ALTER TABLE "jobs" ADD COLUMN "provider" TEXT,
+ADD COLUMN "batch_rows_min" INTEGER,
+ADD COLUMN "batch_rows_max" INTEGER,
+ADD COLUMN "batch_rows_sum" BIGINT NOT NULL DEFAULT 0,
+ADD COLUMN "batched_rows" INTEGER NOT NULL DEFAULT 0;

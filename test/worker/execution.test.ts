@@ -1,0 +1,139 @@
+// How jobs ran, made visible: execution provider (with fallback), batch sizes on each job, the
+// MAX_BATCH_BYTES cap, /readyz's workers and both /metrics endpoints.
+import type { Job } from "@coalesce/contracts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RunningWorker } from "../../apps/worker/src/worker.ts";
+import { readFeatureCsv, readModel } from "../support/fixtures.ts";
+import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { startTestWorker } from "../support/worker.ts";
+
+let services: TestServices;
+let api: TestApi;
+let auth: string;
+let features: number[][];
+
+beforeAll(async () => {
+  services = await createTestServices();
+  api = createTestApi(services);
+  auth = await api.createTenant("execution");
+  ({ features } = await readFeatureCsv("iris"));
+  const response = await api.app.request("/v1/models/iris/versions", {
+    method: "POST",
+    headers: { Authorization: auth, "Content-Type": "application/octet-stream" },
+    body: await readModel("iris"),
+  });
+  expect(response.status).toBe(201);
+});
+
+afterAll(async () => {
+  await api?.close();
+  await services?.cleanup();
+});
+
+async function submit(rows: number[][]): Promise<Job> {
+  const response = await api.app.request("/v1/jobs", {
+    method: "POST",
+    headers: { Authorization: auth, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "iris", inputs: rows.map((f) => ({ features: f })) }),
+  });
+  expect(response.status).toBe(202);
+  return (await response.json()) as Job;
+}
+
+async function finished(id: string): Promise<Job> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const job = (await (await api.app.request(`/v1/jobs/${id}`, { headers: { Authorization: auth } })).json()) as Job;
+    if (!["queued", "running"].includes(job.status)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} still ${job.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe("execution providers", () => {
+  it("falls back from a provider that cannot start to the next, and says which one ran", async () => {
+    // webgpu has no adapter on a machine without a GPU; where one is present it runs on it.
+    const worker = await startTestWorker(services, { EXECUTION_PROVIDERS: "webgpu,cpu" });
+    try {
+      expect(["webgpu", "cpu"]).toContain(worker.provider);
+      const job = await finished((await submit(features.slice(0, 5))).id);
+      expect(job.status).toBe("succeeded");
+      expect(job.execution.provider).toBe(worker.provider);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it("refuses to start when no listed provider can run, naming each reason", async () => {
+    await expect(startTestWorker(services, { EXECUTION_PROVIDERS: "cuda" })).rejects.toThrow(/no execution provider could open the model \(cuda: /);
+  });
+});
+
+describe("a running worker", () => {
+  let worker: RunningWorker;
+  beforeAll(async () => {
+    worker = await startTestWorker(services, { MAX_BATCH_ROWS: "64", MAX_BATCH_DELAY_MS: "20" });
+  });
+  afterAll(async () => {
+    await worker?.close();
+  });
+
+  it("records on each job the sizes of the runs its rows were part of", async () => {
+    const big = await finished((await submit(features)).id);
+    expect(big.execution.provider).toBe("cpu");
+    expect(big.execution.batch_rows).toMatchObject({ max: 64 });
+    expect(big.execution.batch_rows?.min).toBeGreaterThanOrEqual(1);
+    expect(big.execution.batch_rows?.mean).toBeGreaterThan(1);
+
+    // Single-row jobs submitted together share runs: their batch sizes show the coalescing.
+    const singles = await Promise.all(features.slice(0, 12).map((f) => submit([f])));
+    const done = await Promise.all(singles.map((job) => finished(job.id)));
+    expect(Math.max(...done.map((job) => job.execution.batch_rows?.max ?? 0))).toBeGreaterThan(1);
+  });
+
+  it("is listed by /readyz with its provider", async () => {
+    const ready = (await (await api.app.request("/readyz")).json()) as { workers: { provider: string }[] };
+    expect(ready.workers.map((w) => w.provider)).toContain("cpu");
+  });
+
+  it("serves Prometheus metrics: batch sizes, wait and run time, rows, latency, queue, event loop", async () => {
+    const text = await (await fetch(`http://127.0.0.1:${worker.metricsPort}/metrics`)).text();
+    for (const name of [
+      "coalesce_batch_rows_bucket",
+      "coalesce_batch_wait_ms_bucket",
+      "coalesce_onnx_run_ms_bucket",
+      "coalesce_rows_scored_total",
+      "coalesce_job_latency_seconds_bucket",
+      "coalesce_queue_jobs",
+      'coalesce_worker_provider_info{provider="cpu"} 1',
+      "nodejs_eventloop_lag_p99_seconds",
+    ]) {
+      expect(text).toContain(name);
+    }
+    expect(text).toMatch(/coalesce_batch_rows_count\{model="iris",version="1",provider="cpu"\} [1-9]/);
+  });
+
+  it("the API serves its own metrics", async () => {
+    const response = await api.app.request("/metrics");
+    expect(response.headers.get("content-type")).toMatch(/^text\/plain/);
+    const text = await response.text();
+    expect(text).toMatch(/coalesce_http_request_duration_seconds_count\{method="POST",route="\/v1\/jobs",status="202"\} [1-9]/);
+    expect(text).toMatch(/coalesce_jobs_created_total\{format="json"\} [1-9]/);
+    expect(text).toContain('coalesce_workers{provider="cpu"} 1');
+    expect(text).toContain('coalesce_queue_jobs{queue="predict",state="waiting"}');
+  });
+});
+
+describe("MAX_BATCH_BYTES", () => {
+  it("caps the rows of a run by their input bytes", async () => {
+    // An iris row is 4 float32 = 16 bytes: 64 bytes allows 4 rows per run.
+    const worker = await startTestWorker(services, { MAX_BATCH_BYTES: "64", MAX_BATCH_DELAY_MS: "20" });
+    try {
+      const job = await finished((await submit(features.slice(0, 40))).id);
+      expect(job.status).toBe("succeeded");
+      expect(job.execution.batch_rows?.max).toBe(4);
+    } finally {
+      await worker.close();
+    }
+  });
+});
