@@ -32,6 +32,7 @@ describe("POST /v1/jobs accepts", () => {
     expect(job).toEqual({
       id: expect.stringMatching(/^job_[0-9a-z]+$/) as string,
       status: "queued",
+      priority: "interactive",
       model: { name: "iris", version: 1 },
       counts: { total: 3, succeeded: 0, failed: 0 },
       progress: 0,
@@ -67,7 +68,7 @@ describe("an accepted job", () => {
   let waitingBefore: number;
 
   beforeAll(async () => {
-    waitingBefore = (await api.deps.queue.getJobCounts()).waiting ?? 0;
+    waitingBefore = (await api.deps.queue.getJobCounts()).prioritized ?? 0;
     job = await expectJson<Job>(await submitJob(api, auth, { model: "iris", inputs: irisRows(ROWS) }), 202);
   });
 
@@ -82,14 +83,16 @@ describe("an accepted job", () => {
     expect(stored).toEqual(irisRows(ROWS));
   });
 
-  it("has one BullMQ job per chunk waiting, keyed by the chunk id", async () => {
+  it("has one BullMQ job per chunk queued in its lane, keyed by the chunk id", async () => {
     const chunks = await api.db.prisma.jobChunk.findMany({ where: { jobId: job.id } });
     expect(chunks).toHaveLength(Math.ceil(ROWS / CHUNK_ROWS));
-    expect((await api.deps.queue.getJobCounts()).waiting).toBe(waitingBefore + chunks.length);
+    expect((await api.deps.queue.getJobCounts()).prioritized).toBe(waitingBefore + chunks.length);
     for (const chunk of chunks) {
       const queued = await api.deps.queue.getJob(chunk.id);
       expect(queued?.data).toMatchObject({ chunkId: chunk.id, jobId: job.id });
-      expect(await queued?.getState()).toBe("waiting");
+      // Every chunk carries its lane's priority, so BullMQ holds it as "prioritized" until taken.
+      expect(await queued?.getState()).toBe("prioritized");
+      expect(queued?.opts.priority).toBe(1 + chunk.seq);
     }
   });
 });

@@ -46,8 +46,8 @@ afterAll(async () => {
 });
 
 async function submit(rows: unknown[], options: { enqueue: boolean }): Promise<string> {
-  const { job, chunkIds } = await createJob(db.prisma, { tenantId, modelVersionId, rows: rows as TensorRow[], chunkRows: 4 });
-  if (options.enqueue) await enqueueChunks(queue, chunkIds.map((chunkId) => ({ chunkId, jobId: job.id, modelVersionId })));
+  const { job, chunkIds } = await createJob(db.prisma, { tenantId, modelVersionId, rows: rows as TensorRow[], chunkRows: 4, priority: "batch" });
+  if (options.enqueue) await enqueueChunks(queue, chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId, seq, priority: "batch" })));
   return job.id;
 }
 
@@ -89,11 +89,11 @@ describe("worker", () => {
   });
 
   it("counts each chunk once when BullMQ delivers it twice", async () => {
-    const { job, chunkIds } = await createJob(db.prisma, { tenantId, modelVersionId, rows: features.slice(0, 4).map((f) => ({ features: f })), chunkRows: 4 });
+    const { job, chunkIds } = await createJob(db.prisma, { tenantId, modelVersionId, rows: features.slice(0, 4).map((f) => ({ features: f })), chunkRows: 4, priority: "interactive" });
     const payload = { chunkId: chunkIds[0] as string, jobId: job.id, modelVersionId };
     // A second BullMQ job for the same chunk, as a retry after a lost lock would produce.
     await queue.add("score", payload, { jobId: `${payload.chunkId}-again` });
-    await enqueueChunks(queue, [payload]);
+    await enqueueChunks(queue, [{ ...payload, seq: 0, priority: "interactive" }]);
     const done = await finished(job.id);
     await new Promise((resolve) => setTimeout(resolve, 300));
     const again = await findJob(db.prisma, tenantId, job.id);

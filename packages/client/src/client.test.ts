@@ -46,6 +46,7 @@ function job(fields: Partial<Job> = {}): Job {
   return {
     id: "job_01jdq3x8m7k2v9c4n5p6r7s8t9",
     status: "queued",
+    priority: "interactive",
     model: { name: "iris", version: 1 },
     counts: { total: 3, succeeded: 0, failed: 0 },
     progress: 0,

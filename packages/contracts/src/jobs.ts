@@ -6,6 +6,16 @@ export const JobStatusSchema = z.enum(JOB_STATUSES);
 export type JobStatus = z.infer<typeof JobStatusSchema>;
 export const TERMINAL_JOB_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "cancelled"];
 
+/**
+ * Scheduling lanes: interactive chunks always go before batch chunks, so a single-row request is not
+ * stuck behind a million-row upload; within a lane, concurrent jobs take turns chunk by chunk.
+ */
+export const JOB_PRIORITIES = ["interactive", "batch"] as const;
+export const JobPrioritySchema = z.enum(JOB_PRIORITIES).openapi({
+  description: "`interactive` goes ahead of `batch`. Default: interactive for JSON jobs of up to 1,000 rows, batch otherwise (CSV uploads too).",
+});
+export type JobPriority = z.infer<typeof JobPrioritySchema>;
+
 /** `name` for the latest version, or `name@3` for version 3. */
 export const ModelRefSchema = z
   .string()
@@ -23,6 +33,7 @@ export const CreateJobRequestSchema = z
           "One element per row, keyed by the model's input names; each value is that row's tensor without the batch dimension.",
         example: [{ features: [5.1, 3.5, 1.4, 0.2] }, { features: [6.7, 3.1, 4.7, 1.5] }],
       }),
+    priority: JobPrioritySchema.optional(),
   })
   .openapi("CreateJobRequest");
 export type CreateJobRequest = z.infer<typeof CreateJobRequestSchema>;
@@ -31,6 +42,7 @@ export const JobSchema = z
   .object({
     id: z.string().openapi({ example: "job_01jdq3x8m7k2v9c4n5p6r7s8t9" }),
     status: JobStatusSchema,
+    priority: JobPrioritySchema,
     model: z.object({ name: z.string(), version: z.number().int() }),
     counts: z.object({
       total: z.number().int(),
@@ -121,6 +133,7 @@ export const CsvUploadQuerySchema = z
       description: "Comma-separated columns that are not model inputs (e.g. a label column).",
       example: "target",
     }),
+    priority: JobPrioritySchema.optional(),
     max_errors: z.coerce.number().int().min(0).max(1_000_000).default(1000).openapi({
       description: "Rows that fail to parse become failed rows; past this many the upload is rejected (422) and nothing is kept.",
     }),

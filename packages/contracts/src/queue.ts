@@ -7,3 +7,6 @@ export const ChunkJobSchema = z.object({
   modelVersionId: z.string(),
 });
 export type ChunkJob = z.infer<typeof ChunkJobSchema>;
+
+/** A chunk to enqueue: its payload, plus where it goes in line (its job's lane and its place in the job). */
+export type ChunkToEnqueue = ChunkJob & { seq: number; priority: "interactive" | "batch" };

@@ -6,4 +6,4 @@ export * from "./repositories/api-keys.ts";
 export * from "./repositories/chunks.ts";
 export * from "./repositories/jobs.ts";
 export * from "./repositories/models.ts";
-export { JobStatus } from "./generated/enums.ts";
+export { JobPriority, JobStatus } from "./generated/enums.ts";

@@ -2,6 +2,7 @@ export { createRedisConnection, DEFAULT_REDIS_URL } from "./connection.ts";
 export {
   createPredictQueue,
   DEFAULT_QUEUE_PREFIX,
+  chunkPriority,
   enqueueChunks,
   PREDICT_QUEUE,
   type PredictQueue,

@@ -1,4 +1,4 @@
-import type { ChunkJob } from "@coalesce/contracts";
+import type { ChunkJob, ChunkToEnqueue } from "@coalesce/contracts";
 import { Queue, type ConnectionOptions, type JobsOptions } from "bullmq";
 
 export const PREDICT_QUEUE = "predict";
@@ -27,12 +27,31 @@ const CHUNK_JOB_OPTIONS: JobsOptions = {
   removeOnFail: { age: 7 * 24 * 3600 },
 };
 
+const INTERACTIVE_BASE = 1;
+const BATCH_BASE = 100_000;
+const BULLMQ_PRIORITY_LIMIT = 2 ** 21 - 1;
+
+/**
+ * A chunk's BullMQ priority (lower runs first): every interactive chunk before any batch chunk, and
+ * within a lane by the chunk's place in its job, so concurrent jobs take turns a chunk at a time
+ * instead of the first job's thousand chunks going before the second job's first.
+ */
+export function chunkPriority(lane: ChunkToEnqueue["priority"], seq: number): number {
+  return lane === "interactive"
+    ? INTERACTIVE_BASE + Math.min(seq, BATCH_BASE - 2)
+    : Math.min(BATCH_BASE + seq, BULLMQ_PRIORITY_LIMIT);
+}
+
 /**
  * Enqueues chunks that are already committed to Postgres. The BullMQ job id is the chunk id, so
  * enqueueing a chunk twice (a retried request, a reconciler) adds it once.
  */
-export async function enqueueChunks(queue: PredictQueue, chunks: ChunkJob[]): Promise<void> {
+export async function enqueueChunks(queue: PredictQueue, chunks: ChunkToEnqueue[]): Promise<void> {
   await queue.addBulk(
-    chunks.map((chunk) => ({ name: "score" as const, data: chunk, opts: { ...CHUNK_JOB_OPTIONS, jobId: chunk.chunkId } })),
+    chunks.map(({ seq, priority, ...payload }) => ({
+      name: "score" as const,
+      data: payload satisfies ChunkJob,
+      opts: { ...CHUNK_JOB_OPTIONS, jobId: payload.chunkId, priority: chunkPriority(priority, seq) },
+    })),
   );
 }

@@ -1,4 +1,4 @@
-import type { FieldError, RowError, TensorRow } from "@coalesce/contracts";
+import type { FieldError, JobPriority, RowError, TensorRow } from "@coalesce/contracts";
 import { deleteJob, insertChunk, openUploadJob, sealJob, type JobRecord, type ModelVersionRecord } from "@coalesce/db";
 import { enqueueChunks } from "@coalesce/queue";
 import { parse } from "csv-parse";
@@ -21,6 +21,7 @@ const WRITES_IN_FLIGHT = 3;
 
 export type CsvIngestInput = {
   tenantId: string;
+  priority: JobPriority;
   modelVersion: ModelVersionRecord;
   mapping: MappingOptions;
   maxErrors: number;
@@ -69,7 +70,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
     });
     const queued = Promise.all([inserted, enqueued]).then(async ([chunkId]) => {
       chunkIds.push(chunkId);
-      await enqueueChunks(deps.queue, [{ chunkId, jobId, modelVersionId: input.modelVersion.id }]);
+      await enqueueChunks(deps.queue, [{ chunkId, jobId, modelVersionId: input.modelVersion.id, seq: chunkSeq, priority: input.priority }]);
     });
     enqueued = queued.catch(() => {});
     return queued;
@@ -104,6 +105,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
           tenantId: input.tenantId,
           modelVersionId: input.modelVersion.id,
           idColumn: input.mapping.idColumn ?? null,
+          priority: input.priority,
         });
       }
       const parsed = parseRecord(record, first, mapping);

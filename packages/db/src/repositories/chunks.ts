@@ -1,6 +1,6 @@
 import type { RowError, TensorRow } from "@coalesce/contracts";
 import type { Database, DbClient } from "../connection.ts";
-import type { JobStatus } from "../generated/client.ts";
+import type { JobPriority, JobStatus } from "../generated/client.ts";
 import { newId } from "../ids.ts";
 import { ALL_ROWS_FAILED } from "./jobs.ts";
 
@@ -231,9 +231,9 @@ export async function findUnfinishedChunks(
   db: DbClient,
   createdBefore: Date,
   limit: number,
-): Promise<{ chunkId: string; jobId: string; modelVersionId: string }[]> {
+): Promise<{ chunkId: string; jobId: string; modelVersionId: string; seq: number; priority: JobPriority }[]> {
   return db.$queryRaw`
-    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId"
+    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId", c.seq, j.priority::text AS priority
       FROM jobs j JOIN job_chunks c ON c.job_id = j.id
      WHERE j.status IN ('queued', 'running') AND j.created_at < ${createdBefore} AND c.status = 'queued'
      ORDER BY j.created_at, c.seq

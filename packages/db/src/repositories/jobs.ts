@@ -1,12 +1,13 @@
 import type { RowError, TensorRow } from "@coalesce/contracts";
 import type { DbClient } from "../connection.ts";
-import type { JobStatus, PrismaClient } from "../generated/client.ts";
+import type { JobPriority, JobStatus, PrismaClient } from "../generated/client.ts";
 import { newId } from "../ids.ts";
 
 export type JobRecord = {
   id: string;
   tenantId: string;
   status: JobStatus;
+  priority: JobPriority;
   modelVersionId: string;
   model: { name: string; version: number };
   totalRows: number;
@@ -48,6 +49,7 @@ export type CreateJobInput = {
   rows: TensorRow[];
   /** Rows per chunk: the unit of queueing, retry and progress. */
   chunkRows: number;
+  priority: JobPriority;
 };
 
 export type CreatedJob = { job: JobRecord; chunkIds: string[] };
@@ -67,6 +69,7 @@ export async function createJob(prisma: PrismaClient, input: CreateJobInput): Pr
         tenantId: input.tenantId,
         modelVersionId: input.modelVersionId,
         totalRows: input.rows.length,
+        priority: input.priority,
       },
       include: JOB_INCLUDE,
     });
@@ -104,7 +107,7 @@ export async function listJobs(
  */
 export async function openUploadJob(
   db: DbClient,
-  input: { tenantId: string; modelVersionId: string; idColumn: string | null },
+  input: { tenantId: string; modelVersionId: string; idColumn: string | null; priority: JobPriority },
 ): Promise<JobRecord> {
   const row = await db.job.create({
     data: {
@@ -114,6 +117,7 @@ export async function openUploadJob(
       totalRows: 0,
       sealed: false,
       idColumn: input.idColumn,
+      priority: input.priority,
     },
     include: JOB_INCLUDE,
   });

@@ -18,6 +18,9 @@ import { limitBody } from "../../middleware/body-limit.ts";
 import { problem } from "../responses.ts";
 import { presentJob } from "./present.ts";
 
+/** JSON jobs up to this size default to the interactive lane. */
+const INTERACTIVE_MAX_ROWS = 1000;
+
 /** Enough to fix a file without answering megabytes of errors for a wholly wrong one. */
 const MAX_REPORTED_ERRORS = 100;
 
@@ -94,6 +97,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
         { field: "inputs", message: `a JSON job takes at most ${deps.limits.maxJobRows} rows, got ${body.inputs.length}` },
       ]);
     }
+    const priority = body.priority ?? (body.inputs.length <= INTERACTIVE_MAX_ROWS ? "interactive" : "batch");
     const errors: FieldError[] = [];
     let errorCount = 0;
     body.inputs.forEach((row, index) => {
@@ -111,12 +115,13 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
       // validateRow checked every row against the signature above.
       rows: body.inputs as Parameters<typeof createJob>[1]["rows"],
       chunkRows: deps.limits.chunkRows,
+      priority,
     });
     const log = c.get("logger").child({ jobId: job.id });
     try {
       await enqueueChunks(
         deps.queue,
-        chunkIds.map((chunkId) => ({ chunkId, jobId: job.id, modelVersionId: modelVersion.id })),
+        chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId: modelVersion.id, seq, priority })),
       );
     } catch (error) {
       // The job and its rows are committed; the worker's reconciler queues chunks that Redis lost.
@@ -175,6 +180,8 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps) {
       map: readColumnMap(new URL(c.req.url)),
     },
     maxErrors: query.data.max_errors,
+    // The size of an upload is not known up front; a file is batch work unless the caller says otherwise.
+    priority: query.data.priority ?? "batch",
     csv,
     log: c.get("logger"),
   });

@@ -17,6 +17,7 @@ export function presentJob(record: JobRecord, now = Date.now()): Job {
   return JobSchema.parse({
     id: record.id,
     status: record.status,
+    priority: record.priority,
     model: record.model,
     counts: { total: record.totalRows, succeeded: record.succeededRows, failed: record.failedRows },
     progress: record.totalRows > 0 ? Math.min(1, done / record.totalRows) : TERMINAL.has(record.status) ? 1 : 0,

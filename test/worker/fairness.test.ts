@@ -1,0 +1,112 @@
+// Scheduling between jobs: interactive before batch, and concurrent jobs of one lane taking turns.
+import type { Job } from "@coalesce/contracts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFeatureCsv, readModel } from "../support/fixtures.ts";
+import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { startTestWorker } from "../support/worker.ts";
+
+let services: TestServices;
+let api: TestApi;
+let auth: string;
+let features: number[][];
+
+beforeAll(async () => {
+  services = await createTestServices();
+  api = createTestApi(services, { chunkRows: 100 });
+  auth = await api.createTenant("fairness");
+  ({ features } = await readFeatureCsv("iris"));
+  const response = await api.app.request("/v1/models/iris/versions", {
+    method: "POST",
+    headers: { Authorization: auth, "Content-Type": "application/octet-stream" },
+    body: await readModel("iris"),
+  });
+  expect(response.status).toBe(201);
+});
+
+afterAll(async () => {
+  await api?.close();
+  await services?.cleanup();
+});
+
+function rows(count: number): { features: number[] }[] {
+  return Array.from({ length: count }, (_, i) => ({ features: features[i % features.length] as number[] }));
+}
+
+async function submit(body: object): Promise<Job> {
+  const response = await api.app.request("/v1/jobs", {
+    method: "POST",
+    headers: { Authorization: auth, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "iris", ...body }),
+  });
+  expect(response.status).toBe(202);
+  return (await response.json()) as Job;
+}
+
+async function finished(id: string): Promise<Job> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const job = (await (await api.app.request(`/v1/jobs/${id}`, { headers: { Authorization: auth } })).json()) as Job;
+    if (!["queued", "running"].includes(job.status)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} still ${job.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The order chunks finished in, as `jobId:seq`. */
+async function completionOrder(jobIds: string[]): Promise<string[]> {
+  const chunks = await api.db.prisma.jobChunk.findMany({
+    where: { jobId: { in: jobIds } },
+    orderBy: { completedAt: "asc" },
+    select: { jobId: true, seq: true },
+  });
+  return chunks.map((chunk) => `${chunk.jobId}:${chunk.seq}`);
+}
+
+describe("lanes", () => {
+  it("picks the lane by size unless the caller names one", async () => {
+    expect((await submit({ inputs: rows(1) })).priority).toBe("interactive");
+    expect((await submit({ inputs: rows(1001) })).priority).toBe("batch");
+    expect((await submit({ inputs: rows(1), priority: "batch" })).priority).toBe("batch");
+    const bad = await api.app.request("/v1/jobs", {
+      method: "POST",
+      headers: { Authorization: auth, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "iris", inputs: rows(1), priority: "urgent" }),
+    });
+    expect(bad.status).toBe(422);
+  });
+
+  it("runs a single-row interactive job ahead of a big batch job queued before it", async () => {
+    const big = await submit({ inputs: rows(4000), priority: "batch" });
+    const small = await submit({ inputs: rows(1) });
+    // The worker starts with both queued: the interactive chunk goes first.
+    const worker = await startTestWorker(services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
+    try {
+      await finished(small.id);
+      const bigThen = (await (await api.app.request(`/v1/jobs/${big.id}`, { headers: { Authorization: auth } })).json()) as Job;
+      // At most the chunks already in hand (about one batch) went before it.
+      expect(bigThen.counts.succeeded).toBeLessThanOrEqual(400);
+      const order = await completionOrder([big.id, small.id]);
+      await finished(big.id);
+      expect(order.indexOf(`${small.id}:0`)).toBeLessThanOrEqual(2);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it("lets concurrent jobs of one lane take turns chunk by chunk", async () => {
+    const first = await submit({ inputs: rows(2000), priority: "batch" });
+    const second = await submit({ inputs: rows(2000), priority: "batch" });
+    const worker = await startTestWorker(services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
+    try {
+      await Promise.all([finished(first.id), finished(second.id)]);
+      const order = await completionOrder([first.id, second.id]);
+      // Chunk k of both jobs finish close together: neither job waits for the other to end.
+      for (let seq = 0; seq < 20; seq++) {
+        const gap = Math.abs(order.indexOf(`${first.id}:${seq}`) - order.indexOf(`${second.id}:${seq}`));
+        expect(gap, `chunk ${seq}`).toBeLessThanOrEqual(4);
+      }
+    } finally {
+      await worker.close();
+    }
+  });
+});
