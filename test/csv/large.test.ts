@@ -3,6 +3,7 @@ import type { Job, JobResults } from "@coalesce/contracts";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
+import { uploadModel, waitForJob } from "../support/http.ts";
 import { readModel } from "../support/fixtures.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
 import { startTestWorker } from "../support/worker.ts";
@@ -15,12 +16,7 @@ beforeAll(async () => {
   services = await createTestServices();
   api = createTestApi(services, { chunkRows: 1000 });
   auth = await api.createTenant("large");
-  const response = await api.app.request("/v1/models/iris/versions", {
-    method: "POST",
-    headers: { Authorization: auth, "Content-Type": "application/octet-stream" },
-    body: await readModel("iris"),
-  });
-  expect(response.status).toBe(201);
+  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
 });
 
 afterAll(async () => {
@@ -39,15 +35,6 @@ async function job(id: string): Promise<Job> {
   return (await (await api.app.request(`/v1/jobs/${id}`, { headers: { Authorization: auth } })).json()) as Job;
 }
 
-async function waitFor(id: string): Promise<Job> {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const current = await job(id);
-    if (!["queued", "running"].includes(current.status)) return current;
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${current.status}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 async function uploadRows(rows: number[][]): Promise<Job> {
   const csv = `row_id,a,b,c,d\n${rows.map((r, i) => `r${i},${r.join(",")}`).join("\n")}\n`;
@@ -73,7 +60,7 @@ describe("a 100,000-row CSV upload", () => {
     const rows = irisLikeRows(100_000);
     const accepted = await uploadRows(rows);
     expect(accepted.counts.total).toBe(100_000);
-    expect(await waitFor(accepted.id)).toMatchObject({ status: "succeeded", counts: { succeeded: 100_000, failed: 0 } });
+    expect(await waitForJob(api, auth, accepted.id)).toMatchObject({ status: "succeeded", counts: { succeeded: 100_000, failed: 0 } });
 
     const session = await ort.InferenceSession.create(new Uint8Array(await readModel("iris")));
     const direct = await session.run({ features: new ort.Tensor("float32", Float32Array.from(rows.flat()), [rows.length, 4]) });
@@ -125,7 +112,7 @@ describe("partial results", () => {
       expect(lines.length).toBeLessThan(10_000);
       expect(JSON.parse(lines[0] as string)).toMatchObject({ index: 0, id: "r0", outputs: { label: expect.any(Number) } });
 
-      expect((await waitFor(accepted.id)).status).toBe("succeeded");
+      expect((await waitForJob(api, auth, accepted.id)).status).toBe("succeeded");
       const whole = await api.app.request(`/v1/jobs/${accepted.id}/results?format=ndjson`, { headers: { Authorization: auth } });
       expect(whole.headers.get("coalesce-results-complete")).toBe("true");
       expect((await whole.text()).trim().split("\n")).toHaveLength(10_000);

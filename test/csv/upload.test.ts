@@ -4,6 +4,7 @@ import type { Job, JobResults } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
 import { buildIdentityModel } from "../../packages/models/src/tiny-onnx.ts";
+import { waitForJob } from "../support/http.ts";
 import { readModel } from "../support/fixtures.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
 import { startTestWorker } from "../support/worker.ts";
@@ -49,20 +50,11 @@ async function upload(query: string, body: string | Uint8Array, headers: Record<
   });
 }
 
-async function finished(id: string): Promise<Job> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const job = (await (await api.app.request(`/v1/jobs/${id}`, { headers: { Authorization: auth } })).json()) as Job;
-    if (!["queued", "running"].includes(job.status)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${job.status}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 async function accepted(response: Response): Promise<Job> {
   const text = await response.text();
   expect(response.status, text).toBe(202);
-  return finished((JSON.parse(text) as Job).id);
+  return waitForJob(api, auth, (JSON.parse(text) as Job).id);
 }
 
 async function resultsCsv(id: string): Promise<string> {

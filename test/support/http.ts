@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { Problem } from "@coalesce/contracts";
+import type { Job, Problem } from "@coalesce/contracts";
 import { expect } from "vitest";
 import { FIXTURES, type TestApi } from "./services.ts";
 
@@ -87,4 +87,15 @@ export async function expectJson<T = Record<string, unknown>>(response: Response
   expect(response.status, text).toBe(status);
   expect(response.headers.get("content-type")).toMatch(/^application\/json/);
   return JSON.parse(text) as T;
+}
+
+/** Polls GET /v1/jobs/{id} until the job is finished (succeeded, failed or cancelled). */
+export async function waitForJob(api: TestApi, auth: string, id: string, timeoutMs = 60_000): Promise<Job> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = (await (await get(api, auth, `/v1/jobs/${id}`)).json()) as Job;
+    if (!["queued", "running"].includes(job.status)) return job;
+    if (Date.now() > deadline) throw new Error(`job ${id} is still ${job.status} after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }

@@ -3,6 +3,7 @@
 import type { Job } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
+import { uploadModel, waitForJob } from "../support/http.ts";
 import { readFeatureCsv, readModel } from "../support/fixtures.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
 import { startTestWorker } from "../support/worker.ts";
@@ -17,12 +18,7 @@ beforeAll(async () => {
   api = createTestApi(services);
   auth = await api.createTenant("execution");
   ({ features } = await readFeatureCsv("iris"));
-  const response = await api.app.request("/v1/models/iris/versions", {
-    method: "POST",
-    headers: { Authorization: auth, "Content-Type": "application/octet-stream" },
-    body: await readModel("iris"),
-  });
-  expect(response.status).toBe(201);
+  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
 });
 
 afterAll(async () => {
@@ -40,15 +36,6 @@ async function submit(rows: number[][]): Promise<Job> {
   return (await response.json()) as Job;
 }
 
-async function finished(id: string): Promise<Job> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const job = (await (await api.app.request(`/v1/jobs/${id}`, { headers: { Authorization: auth } })).json()) as Job;
-    if (!["queued", "running"].includes(job.status)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${job.status}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 describe("execution providers", () => {
   it("falls back from a provider that cannot start to the next, and says which one ran", async () => {
@@ -56,7 +43,7 @@ describe("execution providers", () => {
     const worker = await startTestWorker(services, { EXECUTION_PROVIDERS: "webgpu,cpu" });
     try {
       expect(["webgpu", "cpu"]).toContain(worker.provider);
-      const job = await finished((await submit(features.slice(0, 5))).id);
+      const job = await waitForJob(api, auth, (await submit(features.slice(0, 5))).id);
       expect(job.status).toBe("succeeded");
       expect(job.execution.provider).toBe(worker.provider);
     } finally {
@@ -79,7 +66,7 @@ describe("a running worker", () => {
   });
 
   it("records on each job the sizes of the runs its rows were part of", async () => {
-    const big = await finished((await submit(features)).id);
+    const big = await waitForJob(api, auth, (await submit(features)).id);
     expect(big.execution.provider).toBe("cpu");
     expect(big.execution.batch_rows).toMatchObject({ max: 64 });
     expect(big.execution.batch_rows?.min).toBeGreaterThanOrEqual(1);
@@ -87,7 +74,7 @@ describe("a running worker", () => {
 
     // Single-row jobs submitted together share runs: their batch sizes show the coalescing.
     const singles = await Promise.all(features.slice(0, 12).map((f) => submit([f])));
-    const done = await Promise.all(singles.map((job) => finished(job.id)));
+    const done = await Promise.all(singles.map((job) => waitForJob(api, auth, job.id)));
     expect(Math.max(...done.map((job) => job.execution.batch_rows?.max ?? 0))).toBeGreaterThan(1);
   });
 
@@ -129,7 +116,7 @@ describe("MAX_BATCH_BYTES", () => {
     // An iris row is 4 float32 = 16 bytes: 64 bytes allows 4 rows per run.
     const worker = await startTestWorker(services, { MAX_BATCH_BYTES: "64", MAX_BATCH_DELAY_MS: "20" });
     try {
-      const job = await finished((await submit(features.slice(0, 40))).id);
+      const job = await waitForJob(api, auth, (await submit(features.slice(0, 40))).id);
       expect(job.status).toBe("succeeded");
       expect(job.execution.batch_rows?.max).toBe(4);
     } finally {

@@ -1,6 +1,7 @@
 // Scheduling between jobs: interactive before batch, and concurrent jobs of one lane taking turns.
 import type { Job } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { uploadModel, waitForJob } from "../support/http.ts";
 import { readFeatureCsv, readModel } from "../support/fixtures.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
 import { startTestWorker } from "../support/worker.ts";
@@ -15,12 +16,7 @@ beforeAll(async () => {
   api = createTestApi(services, { chunkRows: 100 });
   auth = await api.createTenant("fairness");
   ({ features } = await readFeatureCsv("iris"));
-  const response = await api.app.request("/v1/models/iris/versions", {
-    method: "POST",
-    headers: { Authorization: auth, "Content-Type": "application/octet-stream" },
-    body: await readModel("iris"),
-  });
-  expect(response.status).toBe(201);
+  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
 });
 
 afterAll(async () => {
@@ -42,15 +38,6 @@ async function submit(body: object): Promise<Job> {
   return (await response.json()) as Job;
 }
 
-async function finished(id: string): Promise<Job> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const job = (await (await api.app.request(`/v1/jobs/${id}`, { headers: { Authorization: auth } })).json()) as Job;
-    if (!["queued", "running"].includes(job.status)) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${job.status}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** The order chunks finished in, as `jobId:seq`. */
 async function completionOrder(jobIds: string[]): Promise<string[]> {
@@ -81,12 +68,12 @@ describe("lanes", () => {
     // The worker starts with both queued: the interactive chunk goes first.
     const worker = await startTestWorker(services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
     try {
-      await finished(small.id);
+      await waitForJob(api, auth, small.id);
       const bigThen = (await (await api.app.request(`/v1/jobs/${big.id}`, { headers: { Authorization: auth } })).json()) as Job;
       // At most the chunks already in hand (about one batch) went before it.
       expect(bigThen.counts.succeeded).toBeLessThanOrEqual(400);
       const order = await completionOrder([big.id, small.id]);
-      await finished(big.id);
+      await waitForJob(api, auth, big.id);
       expect(order.indexOf(`${small.id}:0`)).toBeLessThanOrEqual(2);
     } finally {
       await worker.close();
@@ -98,7 +85,7 @@ describe("lanes", () => {
     const second = await submit({ inputs: rows(2000), priority: "batch" });
     const worker = await startTestWorker(services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
     try {
-      await Promise.all([finished(first.id), finished(second.id)]);
+      await Promise.all([waitForJob(api, auth, first.id), waitForJob(api, auth, second.id)]);
       const order = await completionOrder([first.id, second.id]);
       // Chunk k of both jobs finish close together: neither job waits for the other to end.
       for (let seq = 0; seq < 20; seq++) {

@@ -1,4 +1,4 @@
-import { listWorkers, type PredictQueue } from "@coalesce/queue";
+import { listWorkers, registerQueueGauge, type PredictQueue } from "@coalesce/queue";
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { Redis } from "ioredis";
@@ -21,16 +21,7 @@ export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix:
     jobs: new Counter({ name: "coalesce_jobs_created_total", help: "Jobs accepted, by input format", labelNames: ["format"], registers: [registry] }),
     rows: new Counter({ name: "coalesce_rows_accepted_total", help: "Rows accepted into jobs, by input format", labelNames: ["format"], registers: [registry] }),
   };
-  new Gauge({
-    name: "coalesce_queue_jobs",
-    help: "Chunks in the prediction queue by state",
-    labelNames: ["queue", "state"],
-    registers: [registry],
-    async collect() {
-      const counts = await queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized");
-      for (const [state, count] of Object.entries(counts)) this.set({ queue: queue.name, state }, count);
-    },
-  });
+  registerQueueGauge(registry, queue);
   new Gauge({
     name: "coalesce_workers",
     help: "Workers heard from in the last 30 s, by execution provider",

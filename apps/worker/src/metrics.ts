@@ -1,5 +1,5 @@
 import { createServer, type Server } from "node:http";
-import type { PredictQueue } from "@coalesce/queue";
+import { registerQueueGauge, type PredictQueue } from "@coalesce/queue";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 
@@ -26,16 +26,7 @@ export function createWorkerMetrics(queue: PredictQueue) {
     jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
     provider: new Gauge({ name: "coalesce_worker_provider_info", help: "The execution provider this worker runs models on (value 1)", labelNames: ["provider"], registers: [registry] }),
   };
-  new Gauge({
-    name: "coalesce_queue_jobs",
-    help: "Chunks in the prediction queue by state",
-    labelNames: ["queue", "state"],
-    registers: [registry],
-    async collect() {
-      const counts = await queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized");
-      for (const [state, count] of Object.entries(counts)) this.set({ queue: queue.name, state }, count);
-    },
-  });
+  registerQueueGauge(registry, queue);
   return metrics;
 }
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;

@@ -9,3 +9,4 @@ export {
   type QueueSettings,
 } from "./predict-queue.ts";
 export { listWorkers, publishWorkerStatus, removeWorkerStatus, WORKER_STALE_MS, type WorkerStatus } from "./workers.ts";
+export { registerQueueGauge } from "./metrics.ts";
