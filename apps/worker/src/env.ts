@@ -11,6 +11,8 @@ export const WorkerEnvSchema = z.object({
   MODEL_STORE_DIR: z.string().min(1).default(DEFAULT_MODEL_STORE_DIR),
   MAX_BATCH_ROWS: intVar(256, 1, 1_000_000),
   MAX_BATCH_DELAY_MS: intVar(5, 0, 60_000),
+  /** Hold a partial batch for MAX_BATCH_DELAY_MS only while rows keep arriving (see DynamicBatcher). */
+  ADAPTIVE_BATCHING: boolVar(true),
   /** Largest batch input, in bytes: image-sized rows get smaller batches instead of exhausting memory. */
   MAX_BATCH_BYTES: intVar(64 * 1024 * 1024, 1),
   /** Ordered preference, comma-separated: the first that can start is used (cpu always can). */

@@ -50,6 +50,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       // Image-sized rows get fewer rows per batch, so one batch never outgrows MAX_BATCH_BYTES.
       maxRows: Math.max(1, Math.min(env.MAX_BATCH_ROWS, Math.floor(env.MAX_BATCH_BYTES / Math.max(rowBytes, 1)))),
       maxDelayMs: env.MAX_BATCH_DELAY_MS,
+      adaptive: env.ADAPTIVE_BATCHING,
       run: async (items) => {
         const model = await models.get(modelVersionId);
         const rows = items.map((item) => item.row);

@@ -381,6 +381,45 @@ describe("DynamicBatcher", () => {
     });
   });
 
+  describe("adaptive", () => {
+    it("runs a lone item at once after a quiet spell instead of holding it for the delay", async () => {
+      const probe = probeRunner({ runMs: 1 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 64, maxDelayMs: 50, adaptive: true });
+      const done = batcher.submit([1]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(probe.calls).toEqual([[1]]);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(values(await done)).toEqual([2]);
+    });
+
+    it("still waits to fill batches while rows keep arriving", async () => {
+      const probe = probeRunner({ runMs: 1 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 20, maxDelayMs: 50, adaptive: true });
+      const submits: Promise<ItemResult<number>[]>[] = [];
+      // A steady stream: one row every millisecond for 200 ms.
+      for (let i = 0; i < 200; i++) {
+        submits.push(batcher.submit([i]));
+        await vi.advanceTimersByTimeAsync(1);
+      }
+      await vi.runAllTimersAsync();
+      await Promise.all(submits);
+      const sizes = probe.calls.map((call) => call.length);
+      // A few rows in, the stream is seen and runs are full batches rather than one row each.
+      expect(sizes.slice(5, -1).every((size) => size === 20)).toBe(true);
+      expect(sizes.length).toBeLessThanOrEqual(16);
+    });
+
+    it("is off unless asked for: a lone item waits out the delay", async () => {
+      const probe = probeRunner({ runMs: 1 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 64, maxDelayMs: 50 });
+      void batcher.submit([1]);
+      await vi.advanceTimersByTimeAsync(49);
+      expect(probe.calls).toEqual([]);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(probe.calls).toEqual([[1]]);
+    });
+  });
+
   it("resolves an empty submit with no results and no run", async () => {
     const run = vi.fn<BatchRunner<number, number>>(async (items) => items);
     const batcher = new DynamicBatcher({ run, maxRows: 8, maxDelayMs: 0 });

@@ -43,6 +43,13 @@ export type BatcherOptions<I, O> = {
    * @defaultValue undefined, nothing is reported
    */
   onBatch?: (stats: BatchStats) => void;
+  /**
+   * Waits for a batch to fill only while rows are arriving: when the recent arrival rate says fewer
+   * than one more row would come before the deadline, a partial batch goes at once. Under load this
+   * still fills batches; at low load a lone row is not held for the whole delay.
+   * @defaultValue false
+   */
+  adaptive?: boolean;
 };
 
 /** One `submit` call: its rows, how many have been handed out, and where their results go. */
@@ -63,6 +70,11 @@ export class DynamicBatcher<I, O> {
   private readonly maxRows: number;
   private readonly maxDelayMs: number;
   private readonly onBatch: ((stats: BatchStats) => void) | undefined;
+  private readonly adaptive: boolean;
+  /** Rows submitted recently, decayed exponentially over rateWindowMs: rate = recentRows / rateWindowMs. */
+  private recentRows = 0;
+  private lastArrival = 0;
+  private readonly rateWindowMs: number;
 
   /** Sources with rows not yet taken, in submission order; the head holds the oldest row. */
   private queue: Source<I, O>[] = [];
@@ -85,6 +97,9 @@ export class DynamicBatcher<I, O> {
     this.maxRows = options.maxRows;
     this.maxDelayMs = options.maxDelayMs;
     this.onBatch = options.onBatch;
+    this.adaptive = options.adaptive ?? false;
+    // Long enough to see a steady stream, short enough to notice it stopped.
+    this.rateWindowMs = Math.max(10, 2 * options.maxDelayMs);
   }
 
   /** Rows submitted but not yet taken into a batch (rows of the batch in flight are not counted). */
@@ -99,6 +114,9 @@ export class DynamicBatcher<I, O> {
   submit(items: readonly I[]): Promise<ItemResult<O>[]> {
     if (this.closing) return Promise.reject(new Error("DynamicBatcher is closed; submit refused"));
     if (items.length === 0) return Promise.resolve([]);
+    const now = performance.now();
+    this.recentRows = this.decayedRecentRows(now) + items.length;
+    this.lastArrival = now;
     return new Promise((resolve) => {
       this.queue.push({
         // A copy, so a caller reusing its array cannot change rows that are still waiting.
@@ -154,7 +172,7 @@ export class DynamicBatcher<I, O> {
     }
     const now = performance.now();
     const deadline = head.submittedAt + this.maxDelayMs;
-    if (this.closing || this.pendingRows >= this.maxRows || now >= deadline) {
+    if (this.closing || this.pendingRows >= this.maxRows || now >= deadline || this.nothingMoreComing(now, deadline)) {
       this.clearTimer();
       void this.dispatch(now);
       return;
@@ -167,6 +185,21 @@ export class DynamicBatcher<I, O> {
       this.timer = undefined;
       this.pump();
     }, Math.ceil(deadline - now));
+  }
+
+  private decayedRecentRows(now: number): number {
+    return this.lastArrival === 0 ? 0 : this.recentRows * Math.exp(-(now - this.lastArrival) / this.rateWindowMs);
+  }
+
+  /**
+   * Adaptive mode: whether, at the recent arrival rate, less than one more row is expected before
+   * the deadline. The rows already pending count as arrivals, so a lone row after a quiet spell goes
+   * at once while a steady stream waits for its batch to fill.
+   */
+  private nothingMoreComing(now: number, deadline: number): boolean {
+    if (!this.adaptive) return false;
+    const ratePerMs = Math.max(0, this.decayedRecentRows(now) - this.pendingRows) / this.rateWindowMs;
+    return ratePerMs * (deadline - now) < 1;
   }
 
   private clearTimer(): void {
