@@ -2,18 +2,15 @@
 // machine's Postgres and Redis. Generates 1,000,000 rows in the iris layout and 100,000 in the
 // digits layout, uploads each, waits for scoring, downloads the CSV results, and prints rows/s for
 // each phase with the peak RSS of the API and worker processes. Writes bench/results/csv.json.
-import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
-import { DEFAULT_DATABASE_URL } from "@coalesce/db";
-import pg from "pg";
-import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
+import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
+import { openBench, registerModel, writeResults } from "./harness.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -42,7 +39,7 @@ async function writeCsv(file: string, dataset: Dataset): Promise<number> {
     }
     buffer += `${line},0\n`;
     if (buffer.length > 1 << 20) {
-      if (!out.write(buffer)) await new Promise((resolve) => out.once("drain", resolve));
+      if (!out.write(buffer)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));
       buffer = "";
     }
   }
@@ -60,29 +57,12 @@ function rssMb(pid: number | undefined): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const dir = await mkdtemp(path.join(tmpdir(), "coalesce-bench-"));
-  const schema = `bench_${randomBytes(4).toString("hex")}`;
-  const url = new URL(process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL);
-  url.searchParams.set("schema", schema);
-  const port = await freePort();
-  const baseUrl = `http://127.0.0.1:${port}`;
-  const key = `csk_bench_${randomBytes(12).toString("hex")}`;
-  const env = {
-    DATABASE_URL: url.toString(),
-    QUEUE_PREFIX: `coalesce-bench-${schema}`,
-    MODEL_STORE_DIR: path.join(dir, "models"),
-    PORT: String(port),
-    BOOTSTRAP_API_KEY: key,
-    LOG_LEVEL: "warn",
-  };
-  const processes: ServiceProcess[] = [startProcess("api", API_MAIN, env)];
-  // The first worker migrates with the API; the rest start once the schema exists.
-  processes.push(startProcess("worker", WORKER_MAIN, env));
+  const bench = await openBench();
+  const { baseUrl, headers, env, dir } = bench;
+  const processes: ServiceProcess[] = [bench.api];
+  for (let i = 0; i < Number(args.workers); i++) processes.push(startProcess(i === 0 ? "worker" : `worker-${i + 1}`, WORKER_MAIN, env));
   const results: Record<string, unknown>[] = [];
   try {
-    await waitUntilReady(baseUrl, processes);
-    for (let i = 1; i < Number(args.workers); i++) processes.push(startProcess(`worker-${i + 1}`, WORKER_MAIN, env));
-    const headers = { Authorization: `Bearer ${key}` };
     const peaks = new Map<string, number>();
     const sampler = setInterval(() => {
       for (const p of processes) void rssMb(p.child.pid).then((mb) => peaks.set(p.name, Math.max(peaks.get(p.name) ?? 0, mb)));
@@ -93,11 +73,7 @@ async function main(): Promise<void> {
       const file = path.join(dir, `${dataset.name}.csv`);
       console.log(`generating ${dataset.rows.toLocaleString()} ${dataset.name} rows ...`);
       const bytes = await writeCsv(file, dataset);
-      await fetch(`${baseUrl}/v1/models/${dataset.name}/versions`, {
-        method: "POST",
-        headers: { ...headers, "Content-Type": "application/octet-stream" },
-        body: await readFile(path.join(ROOT, "fixtures", `${dataset.name}.onnx`)),
-      });
+      await registerModel(bench, dataset.name, await readFile(path.join(ROOT, "fixtures", `${dataset.name}.onnx`)));
       peaks.clear();
 
       const t0 = performance.now();
@@ -153,15 +129,10 @@ async function main(): Promise<void> {
     console.log("");
     console.table(results);
     console.log("scoring_rows_s counts from the start of the upload: scoring overlaps it.");
-    await mkdir(path.join(ROOT, "bench/results"), { recursive: true });
-    await writeFile(path.join(ROOT, "bench/results/csv.json"), `${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);
+    console.log(`written to ${await writeResults("csv", results)}`);
   } finally {
-    await Promise.all(processes.map((p) => stopProcess(p)));
-    const admin = new pg.Client({ connectionString: url.toString().replace(/\?.*$/, "") });
-    await admin.connect();
-    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await admin.end();
-    await rm(dir, { recursive: true, force: true });
+    await Promise.all(processes.slice(1).map((p) => stopProcess(p)));
+    await bench.close();
   }
 }
 

@@ -46,7 +46,7 @@ afterAll(async () => {
 });
 
 async function submit(rows: unknown[], options: { enqueue: boolean }): Promise<string> {
-  const { job, chunkIds } = await createJob(db.prisma, { tenantId, modelVersionId, rows: rows as TensorRow[], chunkRows: 4, priority: "batch" });
+  const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: rows as TensorRow[], chunkRows: 4, priority: "batch" });
   if (options.enqueue) await enqueueChunks(queue, chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId, seq, priority: "batch" })));
   return job.id;
 }
@@ -54,7 +54,7 @@ async function submit(rows: unknown[], options: { enqueue: boolean }): Promise<s
 async function finished(jobId: string): Promise<JobRecord> {
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const job = await findJob(db.prisma, tenantId, jobId);
+    const job = await findJob(db, tenantId, jobId);
     if (job && ["succeeded", "failed", "cancelled"].includes(job.status)) return job;
     if (Date.now() > deadline) throw new Error(`job ${jobId} is still ${job?.status}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -89,14 +89,14 @@ describe("worker", () => {
   });
 
   it("counts each chunk once when BullMQ delivers it twice", async () => {
-    const { job, chunkIds } = await createJob(db.prisma, { tenantId, modelVersionId, rows: features.slice(0, 4).map((f) => ({ features: f })), chunkRows: 4, priority: "interactive" });
+    const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 4).map((f) => ({ features: f })), chunkRows: 4, priority: "interactive" });
     const payload = { chunkId: chunkIds[0] as string, jobId: job.id, modelVersionId };
     // A second BullMQ job for the same chunk, as a retry after a lost lock would produce.
     await queue.add("score", payload, { jobId: `${payload.chunkId}-again` });
     await enqueueChunks(queue, [{ ...payload, seq: 0, priority: "interactive" }]);
     const done = await finished(job.id);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const again = await findJob(db.prisma, tenantId, job.id);
+    const again = await findJob(db, tenantId, job.id);
     expect(done).toMatchObject({ status: "succeeded", succeededRows: 4, failedRows: 0 });
     expect(again).toMatchObject({ succeededRows: 4, failedRows: 0 });
   });

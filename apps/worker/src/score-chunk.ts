@@ -41,7 +41,7 @@ export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes
 export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
   const chunk = await loadChunk(deps.db, payload.chunkId);
   if (!chunk || chunk.done || (chunk.jobStatus !== "queued" && chunk.jobStatus !== "running")) return;
-  await markJobRunning(deps.db.prisma, chunk.jobId);
+  await markJobRunning(deps.db, chunk.jobId);
   const model = await deps.models.get(chunk.modelVersionId);
 
   const results: StoredRowResult[] = new Array(chunk.inputs.length);

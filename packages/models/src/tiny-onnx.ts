@@ -31,10 +31,15 @@ export type TinyNode = {
   intAttributes?: Record<string, number>;
 };
 
+/** A float32 constant of the graph (weights), stored as raw little-endian bytes. */
+export type TinyInitializer = { name: string; dims: number[]; data: Float32Array };
+
 export type TinyModel = {
   inputs: TinyValue[];
   outputs: TinyValue[];
   nodes: TinyNode[];
+  /** @defaultValue none */
+  initializers?: TinyInitializer[];
   /** @defaultValue 13 */
   opset?: number;
 };
@@ -114,16 +119,57 @@ function node(n: TinyNode, index: number): Uint8Array {
   ]);
 }
 
+function initializer(init: TinyInitializer): Uint8Array {
+  // TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9 (little-endian, as x86 and ARM store it).
+  return concat([
+    ...init.dims.map((d) => intField(1, d)),
+    intField(2, ELEM_TYPE.float32),
+    stringField(8, init.name),
+    bytesField(9, new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength)),
+  ]);
+}
+
 /** Serialises a ModelProto (IR version 8) with one graph. */
 export function buildOnnxModel(model: TinyModel): Uint8Array {
   const graph = concat([
     ...model.nodes.map((n, i) => bytesField(1, node(n, i))),
     stringField(2, "tiny"),
+    ...(model.initializers ?? []).map((init) => bytesField(5, initializer(init))),
     ...model.inputs.map((v) => bytesField(11, valueInfo(v))),
     ...model.outputs.map((v) => bytesField(12, valueInfo(v))),
   ]);
   const opset = concat([stringField(1, ""), intField(2, model.opset ?? 13)]);
   return concat([intField(1, 8), stringField(2, "coalesce-tests"), bytesField(7, graph), bytesField(8, opset)]);
+}
+
+/**
+ * A multi-layer perceptron with random weights, `x` float32[batch, sizes[0]] -> `y` float32[batch,
+ * sizes.at(-1)], ReLU between layers: a compute cost for benchmarks, not an answer.
+ */
+export function buildRandomMlp(sizes: number[], seed = 1): Uint8Array {
+  let state = seed >>> 0 || 1;
+  const random = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+  const nodes: TinyNode[] = [];
+  const initializers: TinyInitializer[] = [];
+  let current = "x";
+  for (let layer = 0; layer < sizes.length - 1; layer++) {
+    const [fanIn, fanOut] = [sizes[layer] as number, sizes[layer + 1] as number];
+    const scale = 1 / Math.sqrt(fanIn);
+    const weights = new Float32Array(fanIn * fanOut);
+    for (let i = 0; i < weights.length; i++) weights[i] = random() * scale;
+    initializers.push({ name: `w${layer}`, dims: [fanIn, fanOut], data: weights }, { name: `b${layer}`, dims: [fanOut], data: new Float32Array(fanOut) });
+    const last = layer === sizes.length - 2;
+    nodes.push({ opType: "MatMul", inputs: [current, `w${layer}`], outputs: [`m${layer}`] });
+    nodes.push({ opType: "Add", inputs: [`m${layer}`, `b${layer}`], outputs: [last ? "y" : `a${layer}`] });
+    if (!last) nodes.push({ opType: "Relu", inputs: [`a${layer}`], outputs: [`h${layer}`] });
+    current = `h${layer}`;
+  }
+  return buildOnnxModel({
+    inputs: [{ name: "x", type: "float32", shape: ["batch", sizes[0] as number] }],
+    outputs: [{ name: "y", type: "float32", shape: ["batch", sizes.at(-1) as number] }],
+    nodes,
+    initializers,
+  });
 }
 
 /** `y = Identity(x)` with the same type and shape on both sides. */

@@ -4,20 +4,29 @@ import { hashApiKey } from "../auth/api-keys.ts";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
 
+/** Records a key's use at most this often per process. */
+const TOUCH_EVERY_MS = 60_000;
+
 /** `Authorization: Bearer <key>`; sets the caller's tenant for every route behind it. */
 export function requireApiKey(db: Database): MiddlewareHandler<AppEnv> {
+  const touched = new Map<string, number>();
   return async (c, next) => {
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match?.[1]) {
       throw new ApiError("unauthorized", "send your API key as 'Authorization: Bearer <key>'");
     }
-    const owner = await findApiKeyOwner(db.prisma, hashApiKey(match[1]));
+    // Looked up on every request (no cache), so a revoked key stops working at once.
+    const owner = await findApiKeyOwner(db, hashApiKey(match[1]));
     if (!owner) throw new ApiError("unauthorized", "the API key is not valid; create one with `npm run keys:create -- --name NAME`");
+    const now = Date.now();
     c.set("tenantId", owner.tenantId);
-    // Bookkeeping only: the request does not wait for it, and a failure is just logged.
-    touchApiKey(db.prisma, owner.keyId).catch((error: unknown) => c.get("logger").warn({ err: error }, "could not record key use"));
     c.set("logger", c.get("logger").child({ tenantId: owner.tenantId }));
+    if ((touched.get(owner.keyId) ?? 0) < now - TOUCH_EVERY_MS) {
+      touched.set(owner.keyId, now);
+      // Bookkeeping only: the request does not wait for it, and a failure is just logged.
+      touchApiKey(db.prisma, owner.keyId).catch((error: unknown) => c.get("logger").warn({ err: error }, "could not record key use"));
+    }
     await next();
   };
 }

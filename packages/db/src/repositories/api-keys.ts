@@ -1,13 +1,18 @@
-import type { DbClient } from "../connection.ts";
+import type { Database, DbClient } from "../connection.ts";
 import { newId } from "../ids.ts";
 
 export type ApiKeyOwner = { keyId: string; tenantId: string };
 
-/** The tenant a key belongs to, or null for an unknown or revoked key. */
-export async function findApiKeyOwner(db: DbClient, hash: string): Promise<ApiKeyOwner | null> {
-  const key = await db.apiKey.findUnique({ where: { hash }, select: { id: true, tenantId: true, revokedAt: true } });
-  if (!key || key.revokedAt) return null;
-  return { keyId: key.id, tenantId: key.tenantId };
+/**
+ * The tenant a key belongs to, or null for an unknown or revoked key. Runs on every request, so
+ * through pg directly rather than Prisma (about a millisecond less each time).
+ */
+export async function findApiKeyOwner(db: Database, hash: string): Promise<ApiKeyOwner | null> {
+  const { rows } = await db.pool.query<ApiKeyOwner>(
+    `SELECT id AS "keyId", tenant_id AS "tenantId" FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`,
+    [hash],
+  );
+  return rows[0] ?? null;
 }
 
 export type CreateApiKeyInput = { tenantName: string; name: string; hash: string; prefix: string };

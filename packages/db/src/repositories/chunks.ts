@@ -139,10 +139,11 @@ export async function loadChunk(db: Database, chunkId: string): Promise<ChunkWor
 }
 
 /** Marks a queued job running when its first chunk starts. */
-export async function markJobRunning(db: DbClient, jobId: string): Promise<void> {
-  await db.$executeRaw`
-    UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
-     WHERE id = ${jobId} AND status = 'queued'`;
+export async function markJobRunning(db: Database, jobId: string): Promise<void> {
+  await db.pool.query(
+    `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now()) WHERE id = $1 AND status = 'queued'`,
+    [jobId],
+  );
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { TensorSpec } from "@coalesce/contracts";
-import type { DbClient } from "../connection.ts";
+import type { Database, DbClient } from "../connection.ts";
 import type { PrismaClient } from "../generated/client.ts";
 import { newId } from "../ids.ts";
 
@@ -110,18 +110,43 @@ export async function findModel(db: DbClient, tenantId: string, name: string): P
   };
 }
 
-/** A tenant's model version by name and number, or its latest version when `version` is omitted. */
+/**
+ * A tenant's model version by name and number, or its latest version when `version` is omitted.
+ * On every job submission, so through pg directly: one statement.
+ */
 export async function resolveModelVersion(
-  db: DbClient,
+  db: Database,
   tenantId: string,
   name: string,
   version?: number,
 ): Promise<ModelVersionRecord | null> {
-  const row = await db.modelVersion.findFirst({
-    where: { model: { tenantId, name }, ...(version === undefined ? {} : { version }) },
-    orderBy: { version: "desc" },
-  });
-  return row ? toVersionRecord(name, row) : null;
+  const { rows } = await db.pool.query<{
+    id: string;
+    version: number;
+    sha256: string;
+    size_bytes: string;
+    inputs: TensorSpec[];
+    outputs: TensorSpec[];
+    created_at: Date;
+  }>(
+    `SELECT v.id, v.version, v.sha256, v.size_bytes, v.inputs, v.outputs, v.created_at
+       FROM model_versions v JOIN models m ON m.id = v.model_id
+      WHERE m.tenant_id = $1 AND m.name = $2 AND ($3::int IS NULL OR v.version = $3)
+      ORDER BY v.version DESC LIMIT 1`,
+    [tenantId, name, version ?? null],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    id: row.id,
+    modelName: name,
+    version: row.version,
+    sha256: row.sha256,
+    sizeBytes: Number(row.size_bytes),
+    inputs: row.inputs,
+    outputs: row.outputs,
+    createdAt: row.created_at,
+  };
 }
 
 export async function getModelVersion(db: DbClient, id: string): Promise<ModelVersionRecord | null> {

@@ -109,7 +109,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     });
     if (errorCount > 0) throw validationError(errors, errorCount);
 
-    const { job, chunkIds } = await createJob(deps.db.prisma, {
+    const { job, chunkIds } = await createJob(deps.db, {
       tenantId,
       modelVersionId: modelVersion.id,
       // validateRow checked every row against the signature above.
@@ -141,7 +141,7 @@ function isCsvUpload(c: Context): boolean {
 
 async function resolveModelRef(deps: ApiDeps, tenantId: string, ref: string) {
   const [name = "", versionText] = ref.split("@");
-  const modelVersion = await resolveModelVersion(deps.db.prisma, tenantId, name, versionText ? Number(versionText) : undefined);
+  const modelVersion = await resolveModelVersion(deps.db, tenantId, name, versionText ? Number(versionText) : undefined);
   if (!modelVersion) {
     throw new ApiError(
       "not_found",

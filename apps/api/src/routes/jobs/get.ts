@@ -23,7 +23,7 @@ export const getJobRoute = createRoute({
 export function registerGetJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   app.openapi(getJobRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const job = await findJob(deps.db.prisma, c.get("tenantId"), id);
+    const job = await findJob(deps.db, c.get("tenantId"), id);
     if (!job) throw new ApiError("not_found", `no job '${id}'`);
     return c.json(presentJob(job), 200);
   });

@@ -31,7 +31,7 @@ export const listJobsRoute = createRoute({
 export function registerListJobs(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   app.openapi(listJobsRoute, async (c) => {
     const { cursor, limit } = c.req.valid("query");
-    const page = await listJobs(deps.db.prisma, c.get("tenantId"), { limit, ...(cursor ? { cursor } : {}) });
+    const page = await listJobs(deps.db, c.get("tenantId"), { limit, ...(cursor ? { cursor } : {}) });
     return c.json({ data: page.jobs.map(presentJob), next_cursor: page.nextCursor }, 200);
   });
 }

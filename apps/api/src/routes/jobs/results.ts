@@ -64,7 +64,7 @@ export function registerGetJobResults(app: OpenAPIHono<AppEnv>, deps: ApiDeps): 
   app.openapi(getJobResultsRoute, async (c) => {
     const { id } = c.req.valid("param");
     const { cursor, limit, format } = c.req.valid("query");
-    const job = await findJob(deps.db.prisma, c.get("tenantId"), id);
+    const job = await findJob(deps.db, c.get("tenantId"), id);
     if (!job) throw new ApiError("not_found", `no job '${id}'`);
     const complete = TERMINAL_JOB_STATUSES.includes(job.status);
     const chosen = chooseFormat(c.req.header("accept"), format);

@@ -1,0 +1,203 @@
+// `npm run bench`: does coalescing pay? Side by side in one run, for mlp_wide (fixtures) and a
+// weight-heavy 64 -> 4096 -> 4096 -> 10 perceptron generated here with random weights:
+//   1. raw onnxruntime-node in this process at batch 1 and at MAX_BATCH_ROWS: the physical limit;
+//   2. many single-row jobs through the real API and a real worker, submitted `concurrency` at a
+//      time, with coalescing on and with MAX_BATCH_ROWS=1: rows/s, latency from creation to
+//      completion (p50/p95/p99, server timestamps), the mean batch size, the worker's worst
+//      event-loop delay;
+//   3. single-row jobs one at a time at low load: their latency.
+// Prints a table and writes bench/results/batching.json. `--jobs N` sets the jobs per run.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import type { Job } from "@coalesce/contracts";
+import { buildRandomMlp } from "@coalesce/models/tiny-onnx";
+import * as ort from "onnxruntime-node";
+import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
+import { openBench, registerModel, writeResults, type Bench } from "./harness.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    jobs: { type: "string", default: "1200" },
+    "max-batch": { type: "string", default: "256" },
+    models: { type: "string", default: "mlp_wide,heavy" },
+  },
+});
+const JOBS = Number(args.jobs);
+const MAX_BATCH = Number(args["max-batch"]);
+const CONCURRENCY = [64, 256];
+
+async function loadModel(name: string): Promise<Uint8Array> {
+  if (name === "heavy") return buildRandomMlp([64, 4096, 4096, 10]);
+  return new Uint8Array(await readFile(path.join(ROOT, "fixtures", `${name}.onnx`)));
+}
+
+/** Rows/s of onnxruntime alone at one batch size, over about `seconds`. */
+async function rawRowsPerSecond(session: ort.InferenceSession, batch: number, seconds = 2): Promise<number> {
+  const x = new ort.Tensor("float32", Float32Array.from({ length: batch * 64 }, () => Math.random()), [batch, 64]);
+  await session.run({ x });
+  const started = performance.now();
+  let runs = 0;
+  while (performance.now() - started < seconds * 1000) {
+    await session.run({ x });
+    runs++;
+  }
+  return Math.round((runs * batch) / ((performance.now() - started) / 1000));
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+async function startWorker(bench: Bench, env: Record<string, string>): Promise<{ worker: ServiceProcess; metricsPort: Promise<number> }> {
+  const worker = startProcess("worker", WORKER_MAIN, { ...bench.env, LOG_LEVEL: "info", WORKER_CONCURRENCY: "256", ...env }, "pipe");
+  let output = "";
+  const metricsPort = new Promise<number>((resolve) => {
+    worker.child.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /"metricsPort":(\d+)/.exec(output);
+      if (match) resolve(Number(match[1]));
+      if (output.length > 1e6) output = output.slice(-1e4);
+    });
+  });
+  worker.child.stderr?.resume();
+  return { worker, metricsPort };
+}
+
+/** The worst event-loop delay since the last scrape (prom-client resets it on each scrape). */
+async function eventLoopMaxMs(port: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text)?.[1] ?? Number.NaN) * 1000;
+}
+
+async function submit(bench: Bench, model: string): Promise<string> {
+  const response = await fetch(`${bench.baseUrl}/v1/jobs`, {
+    method: "POST",
+    headers: { ...bench.headers, "Content-Type": "application/json" },
+    body: JSON.stringify({ model, inputs: [{ x: Array.from({ length: 64 }, () => Math.random()) }] }),
+  });
+  if (response.status !== 202) throw new Error(`submit: ${response.status} ${await response.text()}`);
+  return ((await response.json()) as Job).id;
+}
+
+type RunStats = { rows_s: number; p50_ms: number; p95_ms: number; p99_ms: number; mean_batch: number };
+
+/** Job latencies and throughput from Postgres' own timestamps, once every job has finished. */
+async function statsOf(bench: Bench, ids: string[]): Promise<RunStats> {
+  for (;;) {
+    const { rows } = await bench.db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM jobs WHERE id = ANY($1) AND status IN ('succeeded', 'failed')`,
+      [ids],
+    );
+    if (Number(rows[0]?.n) === ids.length) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const { rows } = await bench.db.query<{ created: Date; completed: Date; sum: string; ran: number }>(
+    `SELECT created_at AS created, completed_at AS completed, batch_rows_sum AS sum, batched_rows AS ran FROM jobs WHERE id = ANY($1)`,
+    [ids],
+  );
+  const latencies = rows.map((r) => r.completed.getTime() - r.created.getTime()).sort((a, b) => a - b);
+  const first = Math.min(...rows.map((r) => r.created.getTime()));
+  const last = Math.max(...rows.map((r) => r.completed.getTime()));
+  const ran = rows.reduce((sum, r) => sum + r.ran, 0);
+  return {
+    rows_s: Math.round(ids.length / ((last - first) / 1000)),
+    p50_ms: percentile(latencies, 50),
+    p95_ms: percentile(latencies, 95),
+    p99_ms: percentile(latencies, 99),
+    mean_batch: Math.round((rows.reduce((sum, r) => sum + Number(r.sum), 0) / Math.max(ran, 1)) * 10) / 10,
+  };
+}
+
+/** `count` single-row jobs with `concurrency` submissions in flight. */
+async function loadRun(bench: Bench, model: string, count: number, concurrency: number): Promise<string[]> {
+  const ids: string[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        next++;
+        ids.push(await submit(bench, model));
+      }
+    }),
+  );
+  return ids;
+}
+
+/** Single-row jobs one at a time, each waited for: latency at low load. */
+async function lowLoadRun(bench: Bench, model: string, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = await submit(bench, model);
+    ids.push(id);
+    for (;;) {
+      const { rows } = await bench.db.query<{ status: string }>(`SELECT status FROM jobs WHERE id = $1`, [id]);
+      if (rows[0]?.status === "succeeded") break;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+  return ids;
+}
+
+async function main(): Promise<void> {
+  const bench = await openBench();
+  const results: Record<string, unknown>[] = [];
+  try {
+    for (const model of String(args.models).split(",")) {
+      const bytes = await loadModel(model);
+      const session = await ort.InferenceSession.create(bytes);
+      const raw = { batch1: await rawRowsPerSecond(session, 1), batchMax: await rawRowsPerSecond(session, MAX_BATCH) };
+      console.log(`${model}: raw onnxruntime ${raw.batch1} rows/s at batch 1, ${raw.batchMax} at batch ${MAX_BATCH}`);
+      await registerModel(bench, model, bytes);
+
+      for (const mode of [
+        { name: "coalescing", env: { MAX_BATCH_ROWS: String(MAX_BATCH), MAX_BATCH_DELAY_MS: "5" } },
+        { name: "MAX_BATCH_ROWS=1", env: { MAX_BATCH_ROWS: "1", MAX_BATCH_DELAY_MS: "0" } },
+      ]) {
+        const { worker, metricsPort } = await startWorker(bench, mode.env);
+        try {
+          const port = await metricsPort;
+          // Warm up: the model loads on the first job.
+          await statsOf(bench, await loadRun(bench, model, 16, 16));
+          const runs: [string, () => Promise<string[]>][] = CONCURRENCY.map((c) => [`c=${c}`, () => loadRun(bench, model, mode.name === "coalescing" ? JOBS : Math.ceil(JOBS / 3), c)]);
+          if (mode.name === "coalescing") runs.push(["low load", () => lowLoadRun(bench, model, 100)]);
+          for (const [load, run] of runs) {
+            await eventLoopMaxMs(port);
+            const stats = await statsOf(bench, await run());
+            const row = { model, mode: mode.name, load, ...stats, worst_event_loop_ms: Math.round(await eventLoopMaxMs(port) * 10) / 10 };
+            results.push(row);
+            console.log(row);
+          }
+        } finally {
+          await stopProcess(worker);
+        }
+      }
+      const coalesced = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === "c=256") as RunStats | undefined;
+      const single = results.find((r) => r.model === model && r.mode === "MAX_BATCH_ROWS=1" && r.load === "c=256") as RunStats | undefined;
+      const achieved = Math.max(1, Math.round(coalesced?.mean_batch ?? 1));
+      const rawAtAchieved = await rawRowsPerSecond(session, achieved);
+      await session.release();
+      const summary = {
+        model,
+        raw_batch1_rows_s: raw.batch1,
+        [`raw_batch${MAX_BATCH}_rows_s`]: raw.batchMax,
+        [`raw_at_achieved_batch_${achieved}_rows_s`]: rawAtAchieved,
+        coalescing_vs_batch1_x: coalesced && single ? Math.round((coalesced.rows_s / single.rows_s) * 10) / 10 : null,
+        e2e_vs_raw_at_achieved_pct: coalesced ? Math.round((100 * coalesced.rows_s) / rawAtAchieved) : null,
+      };
+      results.push(summary);
+      console.log(summary);
+    }
+    console.log("");
+    console.table(results.filter((r) => "mode" in r));
+    console.table(results.filter((r) => !("mode" in r)));
+    console.log(`written to ${await writeResults("batching", results)}`);
+  } finally {
+    await bench.close();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(`bench failed: ${(error as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,75 @@
+// What the benchmarks share: a private corner of the local services (its own schema, queue prefix
+// and model store) with a real API process and an API key; dropped again at the end.
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { DEFAULT_DATABASE_URL } from "@coalesce/db";
+import pg from "pg";
+import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, type ServiceProcess } from "../scripts/processes.ts";
+
+export type Bench = {
+  baseUrl: string;
+  headers: { Authorization: string };
+  /** Environment for the API and workers of this run. */
+  env: Record<string, string>;
+  api: ServiceProcess;
+  /** A pg client on the bench's schema, for server-side timestamps. */
+  db: pg.Client;
+  dir: string;
+  close(): Promise<void>;
+};
+
+export async function openBench(extraEnv: Record<string, string> = {}): Promise<Bench> {
+  const dir = await mkdtemp(path.join(tmpdir(), "coalesce-bench-"));
+  const schema = `bench_${randomBytes(4).toString("hex")}`;
+  const url = new URL(process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL);
+  url.searchParams.set("schema", schema);
+  const port = await freePort();
+  const key = `csk_bench_${randomBytes(12).toString("hex")}`;
+  const env = {
+    DATABASE_URL: url.toString(),
+    QUEUE_PREFIX: `coalesce-bench-${schema}`,
+    MODEL_STORE_DIR: path.join(dir, "models"),
+    PORT: String(port),
+    BOOTSTRAP_API_KEY: key,
+    LOG_LEVEL: "warn",
+    METRICS_PORT: "0",
+    ...extraEnv,
+  };
+  const api = startProcess("api", API_MAIN, env);
+  const baseUrl = `http://127.0.0.1:${port}`;
+  await waitUntilReady(baseUrl, [api]);
+  const db = new pg.Client({ connectionString: url.toString().replace(/\?.*$/, ""), options: `-c search_path="${schema}"` });
+  await db.connect();
+  return {
+    baseUrl,
+    headers: { Authorization: `Bearer ${key}` },
+    env,
+    api,
+    db,
+    dir,
+    async close() {
+      await stopProcess(api);
+      await db.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await db.end();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function registerModel(bench: Bench, name: string, bytes: Uint8Array): Promise<void> {
+  const response = await fetch(`${bench.baseUrl}/v1/models/${name}/versions`, {
+    method: "POST",
+    headers: { ...bench.headers, "Content-Type": "application/octet-stream" },
+    body: bytes,
+  });
+  if (!response.ok) throw new Error(`registering ${name}: ${response.status} ${await response.text()}`);
+}
+
+export async function writeResults(name: string, results: unknown): Promise<string> {
+  const file = path.join(ROOT, "bench/results", `${name}.json`);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);
+  return file;
+}
