@@ -1,5 +1,5 @@
 import type { ChunkJob, RowError, TensorRow } from "@coalesce/contracts";
-import { completeChunk, loadChunk, markJobRunning, type ChunkExecution, type Database, type StoredRowResult } from "@coalesce/db";
+import { completeChunk, loadChunk, startChunk, type ChunkExecution, type Database, type StoredRowResult } from "@coalesce/db";
 import { rowBytes, rowShapeKey, validateRow } from "@coalesce/models";
 import type { Logger } from "pino";
 import type { BatcherRegistry } from "./batch/batcher-registry.ts";
@@ -39,9 +39,8 @@ export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes
  * how the rows ran. Idempotent: a chunk already done (a retry after a crash) is skipped.
  */
 export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
-  const chunk = await loadChunk(deps.db, payload.chunkId);
+  const chunk = await startChunk(deps.db, payload.chunkId);
   if (!chunk || chunk.done || (chunk.jobStatus !== "queued" && chunk.jobStatus !== "running")) return;
-  await markJobRunning(deps.db, chunk.jobId);
   const model = await deps.models.get(chunk.modelVersionId);
 
   const results: StoredRowResult[] = new Array(chunk.inputs.length);
@@ -92,7 +91,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
   if (failed > 0) deps.metrics.rows.inc({ ...labels, outcome: "failed" }, failed);
   if (done && (done.status === "succeeded" || done.status === "failed")) {
     if (done.latencySeconds !== null) deps.metrics.jobLatency.observe(labels, done.latencySeconds);
-    deps.logger.info({ status: done.status, latencySeconds: done.latencySeconds }, "job finished");
+    deps.logger.debug({ status: done.status, latencySeconds: done.latencySeconds }, "job finished");
   }
 }
 
