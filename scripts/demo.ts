@@ -83,6 +83,8 @@ async function main(): Promise<void> {
     console.log(`  rows         ${rows.length}`);
     console.log(`  accuracy     ${((100 * correct) / targets.length).toFixed(1)}% (${correct}/${targets.length} labels match the CSV's target)`);
     console.log(`  scoring      ${scoredMs.toFixed(0)} ms from submit to succeeded`);
+    const runs = current.execution.batch_rows;
+    if (runs) console.log(`  ran on       ${current.execution.provider}, in onnxruntime runs of ${runs.min}-${runs.max} rows (mean ${runs.mean})`);
     console.log(`  total        ${((performance.now() - started) / 1000).toFixed(1)} s including start-up`);
     if (first?.outputs) console.log(`  row 0        ${JSON.stringify(first.outputs)}`);
     console.log("");
