@@ -69,6 +69,19 @@ describe("docker/compose.yaml", () => {
     expect(() => loadWorkerEnv(workerSpec.env)).not.toThrow();
   });
 
+  it("has a gpu profile whose worker reserves the NVIDIA devices and prefers CUDA, then WebGPU, then the CPU", async () => {
+    const { stdout } = await promisify(execFile)("docker-compose", ["-f", COMPOSE_FILE, "--profile", "gpu", "config"], { cwd: ROOT, env: BASE_ENV });
+    const gpu = (parse(stdout) as { services: Record<string, { build?: { target?: string }; environment?: Record<string, string>; deploy?: unknown; profiles?: string[] }> }).services["worker-gpu"];
+    // Only with --profile gpu: a plain `up` starts no GPU worker.
+    expect(gpu?.profiles).toEqual(["gpu"]);
+    expect(gpu?.build?.target).toBe("worker-gpu");
+    expect(gpu?.deploy).toMatchObject({ resources: { reservations: { devices: [{ driver: "nvidia", capabilities: ["gpu"] }] } } });
+    expect(loadWorkerEnv({ ...gpu?.environment }).EXECUTION_PROVIDERS).toEqual(["cuda", "webgpu", "cpu"]);
+    const dockerfile = await readFile(path.join(ROOT, "docker/Dockerfile"), "utf8");
+    expect(dockerfile).toMatch(/^FROM nvidia\/cuda:12[^\n]* AS worker-gpu$/m);
+    expect(dockerfile).toContain("ONNXRUNTIME_NODE_INSTALL=cuda12");
+  });
+
   it("builds on a Dockerfile whose manifests stage covers every npm workspace", async () => {
     // The deps stage installs from the package.json files that the manifests stage copies from
     // apps/ and packages/; a workspace elsewhere would be missing from the image's node_modules.
