@@ -5,7 +5,7 @@ import {
   type CreateJobRequest,
   type FieldError,
 } from "@coalesce/contracts";
-import { createJob, resolveModelVersion } from "@coalesce/db";
+import { createJob, resolveModelVersion, type JobRecord } from "@coalesce/db";
 import { validateRow } from "@coalesce/models";
 import { enqueueChunks } from "@coalesce/queue";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
@@ -73,65 +73,66 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     return limitBody(deps.limits.maxBodyBytes, "the request body")(c, next);
   });
   app.openapi(createJobRoute, async (c) => {
-    if (isCsvUpload(c)) {
-      const job = await acceptCsv(c, deps);
-      deps.metrics.jobs.inc({ format: "csv" });
-      deps.metrics.rows.inc({ format: "csv" }, job.totalRows);
-      return c.json(presentJob(job), 202);
-    }
-    const contentType = c.req.header("content-type") ?? "";
-    if (!contentType && !c.req.raw.body) {
-      // No body at all: say what a JSON job needs rather than which media types exist.
-      const empty = CreateJobRequestSchema.safeParse({});
-      if (!empty.success) throw fromZodError(empty.error);
-    }
-    if (!/^application\/json/i.test(contentType)) {
-      throw new ApiError("unsupported_media_type", "send JSON rows as application/json, or a CSV file as text/csv or multipart/form-data");
-    }
-    // Validated by the route's JSON body schema; its type is lost because the body may also be CSV.
-    const body = c.req.valid("json" as never) as CreateJobRequest;
-    const tenantId = c.get("tenantId");
-    const modelVersion = await resolveModelRef(deps, tenantId, body.model);
-    if (body.inputs.length > deps.limits.maxJobRows) {
-      throw validationError([
-        { field: "inputs", message: `a JSON job takes at most ${deps.limits.maxJobRows} rows, got ${body.inputs.length}` },
-      ]);
-    }
-    const priority = body.priority ?? (body.inputs.length <= INTERACTIVE_MAX_ROWS ? "interactive" : "batch");
-    const errors: FieldError[] = [];
-    let errorCount = 0;
-    body.inputs.forEach((row, index) => {
-      const issues = validateRow(row, modelVersion.inputs, `inputs[${index}]`);
-      errorCount += issues.length;
-      for (const issue of issues) {
-        if (errors.length < MAX_REPORTED_ERRORS) errors.push({ field: issue.path, message: issue.message });
-      }
-    });
-    if (errorCount > 0) throw validationError(errors, errorCount);
-
-    const { job, chunkIds } = await createJob(deps.db, {
-      tenantId,
-      modelVersionId: modelVersion.id,
-      // validateRow checked every row against the signature above.
-      rows: body.inputs as Parameters<typeof createJob>[1]["rows"],
-      chunkRows: deps.limits.chunkRows,
-      priority,
-    });
-    const log = c.get("logger").child({ jobId: job.id });
-    try {
-      await enqueueChunks(
-        deps.queue,
-        chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId: modelVersion.id, seq, priority })),
-      );
-    } catch (error) {
-      // The job and its rows are committed; the worker's reconciler queues chunks that Redis lost.
-      log.warn({ err: error }, "enqueue failed; the job stays queued and will be picked up by the reconciler");
-    }
-    log.info({ rows: job.totalRows, chunks: chunkIds.length, model: job.model }, "job accepted");
-    deps.metrics.jobs.inc({ format: "json" });
-    deps.metrics.rows.inc({ format: "json" }, job.totalRows);
+    const format = isCsvUpload(c) ? "csv" : "json";
+    const job = format === "csv" ? await acceptCsv(c, deps) : await acceptJson(c, deps);
+    deps.metrics.jobs.inc({ format });
+    deps.metrics.rows.inc({ format }, job.totalRows);
     return c.json(presentJob(job), 202);
   });
+}
+
+/** JSON rows: every row checked against the model's signature, then stored and queued together. */
+async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<JobRecord> {
+  const contentType = c.req.header("content-type") ?? "";
+  if (!contentType && !c.req.raw.body) {
+    // No body at all: say what a JSON job needs rather than which media types exist.
+    const empty = CreateJobRequestSchema.safeParse({});
+    if (!empty.success) throw fromZodError(empty.error);
+  }
+  if (!/^application\/json/i.test(contentType)) {
+    throw new ApiError("unsupported_media_type", "send JSON rows as application/json, or a CSV file as text/csv or multipart/form-data");
+  }
+  // Validated by the route's JSON body schema; its type is lost because the body may also be CSV.
+  const body = c.req.valid("json" as never) as CreateJobRequest;
+  const tenantId = c.get("tenantId");
+  const modelVersion = await resolveModelRef(deps, tenantId, body.model);
+  if (body.inputs.length > deps.limits.maxJobRows) {
+    throw validationError([
+      { field: "inputs", message: `a JSON job takes at most ${deps.limits.maxJobRows} rows, got ${body.inputs.length}` },
+    ]);
+  }
+  const priority = body.priority ?? (body.inputs.length <= INTERACTIVE_MAX_ROWS ? "interactive" : "batch");
+  const errors: FieldError[] = [];
+  let errorCount = 0;
+  body.inputs.forEach((row, index) => {
+    const issues = validateRow(row, modelVersion.inputs, `inputs[${index}]`);
+    errorCount += issues.length;
+    for (const issue of issues) {
+      if (errors.length < MAX_REPORTED_ERRORS) errors.push({ field: issue.path, message: issue.message });
+    }
+  });
+  if (errorCount > 0) throw validationError(errors, errorCount);
+
+  const { job, chunkIds } = await createJob(deps.db, {
+    tenantId,
+    modelVersionId: modelVersion.id,
+    // validateRow checked every row against the signature above.
+    rows: body.inputs as Parameters<typeof createJob>[1]["rows"],
+    chunkRows: deps.limits.chunkRows,
+    priority,
+  });
+  const log = c.get("logger").child({ jobId: job.id });
+  try {
+    await enqueueChunks(
+      deps.queue,
+      chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId: modelVersion.id, seq, priority })),
+    );
+  } catch (error) {
+    // The job and its rows are committed; the worker's reconciler queues chunks that Redis lost.
+    log.warn({ err: error }, "enqueue failed; the job stays queued and will be picked up by the reconciler");
+  }
+  log.info({ rows: job.totalRows, chunks: chunkIds.length, model: job.model }, "job accepted");
+  return job;
 }
 
 function isCsvUpload(c: Context): boolean {
