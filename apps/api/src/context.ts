@@ -4,6 +4,7 @@ import type { ModelStore } from "@coalesce/models";
 import type { PredictQueue } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { JobWriter } from "./ingest/job-writer.ts";
 import type { ApiMetrics } from "./metrics.ts";
 
 export type ApiLimits = {
@@ -28,6 +29,8 @@ export type ApiDeps = {
   logger: Logger;
   limits: ApiLimits;
   metrics: ApiMetrics;
+  /** Stores and queues JSON jobs, concurrent ones together. */
+  jobWriter: JobWriter;
   /** BullMQ key prefix, where workers also publish their status. */
   queuePrefix: string;
 };

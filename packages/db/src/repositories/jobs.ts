@@ -114,29 +114,47 @@ function fromSqlRow(row: JobSqlRow): JobRecord {
 }
 
 /**
- * Writes the job and all its rows (as chunks) in one statement, so atomically: nothing is queued
- * before it commits.
+ * Writes jobs and all their rows (as chunks) in one statement, so atomically: nothing is queued
+ * before it commits. Taking many jobs at once lets the API write concurrent submissions together.
  */
-export async function createJob(db: Database, input: CreateJobInput): Promise<CreatedJob> {
-  const jobId = newId("job");
-  const chunks: { id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] }[] = [];
-  for (let first = 0, seq = 0; first < input.rows.length; first += input.chunkRows, seq++) {
-    const inputs = input.rows.slice(first, first + input.chunkRows);
-    chunks.push({ id: newId("chunk"), seq, first_row: first, row_count: inputs.length, inputs });
-  }
+export async function createJobs(db: Database, inputs: CreateJobInput[]): Promise<CreatedJob[]> {
+  const jobs = inputs.map((input) => ({
+    id: newId("job"),
+    tenant_id: input.tenantId,
+    model_version_id: input.modelVersionId,
+    total_rows: input.rows.length,
+    priority: input.priority,
+  }));
+  const chunks: { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] }[][] = inputs.map((input, i) => {
+    const jobChunks = [];
+    for (let first = 0, seq = 0; first < input.rows.length; first += input.chunkRows, seq++) {
+      const rows = input.rows.slice(first, first + input.chunkRows);
+      jobChunks.push({ id: newId("chunk"), job_id: jobs[i]?.id as string, seq, first_row: first, row_count: rows.length, inputs: rows });
+    }
+    return jobChunks;
+  });
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
        INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority)
-       VALUES ($1, $2, $3, $4, $5::job_priority) RETURNING *
+       SELECT x.id, x.tenant_id, x.model_version_id, x.total_rows, x.priority::job_priority
+         FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text)
+       RETURNING *
      ), c AS (
        INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs)
-       SELECT c.id, $1, c.seq, c.first_row, c.row_count, c.inputs
-         FROM json_to_recordset($6::json) AS c(id text, seq int, first_row int, row_count int, inputs json)
+       SELECT c.id, c.job_id, c.seq, c.first_row, c.row_count, c.inputs
+         FROM json_to_recordset($2::json) AS c(id text, job_id text, seq int, first_row int, row_count int, inputs json)
      )
      SELECT ${JOB_COLUMNS} FROM j JOIN model_versions v ON v.id = j.model_version_id JOIN models m ON m.id = v.model_id`,
-    [jobId, input.tenantId, input.modelVersionId, input.rows.length, input.priority, JSON.stringify(chunks)],
+    [JSON.stringify(jobs), JSON.stringify(chunks.flat())],
   );
-  return { job: fromSqlRow(rows[0] as JobSqlRow), chunkIds: chunks.map((chunk) => chunk.id) };
+  const byId = new Map(rows.map((row) => [row.id, fromSqlRow(row)]));
+  return jobs.map((job, i) => ({ job: byId.get(job.id) as JobRecord, chunkIds: (chunks[i] ?? []).map((chunk) => chunk.id) }));
+}
+
+/** One job: see createJobs. */
+export async function createJob(db: Database, input: CreateJobInput): Promise<CreatedJob> {
+  const [created] = await createJobs(db, [input]);
+  return created as CreatedJob;
 }
 
 /** A tenant's job; another tenant's job id reads as absent. */

@@ -4,10 +4,10 @@ import {
   JobSchema,
   type CreateJobRequest,
   type FieldError,
+  type TensorRow,
 } from "@coalesce/contracts";
-import { createJob, resolveModelVersion, type JobRecord } from "@coalesce/db";
+import { resolveModelVersion, type JobRecord } from "@coalesce/db";
 import { validateRow } from "@coalesce/models";
-import { enqueueChunks } from "@coalesce/queue";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
@@ -113,25 +113,15 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<JobRecord>
   });
   if (errorCount > 0) throw validationError(errors, errorCount);
 
-  const { job, chunkIds } = await createJob(deps.db, {
+  const { job, chunkIds } = await deps.jobWriter.write({
     tenantId,
     modelVersionId: modelVersion.id,
     // validateRow checked every row against the signature above.
-    rows: body.inputs as Parameters<typeof createJob>[1]["rows"],
+    rows: body.inputs as TensorRow[],
     chunkRows: deps.limits.chunkRows,
     priority,
   });
-  const log = c.get("logger").child({ jobId: job.id });
-  try {
-    await enqueueChunks(
-      deps.queue,
-      chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId: modelVersion.id, seq, priority })),
-    );
-  } catch (error) {
-    // The job and its rows are committed; the worker's reconciler queues chunks that Redis lost.
-    log.warn({ err: error }, "enqueue failed; the job stays queued and will be picked up by the reconciler");
-  }
-  log.info({ rows: job.totalRows, chunks: chunkIds.length, model: job.model }, "job accepted");
+  c.get("logger").info({ jobId: job.id, rows: job.totalRows, chunks: chunkIds.length, model: job.model }, "job accepted");
   return job;
 }
 
