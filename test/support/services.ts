@@ -5,7 +5,7 @@ import path from "node:path";
 import { createApp } from "../../apps/api/src/app.ts";
 import { hashApiKey } from "../../apps/api/src/auth/api-keys.ts";
 import type { ApiDeps } from "../../apps/api/src/context.ts";
-import { JobWriter } from "../../apps/api/src/ingest/job-writer.ts";
+import { createJobWriter } from "../../apps/api/src/ingest/job-writer.ts";
 import { createApiMetrics } from "../../apps/api/src/metrics.ts";
 import { connectDatabase, DEFAULT_DATABASE_URL, migrate, upsertApiKey, type Database } from "@coalesce/db";
 import { createModelStore } from "@coalesce/models";
@@ -89,7 +89,7 @@ export function createTestApi(services: TestServices, limits: Partial<ApiDeps["l
     redis,
     queue,
     metrics: createApiMetrics(queue, redis, services.queuePrefix),
-    jobWriter: new JobWriter(db, queue, pino({ level: "silent" })),
+    jobWriter: createJobWriter(db, queue, pino({ level: "silent" })),
     queuePrefix: services.queuePrefix,
     modelStore: createModelStore(services.modelStoreDir),
     logger: pino({ level: "silent" }),

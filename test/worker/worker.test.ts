@@ -1,6 +1,6 @@
 // The worker in process on the real Postgres, Redis and onnxruntime, fed by writing jobs straight
 // into Postgres (as the API would, but without its validation) and enqueueing their chunks.
-import { createJob, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
+import { completeChunks, createJob, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
 import { createModelStore, inspectModel } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { TensorRow } from "@coalesce/contracts";
@@ -86,6 +86,22 @@ describe("worker", () => {
     const jobId = await submit(features.slice(0, 9).map((f) => ({ features: f })), { enqueue: false });
     const job = await finished(jobId);
     expect(job).toMatchObject({ status: "succeeded", succeededRows: 9 });
+  });
+
+  it("writes completions of several chunks together, counting a chunk given twice once", async () => {
+    const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 8).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
+    const results = Array.from({ length: 4 }, () => ({ outputs: { label: 0 } }));
+    const [a, b] = chunkIds as [string, string];
+    const statuses = await completeChunks(db, [
+      { chunkId: a, jobId: job.id, results },
+      { chunkId: a, jobId: job.id, results },
+      { chunkId: b, jobId: job.id, results },
+    ]);
+    expect(statuses.map((s) => s?.status)).toEqual(["succeeded", "succeeded", "succeeded"]);
+    expect(await findJob(db, tenantId, job.id)).toMatchObject({ status: "succeeded", succeededRows: 8, failedRows: 0 });
+    // Already done: nothing more is counted.
+    expect(await completeChunks(db, [{ chunkId: b, jobId: job.id, results }])).toEqual([null]);
+    expect((await findJob(db, tenantId, job.id))?.succeededRows).toBe(8);
   });
 
   it("counts each chunk once when BullMQ delivers it twice", async () => {

@@ -1,10 +1,9 @@
-import type { Database } from "@coalesce/db";
+import type { CreatedJob, CreateJobInput, Database, GroupCommit } from "@coalesce/db";
 import type { HttpBindings } from "@hono/node-server";
 import type { ModelStore } from "@coalesce/models";
 import type { PredictQueue } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import type { JobWriter } from "./ingest/job-writer.ts";
 import type { ApiMetrics } from "./metrics.ts";
 
 export type ApiLimits = {
@@ -30,7 +29,7 @@ export type ApiDeps = {
   limits: ApiLimits;
   metrics: ApiMetrics;
   /** Stores and queues JSON jobs, concurrent ones together. */
-  jobWriter: JobWriter;
+  jobWriter: GroupCommit<CreateJobInput, CreatedJob>;
   /** BullMQ key prefix, where workers also publish their status. */
   queuePrefix: string;
 };

@@ -5,7 +5,7 @@ import { serve, type ServerType } from "@hono/node-server";
 import type { Logger } from "pino";
 import { createApp } from "./app.ts";
 import { hashApiKey } from "./auth/api-keys.ts";
-import { JobWriter } from "./ingest/job-writer.ts";
+import { createJobWriter } from "./ingest/job-writer.ts";
 import { createApiMetrics } from "./metrics.ts";
 import type { ApiDeps } from "./context.ts";
 import type { ApiEnv } from "./env.ts";
@@ -34,7 +34,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     modelStore: createModelStore(env.MODEL_STORE_DIR),
     logger,
     metrics: createApiMetrics(queue, redis, env.QUEUE_PREFIX),
-    jobWriter: new JobWriter(db, queue, logger),
+    jobWriter: createJobWriter(db, queue, logger),
     queuePrefix: env.QUEUE_PREFIX,
     limits: {
       chunkRows: env.CHUNK_ROWS,

@@ -1,5 +1,15 @@
 import type { ChunkJob, RowError, TensorRow } from "@coalesce/contracts";
-import { completeChunk, loadChunk, startChunk, type ChunkExecution, type Database, type StoredRowResult } from "@coalesce/db";
+import {
+  completeChunk,
+  loadChunk,
+  startChunk,
+  type ChunkCompletion,
+  type ChunkExecution,
+  type Database,
+  type GroupCommit,
+  type JobStatus,
+  type StoredRowResult,
+} from "@coalesce/db";
 import { rowBytes, rowShapeKey, validateRow } from "@coalesce/models";
 import type { Logger } from "pino";
 import type { BatcherRegistry } from "./batch/batcher-registry.ts";
@@ -12,8 +22,12 @@ export type RowWork = { row: TensorRow };
 /** What comes back for a row: its outputs and the size of the onnxruntime run it was part of. */
 export type RowOutcome = { outputs: TensorRow; runRows: number };
 
+/** Completed chunks, written to Postgres together with the others finishing at the same time. */
+export type CompletionWriter = GroupCommit<ChunkCompletion, { status: JobStatus; latencySeconds: number | null } | null>;
+
 export type ScoreChunkDeps = {
   db: Database;
+  completions: CompletionWriter;
   models: ModelCache;
   batchers: BatcherRegistry<RowWork, RowOutcome>;
   metrics: WorkerMetrics;
@@ -84,7 +98,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
       });
     }),
   );
-  const done = await completeChunk(deps.db, { chunkId: chunk.id, jobId: chunk.jobId, results, execution });
+  const done = await deps.completions.add({ chunkId: chunk.id, jobId: chunk.jobId, results, execution });
   const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
   const failed = results.filter((result) => "error" in result).length;
   deps.metrics.rows.inc({ ...labels, outcome: "succeeded" }, results.length - failed);

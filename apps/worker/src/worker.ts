@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { ChunkJobSchema, type ChunkJob } from "@coalesce/contracts";
-import { connectDatabase, migrate } from "@coalesce/db";
+import { completeChunks, connectDatabase, GroupCommit, migrate } from "@coalesce/db";
 import { createModelStore, probeExecutionProviders } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, PREDICT_QUEUE, publishWorkerStatus, removeWorkerStatus } from "@coalesce/queue";
 import { UnrecoverableError, Worker } from "bullmq";
@@ -11,7 +11,7 @@ import { ModelCache } from "./inference/model-cache.ts";
 import { runBatch } from "./inference/run-batch.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { startReconciler } from "./reconcile.ts";
-import { failChunk, parseBatcherKey, scoreChunk, type RowOutcome, type RowWork } from "./score-chunk.ts";
+import { failChunk, parseBatcherKey, scoreChunk, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
 
 export type RunningWorker = {
   /** The execution provider this worker runs on. */
@@ -39,6 +39,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const db = connectDatabase(env.DATABASE_URL);
   await db.warmUp();
   const models = new ModelCache(db, createModelStore(env.MODEL_STORE_DIR), sessionSettings, logger);
+  // Chunks finishing together (rows of one batch usually do) are written in one statement.
+  const completions: CompletionWriter = new GroupCommit((items) => completeChunks(db, items), 256);
   const connection = createRedisConnection(env.REDIS_URL);
   const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
   const metrics = createWorkerMetrics(queue);
@@ -78,7 +80,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     async (job) => {
       const parsed = ChunkJobSchema.safeParse(job.data);
       if (!parsed.success) throw new UnrecoverableError(`malformed chunk payload: ${parsed.error.message}`);
-      await scoreChunk({ db, models, batchers, metrics, logger: logger.child({ jobId: parsed.data.jobId }) }, parsed.data);
+      await scoreChunk({ db, completions, models, batchers, metrics, logger: logger.child({ jobId: parsed.data.jobId }) }, parsed.data);
     },
     { connection, prefix: env.QUEUE_PREFIX, concurrency: env.WORKER_CONCURRENCY, autorun: true },
   );

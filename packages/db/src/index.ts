@@ -7,3 +7,4 @@ export * from "./repositories/chunks.ts";
 export * from "./repositories/jobs.ts";
 export * from "./repositories/models.ts";
 export { JobPriority, JobStatus } from "./generated/enums.ts";
+export { GroupCommit } from "./group-commit.ts";

@@ -158,13 +158,6 @@ export async function startChunk(db: Database, chunkId: string): Promise<ChunkWo
   return rows[0] ? fromChunkRow(rows[0]) : null;
 }
 
-/**
- * Stores a chunk's results and adds them to its job's counts in one transaction. Only the first
- * completion of a chunk counts (a retried BullMQ job finds it done), so counts stay exact. A sealed
- * job becomes `succeeded` when every row is done, or `failed` when every row failed.
- * Returns the job's status after the update (with its latency once it finished), or null when the
- * chunk had been completed already.
- */
 /** How a chunk's rows ran: the provider, and the sizes of the onnxruntime runs they were part of. */
 export type ChunkExecution = {
   provider: string;
@@ -176,53 +169,84 @@ export type ChunkExecution = {
   runRowsSum: number;
 };
 
+export type ChunkCompletion = { chunkId: string; jobId: string; results: StoredRowResult[]; execution?: ChunkExecution };
+
+/**
+ * Stores chunks' results and adds them to their jobs' counts, all in one statement (so atomically,
+ * and for many chunks in one round trip: the worker writes concurrent completions together). Only
+ * the first completion of a chunk counts (a retried BullMQ job finds it done), so counts stay
+ * exact. A sealed job becomes `succeeded` when every row is done, or `failed` when every row failed.
+ * Returns, per chunk, its job's status after the update (with the job's latency once it finished),
+ * or null when the chunk had been completed already.
+ */
+export async function completeChunks(
+  db: Database,
+  completions: ChunkCompletion[],
+): Promise<({ status: JobStatus; latencySeconds: number | null } | null)[]> {
+  const input = completions.map((c) => {
+    const failed = c.results.filter((result) => "error" in result).length;
+    return {
+      chunk_id: c.chunkId,
+      job_id: c.jobId,
+      results: c.results,
+      succeeded: c.results.length - failed,
+      failed,
+      provider: c.execution?.provider ?? null,
+      run_min: c.execution?.runRowsMin ?? null,
+      run_max: c.execution?.runRowsMax ?? null,
+      run_sum: c.execution?.runRowsSum ?? 0,
+      ran: c.execution?.ranRows ?? 0,
+    };
+  });
+  const { rows } = await db.pool.query<{ chunk_id: string; status: JobStatus | null; latency_seconds: number | null }>(
+    `WITH input AS (
+       SELECT DISTINCT ON (x.chunk_id) x.* FROM json_to_recordset($1::json) AS x(
+         chunk_id text, job_id text, results json, succeeded int, failed int, provider text,
+         run_min int, run_max int, run_sum bigint, ran int)
+     ), chunk AS (
+       UPDATE job_chunks c SET status = 'done', results = i.results, completed_at = now(), attempts = c.attempts + 1
+         FROM input i WHERE c.id = i.chunk_id AND c.job_id = i.job_id AND c.status = 'queued'
+       RETURNING c.id, c.job_id
+     ), delta AS (
+       SELECT i.job_id, sum(i.succeeded)::int AS s, sum(i.failed)::int AS f, max(i.provider) AS provider,
+              min(i.run_min) AS run_min, max(i.run_max) AS run_max, sum(i.run_sum)::bigint AS run_sum, sum(i.ran)::int AS ran
+         FROM input i JOIN chunk ON chunk.id = i.chunk_id GROUP BY i.job_id
+     ), job AS (
+       UPDATE jobs j SET
+         succeeded_rows = j.succeeded_rows + d.s,
+         failed_rows = j.failed_rows + d.f,
+         started_at = COALESCE(j.started_at, now()),
+         status = (CASE
+           WHEN NOT j.sealed OR j.succeeded_rows + j.failed_rows + d.s + d.f < j.total_rows THEN 'running'
+           WHEN j.succeeded_rows + d.s = 0 THEN 'failed'
+           ELSE 'succeeded' END)::job_status,
+         completed_at = CASE WHEN j.sealed AND j.succeeded_rows + j.failed_rows + d.s + d.f >= j.total_rows THEN now() END,
+         error = CASE WHEN j.sealed AND j.succeeded_rows + d.s = 0 AND j.failed_rows + d.f >= j.total_rows THEN $2::jsonb ELSE j.error END,
+         provider = COALESCE(d.provider, j.provider),
+         batch_rows_min = LEAST(j.batch_rows_min, d.run_min),
+         batch_rows_max = GREATEST(j.batch_rows_max, d.run_max),
+         batch_rows_sum = j.batch_rows_sum + d.run_sum,
+         batched_rows = j.batched_rows + d.ran
+         FROM delta d WHERE j.id = d.job_id AND j.status IN ('queued', 'running')
+       RETURNING j.id, j.status, EXTRACT(EPOCH FROM (j.completed_at - j.created_at))::float8 AS latency_seconds
+     )
+     SELECT chunk.id AS chunk_id, job.status, job.latency_seconds FROM chunk JOIN job ON job.id = chunk.job_id`,
+    [JSON.stringify(input), ALL_ROWS_FAILED],
+  );
+  const byChunk = new Map(rows.map((row) => [row.chunk_id, row]));
+  return completions.map((c) => {
+    const row = byChunk.get(c.chunkId);
+    return row?.status ? { status: row.status, latencySeconds: row.latency_seconds } : null;
+  });
+}
+
+/** One chunk: see completeChunks. */
 export async function completeChunk(
   db: Database,
-  input: { chunkId: string; jobId: string; results: StoredRowResult[]; execution?: ChunkExecution },
+  completion: ChunkCompletion,
 ): Promise<{ status: JobStatus; latencySeconds: number | null } | null> {
-  const failed = input.results.filter((result) => "error" in result).length;
-  const succeeded = input.results.length - failed;
-  // One statement, so atomic without a transaction's extra round trips: the chunk is marked done
-  // only if it was not already, and the job is counted only if the chunk was.
-  const { rows } = await db.pool.query<{ status: JobStatus; latency_seconds: number | null }>(
-    `WITH chunk AS (
-       UPDATE job_chunks SET status = 'done', results = $2::json, completed_at = now(), attempts = attempts + 1
-        WHERE id = $1 AND status = 'queued'
-        RETURNING job_id
-     )
-     UPDATE jobs SET
-       succeeded_rows = succeeded_rows + $3,
-       failed_rows = failed_rows + $4,
-       started_at = COALESCE(started_at, now()),
-       status = (CASE
-         WHEN NOT sealed OR succeeded_rows + failed_rows + $3 + $4 < total_rows THEN 'running'
-         WHEN succeeded_rows + $3 = 0 THEN 'failed'
-         ELSE 'succeeded' END)::job_status,
-       completed_at = CASE WHEN sealed AND succeeded_rows + failed_rows + $3 + $4 >= total_rows THEN now() END,
-       error = CASE WHEN sealed AND succeeded_rows + $3 = 0 AND failed_rows + $4 >= total_rows THEN $5::jsonb ELSE error END,
-       provider = COALESCE($6, provider),
-       batch_rows_min = LEAST(batch_rows_min, $7),
-       batch_rows_max = GREATEST(batch_rows_max, $8),
-       batch_rows_sum = batch_rows_sum + $9,
-       batched_rows = batched_rows + $10
-     WHERE id = (SELECT job_id FROM chunk) AND id = $11 AND status IN ('queued', 'running')
-     RETURNING status, EXTRACT(EPOCH FROM (completed_at - created_at))::float8 AS latency_seconds`,
-    [
-      input.chunkId,
-      JSON.stringify(input.results),
-      succeeded,
-      failed,
-      ALL_ROWS_FAILED,
-      input.execution?.provider ?? null,
-      input.execution?.runRowsMin ?? null,
-      input.execution?.runRowsMax ?? null,
-      input.execution?.runRowsSum ?? 0,
-      input.execution?.ranRows ?? 0,
-      input.jobId,
-    ],
-  );
-  const row = rows[0];
-  return row ? { status: row.status, latencySeconds: row.latency_seconds } : null;
+  const [result] = await completeChunks(db, [completion]);
+  return result ?? null;
 }
 
 /**

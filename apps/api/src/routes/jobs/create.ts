@@ -113,7 +113,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<JobRecord>
   });
   if (errorCount > 0) throw validationError(errors, errorCount);
 
-  const { job, chunkIds } = await deps.jobWriter.write({
+  const { job, chunkIds } = await deps.jobWriter.add({
     tenantId,
     modelVersionId: modelVersion.id,
     // validateRow checked every row against the signature above.
