@@ -2,7 +2,7 @@
 // the file, and the worker and API services' own command and environment (read from the compose file
 // and the Dockerfile) run here as local processes, three workers sharing one queue, against the real
 // Postgres, Redis and onnxruntime.
-import { execFile, spawn } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -22,8 +22,18 @@ const CHUNK_ROWS = 32;
 /** Only what a container would also have; the rest of the environment comes from the image and compose. */
 const BASE_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp" };
 
+/**
+ * Debian's docker-compose validates compose files without a Docker engine. CI installs it (.ci/run)
+ * and must run these checks; on a developer machine without it they are skipped with a hint.
+ */
+const HAS_DOCKER_COMPOSE = spawnSync("docker-compose", ["version"], { stdio: "ignore" }).status === 0;
+const SKIP_COMPOSE_CHECKS = !HAS_DOCKER_COMPOSE && process.env.CI !== "true";
+if (SKIP_COMPOSE_CHECKS) {
+  console.warn("docker-compose is not installed: skipping the compose file checks (apt-get install -y docker-compose to run them)");
+}
+
 describe("docker/compose.yaml", () => {
-  it("is valid for docker-compose, and its api and worker run the image targets with the expected environment", async () => {
+  it.skipIf(SKIP_COMPOSE_CHECKS)("is valid for docker-compose, and its api and worker run the image targets with the expected environment", async () => {
     let stdout: string;
     try {
       // No variables set, so every ${VAR:-default} takes its default, as on a fresh machine.
@@ -69,7 +79,7 @@ describe("docker/compose.yaml", () => {
     expect(() => loadWorkerEnv(workerSpec.env)).not.toThrow();
   });
 
-  it("has a gpu profile whose worker reserves the NVIDIA devices and prefers CUDA, then WebGPU, then the CPU", async () => {
+  it.skipIf(SKIP_COMPOSE_CHECKS)("has a gpu profile whose worker reserves the NVIDIA devices and prefers CUDA, then WebGPU, then the CPU", async () => {
     const { stdout } = await promisify(execFile)("docker-compose", ["-f", COMPOSE_FILE, "--profile", "gpu", "config"], { cwd: ROOT, env: BASE_ENV });
     const gpu = (parse(stdout) as { services: Record<string, { build?: { target?: string }; environment?: Record<string, string>; deploy?: unknown; profiles?: string[] }> }).services["worker-gpu"];
     // Only with --profile gpu: a plain `up` starts no GPU worker.
