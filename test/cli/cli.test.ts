@@ -93,6 +93,7 @@ describe("coalesce against running API and worker processes", () => {
     expect(status.stdout).toMatch(new RegExp(`^job\\s+${job.id}$`, "m"));
     expect(status.stdout).toMatch(/^status\s+succeeded$/m);
     expect(status.stdout).toMatch(/^rows\s+10: 10 scored, 0 failed$/m);
+    expect(status.stdout).toMatch(/^ran on\s+cpu, in onnxruntime runs of \d+-\d+ rows/m);
 
     const json = await coalesce(["status", job.id, "--json"]);
     expect(JSON.parse(json.stdout)).toMatchObject({ id: job.id, status: "succeeded", counts: { total: 10, succeeded: 10, failed: 0 } });
@@ -108,6 +109,11 @@ describe("coalesce against running API and worker processes", () => {
     const list = await coalesce(["jobs", "list"]);
     expect(list.code, list.stderr).toBe(0);
     expect(list.stdout).toMatch(new RegExp(`^${job.id}\\s+succeeded\\s+iris@1\\s+10\\s+0\\s+100%`, "m"));
+
+    // A finished job cannot be cancelled: the API's 409 comes through as one line.
+    const cancel = await coalesce(["cancel", job.id]);
+    expect(cancel.code).toBe(1);
+    expect(cancel.stderr).toContain("has already finished");
   });
 
   it("submit uploads a CSV, waits with progress and writes the results file", async () => {

@@ -6,6 +6,7 @@ import type { z } from "zod";
 const TITLES: Record<ErrorCode, string> = {
   unauthorized: "Unauthorized",
   not_found: "Not found",
+  conflict: "Conflict",
   validation_failed: "Validation failed",
   invalid_json: "Malformed JSON",
   unsupported_media_type: "Unsupported media type",

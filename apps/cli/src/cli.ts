@@ -3,13 +3,22 @@ import type { Command } from "./command.ts";
 import { jobsListCommand } from "./commands/jobs.ts";
 import { modelsListCommand, modelsPushCommand } from "./commands/models.ts";
 import { resultsCommand } from "./commands/results.ts";
+import { cancelCommand } from "./commands/cancel.ts";
 import { statusCommand } from "./commands/status.ts";
 import { submitCommand } from "./commands/submit.ts";
 import { createContext, type Io } from "./context.ts";
 import { DEFAULT_URL, parseCliEnv } from "./env.ts";
 import { describeError, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
 
-export const COMMANDS: Command[] = [submitCommand, statusCommand, resultsCommand, modelsPushCommand, modelsListCommand, jobsListCommand];
+export const COMMANDS: Command[] = [
+  submitCommand,
+  statusCommand,
+  resultsCommand,
+  cancelCommand,
+  modelsPushCommand,
+  modelsListCommand,
+  jobsListCommand,
+];
 /** Words that only group commands (`coalesce models push`). */
 const GROUPS = new Set(COMMANDS.filter((command) => command.name.includes(" ")).map((command) => command.name.split(" ")[0]));
 

@@ -150,6 +150,10 @@ export function createClient(options: ClientOptions) {
     return callJson(JobSchema, { method: "GET", path: jobPath(id) });
   }
 
+  async function cancelJob(id: string): Promise<Job> {
+    return callJson(JobSchema, { method: "POST", path: `${jobPath(id)}/cancel` });
+  }
+
   async function getResults(id: string, page: PageOptions = {}): Promise<JobResults> {
     return callJson(JobResultsSchema, { method: "GET", path: `${jobPath(id)}/results`, query: pageQuery(page) });
   }
@@ -217,6 +221,8 @@ export function createClient(options: ClientOptions) {
     },
 
     getJob,
+    /** Cancels an unfinished job; rows already scored keep their results. 409 when it had finished. */
+    cancelJob,
 
     /** The caller's jobs, newest first. */
     async listJobs(page: PageOptions = {}): Promise<JobList> {

@@ -4,6 +4,7 @@ import { z } from "@hono/zod-openapi";
 export const ERROR_CODES = [
   "unauthorized",
   "not_found",
+  "conflict",
   "validation_failed",
   "invalid_json",
   "unsupported_media_type",
@@ -19,6 +20,7 @@ export type ErrorCode = z.infer<typeof ErrorCodeSchema>;
 export const ERROR_STATUS = {
   unauthorized: 401,
   not_found: 404,
+  conflict: 409,
   validation_failed: 422,
   invalid_json: 400,
   unsupported_media_type: 415,

@@ -47,6 +47,10 @@ export function describeJob(job: Job): string {
     ["rows", `${formatCount(total)}: ${formatCount(succeeded)} scored, ${formatCount(failed)} failed`],
   ];
   if (job.id_column !== null) rows.push(["id column", job.id_column]);
+  const runs = job.execution.batch_rows;
+  if (job.execution.provider && runs) {
+    rows.push(["ran on", `${job.execution.provider}, in onnxruntime runs of ${runs.min}-${runs.max} rows (mean ${runs.mean})`]);
+  }
   rows.push(["created", job.created_at]);
   if (job.started_at) rows.push(["started", job.started_at]);
   if (job.completed_at) rows.push(["completed", `${job.completed_at} (${formatDuration(seconds)}${rate ? `, ${rate}` : ""})`]);

@@ -226,3 +226,28 @@ export const ALL_ROWS_FAILED = JSON.stringify({
   code: "all_rows_failed",
   message: "every row of the job failed; see each row's error in the results",
 });
+
+/**
+ * Cancels a tenant's unfinished job: it ends `cancelled` at once, rows already scored keep their
+ * results, and the chunks still waiting are returned so the caller can take them off the queue
+ * (a worker that picks one up anyway skips it). Null when there is no such job; `cancelled: false`
+ * when it had already finished.
+ */
+export async function cancelJob(
+  db: Database,
+  tenantId: string,
+  id: string,
+): Promise<{ job: JobRecord; cancelled: boolean; queuedChunkIds: string[] } | null> {
+  const updated = await db.pool.query(
+    `UPDATE jobs SET status = 'cancelled', completed_at = now()
+      WHERE id = $1 AND tenant_id = $2 AND status IN ('queued', 'running')`,
+    [id, tenantId],
+  );
+  const job = await findJob(db, tenantId, id);
+  if (!job) return null;
+  const cancelled = (updated.rowCount ?? 0) > 0;
+  const { rows } = cancelled
+    ? await db.pool.query<{ id: string }>(`SELECT id FROM job_chunks WHERE job_id = $1 AND status = 'queued'`, [id])
+    : { rows: [] };
+  return { job, cancelled, queuedChunkIds: rows.map((row) => row.id) };
+}

@@ -1,5 +1,6 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
+import { registerCancelJob } from "./cancel.ts";
 import { registerCreateJob } from "./create.ts";
 import { registerGetJob } from "./get.ts";
 import { registerListJobs } from "./list.ts";
@@ -10,4 +11,5 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
   registerListJobs(app, deps);
   registerGetJob(app, deps);
   registerGetJobResults(app, deps);
+  registerCancelJob(app, deps);
 }

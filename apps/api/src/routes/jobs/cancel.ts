@@ -1,0 +1,38 @@
+import { JobSchema } from "@coalesce/contracts";
+import { cancelJob } from "@coalesce/db";
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { problem } from "../responses.ts";
+import { JobIdParamsSchema } from "./params.ts";
+import { presentJob } from "./present.ts";
+
+export const cancelJobRoute = createRoute({
+  method: "post",
+  path: "/v1/jobs/{id}/cancel",
+  tags: ["Jobs"],
+  summary: "Cancel a job",
+  description:
+    "Stops an unfinished job: it ends `cancelled` at once and its waiting chunks leave the queue. Rows " +
+    "already scored keep their results, readable as usual; chunks being scored at that moment finish " +
+    "and are stored but not counted.",
+  request: { params: JobIdParamsSchema },
+  responses: {
+    200: { description: "The cancelled job", content: { "application/json": { schema: JobSchema } } },
+    404: problem("No such job"),
+    409: problem("The job had already finished"),
+  },
+});
+
+export function registerCancelJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(cancelJobRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const outcome = await cancelJob(deps.db, c.get("tenantId"), id);
+    if (!outcome) throw new ApiError("not_found", `no job '${id}'`);
+    if (!outcome.cancelled) throw new ApiError("conflict", `job '${id}' has already finished (${outcome.job.status})`);
+    // Workers skip chunks of a cancelled job, so a chunk missed here (taken meanwhile) does no harm.
+    const removed = await Promise.all(outcome.queuedChunkIds.map((chunkId) => deps.queue.remove(chunkId).catch(() => 0)));
+    c.get("logger").info({ jobId: id, unqueued: removed.filter((n) => n === 1).length }, "job cancelled");
+    return c.json(presentJob(outcome.job), 200);
+  });
+}
