@@ -9,7 +9,7 @@ import { createJobWriter } from "../../apps/api/src/ingest/job-writer.ts";
 import { createApiMetrics } from "../../apps/api/src/metrics.ts";
 import { connectDatabase, DEFAULT_DATABASE_URL, migrate, upsertApiKey, type Database } from "@coalesce/db";
 import { createModelStore } from "@coalesce/models";
-import { createPredictQueue, createRedisConnection, DEFAULT_REDIS_URL } from "@coalesce/queue";
+import { createPredictQueue, createRedisConnection, DEFAULT_REDIS_URL, JobFinishedEvents } from "@coalesce/queue";
 import pino from "pino";
 import pg from "pg";
 
@@ -90,6 +90,7 @@ export function createTestApi(services: TestServices, limits: Partial<ApiDeps["l
     queue,
     metrics: createApiMetrics(queue, redis, services.queuePrefix),
     jobWriter: createJobWriter(db, queue, pino({ level: "silent" })),
+    jobEvents: new JobFinishedEvents(redis, services.queuePrefix),
     queuePrefix: services.queuePrefix,
     modelStore: createModelStore(services.modelStoreDir),
     logger: pino({ level: "silent" }),
@@ -106,6 +107,7 @@ export function createTestApi(services: TestServices, limits: Partial<ApiDeps["l
     },
     async close() {
       await deps.queue.close();
+      deps.jobEvents.close();
       redis.disconnect();
       await db.close();
     },

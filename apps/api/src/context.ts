@@ -1,4 +1,5 @@
 import type { CreatedJob, CreateJobInput, Database, GroupCommit } from "@coalesce/db";
+import type { JobFinishedEvents } from "@coalesce/queue";
 import type { HttpBindings } from "@hono/node-server";
 import type { ModelStore } from "@coalesce/models";
 import type { PredictQueue } from "@coalesce/queue";
@@ -30,6 +31,8 @@ export type ApiDeps = {
   metrics: ApiMetrics;
   /** Stores and queues JSON jobs, concurrent ones together. */
   jobWriter: GroupCommit<CreateJobInput, CreatedJob>;
+  /** Wakes long-polls (GET /v1/jobs/{id}?wait=N) when a job finishes. */
+  jobEvents: JobFinishedEvents;
   /** BullMQ key prefix, where workers also publish their status. */
   queuePrefix: string;
 };

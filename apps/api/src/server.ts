@@ -1,6 +1,6 @@
 import { connectDatabase, migrate, upsertApiKey } from "@coalesce/db";
 import { createModelStore } from "@coalesce/models";
-import { createPredictQueue, createRedisConnection } from "@coalesce/queue";
+import { createPredictQueue, createRedisConnection, JobFinishedEvents } from "@coalesce/queue";
 import { serve, type ServerType } from "@hono/node-server";
 import type { Logger } from "pino";
 import { createApp } from "./app.ts";
@@ -35,6 +35,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     logger,
     metrics: createApiMetrics(queue, redis, env.QUEUE_PREFIX),
     jobWriter: createJobWriter(db, queue, logger),
+    jobEvents: new JobFinishedEvents(redis, env.QUEUE_PREFIX),
     queuePrefix: env.QUEUE_PREFIX,
     limits: {
       chunkRows: env.CHUNK_ROWS,
@@ -56,6 +57,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await queue.close();
+      deps.jobEvents.close();
       redis.disconnect();
       await db.close();
     },

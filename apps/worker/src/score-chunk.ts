@@ -31,6 +31,8 @@ export type ScoreChunkDeps = {
   models: ModelCache;
   batchers: BatcherRegistry<RowWork, RowOutcome>;
   metrics: WorkerMetrics;
+  /** Announces a job that this worker just finished (long-polls answer at once). */
+  onJobFinished: (jobId: string) => void;
   logger: Logger;
 };
 
@@ -106,6 +108,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
   if (done && (done.status === "succeeded" || done.status === "failed")) {
     if (done.latencySeconds !== null) deps.metrics.jobLatency.observe(labels, done.latencySeconds);
     deps.logger.debug({ status: done.status, latencySeconds: done.latencySeconds }, "job finished");
+    deps.onJobFinished(chunk.jobId);
   }
 }
 
@@ -115,10 +118,14 @@ function inferenceError(error: Error): RowError {
   return { code: "inference_failed", message };
 }
 
-/** Records every row of a chunk as failed, after its retries ran out, so its job can still finish. */
-export async function failChunk(db: Database, chunkId: string, reason: string): Promise<void> {
+/**
+ * Records every row of a chunk as failed, after its retries ran out, so its job can still finish.
+ * Returns the job id when that finished the job.
+ */
+export async function failChunk(db: Database, chunkId: string, reason: string): Promise<string | null> {
   const chunk = await loadChunk(db, chunkId);
-  if (!chunk || chunk.done) return;
+  if (!chunk || chunk.done) return null;
   const error: RowError = { code: "chunk_failed", message: reason };
-  await completeChunk(db, { chunkId, jobId: chunk.jobId, results: chunk.inputs.map(() => ({ error })) });
+  const done = await completeChunk(db, { chunkId, jobId: chunk.jobId, results: chunk.inputs.map(() => ({ error })) });
+  return done && (done.status === "succeeded" || done.status === "failed") ? chunk.jobId : null;
 }

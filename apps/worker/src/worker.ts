@@ -2,7 +2,14 @@ import { hostname } from "node:os";
 import { ChunkJobSchema, type ChunkJob } from "@coalesce/contracts";
 import { completeChunks, connectDatabase, GroupCommit, migrate } from "@coalesce/db";
 import { createModelStore, probeExecutionProviders } from "@coalesce/models";
-import { createPredictQueue, createRedisConnection, PREDICT_QUEUE, publishWorkerStatus, removeWorkerStatus } from "@coalesce/queue";
+import {
+  createPredictQueue,
+  createRedisConnection,
+  PREDICT_QUEUE,
+  publishJobFinished,
+  publishWorkerStatus,
+  removeWorkerStatus,
+} from "@coalesce/queue";
 import { UnrecoverableError, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
@@ -46,6 +53,10 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const metrics = createWorkerMetrics(queue);
   metrics.provider.set({ provider: probe.provider }, 1);
 
+  const onJobFinished = (jobId: string) => {
+    publishJobFinished(connection, env.QUEUE_PREFIX, jobId).catch((error: unknown) => logger.warn({ err: error, jobId }, "could not announce a finished job"));
+  };
+
   const batchers = new BatcherRegistry<RowWork, RowOutcome>((key) => {
     const { modelVersionId, rowBytes } = parseBatcherKey(key);
     return {
@@ -80,7 +91,10 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     async (job) => {
       const parsed = ChunkJobSchema.safeParse(job.data);
       if (!parsed.success) throw new UnrecoverableError(`malformed chunk payload: ${parsed.error.message}`);
-      await scoreChunk({ db, completions, models, batchers, metrics, logger: logger.child({ jobId: parsed.data.jobId }) }, parsed.data);
+      await scoreChunk(
+        { db, completions, models, batchers, metrics, onJobFinished, logger: logger.child({ jobId: parsed.data.jobId }) },
+        parsed.data,
+      );
     },
     { connection, prefix: env.QUEUE_PREFIX, concurrency: env.WORKER_CONCURRENCY, autorun: true },
   );
@@ -89,8 +103,9 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     const final = error instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
     logger[final ? "error" : "warn"]({ chunkId: job.id, attempt: job.attemptsMade, err: error }, "chunk failed");
     if (final) {
-      failChunk(db, job.data.chunkId, `gave up after ${job.attemptsMade} attempts: ${error.message}`).catch((err: unknown) =>
-        logger.error({ err, chunkId: job.id }, "could not record a failed chunk"),
+      failChunk(db, job.data.chunkId, `gave up after ${job.attemptsMade} attempts: ${error.message}`).then(
+        (finishedJob) => finishedJob && onJobFinished(finishedJob),
+        (err: unknown) => logger.error({ err, chunkId: job.id }, "could not record a failed chunk"),
       );
     }
   });

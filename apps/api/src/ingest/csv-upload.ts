@@ -1,6 +1,6 @@
 import type { FieldError, JobPriority, RowError, TensorRow } from "@coalesce/contracts";
 import { deleteJob, insertChunk, openUploadJob, sealJob, type JobRecord, type ModelVersionRecord } from "@coalesce/db";
-import { enqueueChunks } from "@coalesce/queue";
+import { enqueueChunks, publishJobFinished } from "@coalesce/queue";
 import { parse } from "csv-parse";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
@@ -135,7 +135,9 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
     await flush();
     await Promise.all(writing);
     if (writeFailure) throw writeFailure;
-    await sealJob(deps.db.prisma, job.id, rowCount);
+    const sealed = await sealJob(deps.db.prisma, job.id, rowCount);
+    // Every chunk may have been scored before the upload ended: then the job finished just now.
+    if (sealed === "succeeded" || sealed === "failed") await publishJobFinished(deps.redis, deps.queuePrefix, job.id);
     input.log.info({ jobId: job.id, rows: rowCount, failedRows: errorCount, chunks: chunkIds.length }, "csv upload accepted");
     return { ...job, totalRows: rowCount, sealed: true };
   } catch (error) {

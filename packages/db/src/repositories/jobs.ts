@@ -205,8 +205,8 @@ export async function openUploadJob(
  * Ends an upload: sets the row count and lets the job finish, finishing it now if the workers
  * already scored every row while the upload was still running.
  */
-export async function sealJob(db: DbClient, jobId: string, totalRows: number): Promise<void> {
-  await db.$executeRaw`
+export async function sealJob(db: DbClient, jobId: string, totalRows: number): Promise<JobStatus | null> {
+  const rows = await db.$queryRaw<{ status: JobStatus }[]>`
     UPDATE jobs SET total_rows = ${totalRows}, sealed = true,
       status = (CASE
         WHEN succeeded_rows + failed_rows < ${totalRows} THEN status::text
@@ -214,7 +214,9 @@ export async function sealJob(db: DbClient, jobId: string, totalRows: number): P
         ELSE 'succeeded' END)::job_status,
       completed_at = CASE WHEN succeeded_rows + failed_rows >= ${totalRows} THEN now() ELSE completed_at END,
       error = CASE WHEN succeeded_rows = 0 AND failed_rows >= ${totalRows} THEN ${ALL_ROWS_FAILED}::jsonb ELSE error END
-    WHERE id = ${jobId}`;
+    WHERE id = ${jobId}
+    RETURNING status`;
+  return rows[0]?.status ?? null;
 }
 
 /** Deletes a job with its rows and results (the chunks cascade). */
