@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   CreateJobRequestSchema,
   CsvUploadQuerySchema,
@@ -6,7 +7,15 @@ import {
   type FieldError,
   type TensorRow,
 } from "@coalesce/contracts";
-import { resolveModelVersion, type JobRecord } from "@coalesce/db";
+import {
+  claimIdempotencyKey,
+  findJob,
+  IDEMPOTENCY_WINDOW_HOURS,
+  recordIdempotentJob,
+  releaseIdempotencyKey,
+  resolveModelVersion,
+  type JobRecord,
+} from "@coalesce/db";
 import { validateRow } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
@@ -42,6 +51,12 @@ export const createJobRoute = createRoute({
     "`ignore`; `map.INPUT=colA,colB` (repeatable) names each input's columns instead.\n\n" +
     "Poll GET /v1/jobs/{id} until it is finished, then read GET /v1/jobs/{id}/results.",
   request: {
+    headers: z.object({
+      "idempotency-key": z.string().optional().openapi({
+        description: "JSON jobs: a repeat of the same request with the same key within 24 h returns the original job (header Idempotent-Replayed: true); the same key with another body is refused (422).",
+        example: "order-2026-11-25-0042",
+      }),
+    }),
     query: CsvUploadQuerySchema.partial().extend({
       "map.INPUT": z.string().optional().openapi({ description: "CSV: the columns of input INPUT, comma-separated; repeat for each input", example: "sepal_length,sepal_width,petal_length,petal_width" }),
     }),
@@ -62,7 +77,8 @@ export const createJobRoute = createRoute({
     404: problem("No such model or model version"),
     413: problem("The body is larger than MAX_BODY_BYTES (JSON) or MAX_UPLOAD_BYTES (CSV)"),
     415: problem("The body is neither JSON nor CSV"),
-    422: problem("A row does not fit the model's inputs; `errors` names each place"),
+    409: problem("A request with the same Idempotency-Key is still being written"),
+    422: problem("A row does not fit the model's inputs (`errors` names each place), or the Idempotency-Key was used with another body"),
   },
 });
 
@@ -74,15 +90,22 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
   });
   app.openapi(createJobRoute, async (c) => {
     const format = isCsvUpload(c) ? "csv" : "json";
-    const job = format === "csv" ? await acceptCsv(c, deps) : await acceptJson(c, deps);
-    deps.metrics.jobs.inc({ format });
-    deps.metrics.rows.inc({ format }, job.totalRows);
+    const { job, replayed } = format === "csv" ? { job: await acceptCsv(c, deps), replayed: false } : await acceptJson(c, deps);
+    if (replayed) {
+      c.header("Idempotent-Replayed", "true");
+    } else {
+      deps.metrics.jobs.inc({ format });
+      deps.metrics.rows.inc({ format }, job.totalRows);
+    }
     return c.json(presentJob(job), 202);
   });
 }
 
-/** JSON rows: every row checked against the model's signature, then stored and queued together. */
-async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<JobRecord> {
+/**
+ * JSON rows: every row checked against the model's signature, then stored and queued together. With
+ * an Idempotency-Key, a repeat of the same request within 24 h returns the original job instead.
+ */
+async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: JobRecord; replayed: boolean }> {
   const contentType = c.req.header("content-type") ?? "";
   if (!contentType && !c.req.raw.body) {
     // No body at all: say what a JSON job needs rather than which media types exist.
@@ -113,16 +136,59 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<JobRecord>
   });
   if (errorCount > 0) throw validationError(errors, errorCount);
 
-  const { job, chunkIds } = await deps.jobWriter.add({
-    tenantId,
-    modelVersionId: modelVersion.id,
-    // validateRow checked every row against the signature above.
-    rows: body.inputs as TensorRow[],
-    chunkRows: deps.limits.chunkRows,
-    priority,
-  });
-  c.get("logger").info({ jobId: job.id, rows: job.totalRows, chunks: chunkIds.length, model: job.model }, "job accepted");
-  return job;
+  const idempotencyKey = c.req.header("idempotency-key");
+  if (idempotencyKey !== undefined) {
+    const earlier = await claimKey(deps, tenantId, idempotencyKey, body);
+    if (earlier) return { job: earlier, replayed: true };
+  }
+  let created;
+  try {
+    created = await deps.jobWriter.add({
+      tenantId,
+      modelVersionId: modelVersion.id,
+      // validateRow checked every row against the signature above.
+      rows: body.inputs as TensorRow[],
+      chunkRows: deps.limits.chunkRows,
+      priority,
+    });
+  } catch (error) {
+    if (idempotencyKey !== undefined) await releaseIdempotencyKey(deps.db, tenantId, idempotencyKey).catch(() => {});
+    throw error;
+  }
+  if (idempotencyKey !== undefined) await recordIdempotentJob(deps.db, tenantId, idempotencyKey, created.job.id);
+  c.get("logger").info({ jobId: created.job.id, rows: created.job.totalRows, chunks: created.chunkIds.length, model: created.job.model }, "job accepted");
+  return { job: created.job, replayed: false };
+}
+
+/** How long a repeat waits for the first request with its key to finish writing. */
+const IN_PROGRESS_WAIT_MS = 10_000;
+
+/**
+ * Claims an Idempotency-Key for this request, or returns the job an earlier request with the same
+ * key and body created. The same key with another body is refused (422).
+ */
+async function claimKey(deps: ApiDeps, tenantId: string, key: string, body: CreateJobRequest): Promise<JobRecord | null> {
+  if (key.length === 0 || key.length > 255) {
+    throw validationError([{ field: "Idempotency-Key", message: "expected 1 to 255 characters" }]);
+  }
+  const requestHash = createHash("sha256").update(JSON.stringify(body)).digest("hex");
+  const deadline = Date.now() + IN_PROGRESS_WAIT_MS;
+  for (;;) {
+    const claim = await claimIdempotencyKey(deps.db, tenantId, key, requestHash);
+    if (claim.kind === "claimed") return null;
+    if (claim.kind === "mismatch") {
+      throw validationError([
+        { field: "Idempotency-Key", message: `was used with a different request in the last ${IDEMPOTENCY_WINDOW_HOURS} h; use a new key for a new request` },
+      ]);
+    }
+    if (claim.kind === "replay") {
+      const job = await findJob(deps.db, tenantId, claim.jobId);
+      if (job) return job;
+    }
+    // The first request with this key is still writing its job: wait for it.
+    if (Date.now() > deadline) throw new ApiError("conflict", "a request with this Idempotency-Key is still in progress; retry shortly");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 function isCsvUpload(c: Context): boolean {

@@ -1,0 +1,42 @@
+import type { Database } from "../connection.ts";
+
+/** How long a key holds: a retry within this window gets the original job. */
+export const IDEMPOTENCY_WINDOW_HOURS = 24;
+
+export type IdempotencyClaim =
+  | { kind: "claimed" }
+  | { kind: "replay"; jobId: string }
+  | { kind: "in_progress" }
+  | { kind: "mismatch" };
+
+/**
+ * Claims a tenant's Idempotency-Key for a request, atomically (the primary key decides between
+ * concurrent requests, across API replicas). A key older than the window is taken over.
+ */
+export async function claimIdempotencyKey(db: Database, tenantId: string, key: string, requestHash: string): Promise<IdempotencyClaim> {
+  const claimed = await db.pool.query(
+    `INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ($1, $2, $3)
+     ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, job_id = NULL, created_at = now()
+       WHERE idempotency_keys.created_at < now() - make_interval(hours => ${IDEMPOTENCY_WINDOW_HOURS})
+     RETURNING key`,
+    [tenantId, key, requestHash],
+  );
+  if ((claimed.rowCount ?? 0) > 0) return { kind: "claimed" };
+  const { rows } = await db.pool.query<{ request_hash: string; job_id: string | null }>(
+    `SELECT request_hash, job_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
+    [tenantId, key],
+  );
+  const row = rows[0];
+  if (!row) return claimIdempotencyKey(db, tenantId, key, requestHash);
+  if (row.request_hash !== requestHash) return { kind: "mismatch" };
+  return row.job_id ? { kind: "replay", jobId: row.job_id } : { kind: "in_progress" };
+}
+
+export async function recordIdempotentJob(db: Database, tenantId: string, key: string, jobId: string): Promise<void> {
+  await db.pool.query(`UPDATE idempotency_keys SET job_id = $3 WHERE tenant_id = $1 AND key = $2`, [tenantId, key, jobId]);
+}
+
+/** Frees a key whose request failed, so a retry can use it. */
+export async function releaseIdempotencyKey(db: Database, tenantId: string, key: string): Promise<void> {
+  await db.pool.query(`DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND job_id IS NULL`, [tenantId, key]);
+}

@@ -1,0 +1,78 @@
+import type { Job } from "@coalesce/contracts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectProblem, fixture, irisRows, uploadModel } from "../support/http.ts";
+import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+
+let services: TestServices;
+let api: TestApi;
+let auth: string;
+
+beforeAll(async () => {
+  services = await createTestServices();
+  api = createTestApi(services);
+  auth = await api.createTenant("idempotency");
+  expect((await uploadModel(api, auth, "iris", fixture("iris.onnx"))).status).toBe(201);
+});
+
+afterAll(async () => {
+  await api?.close();
+  await services?.cleanup();
+});
+
+async function submit(body: unknown, key?: string, who = auth): Promise<Response> {
+  return api.app.request("/v1/jobs", {
+    method: "POST",
+    headers: { Authorization: who, "Content-Type": "application/json", ...(key === undefined ? {} : { "Idempotency-Key": key }) },
+    body: JSON.stringify(body),
+  });
+}
+
+async function jobCount(): Promise<number> {
+  return api.db.prisma.job.count();
+}
+
+describe("Idempotency-Key on POST /v1/jobs", () => {
+  const body = { model: "iris", inputs: irisRows(3) };
+
+  it("returns the original job for a repeat of the same request", async () => {
+    const first = await submit(body, "key-1");
+    expect(first.status).toBe(202);
+    expect(first.headers.get("idempotent-replayed")).toBeNull();
+    const before = await jobCount();
+    const again = await submit(body, "key-1");
+    expect(again.status).toBe(202);
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(((await again.json()) as Job).id).toBe(((await first.json()) as Job).id);
+    expect(await jobCount()).toBe(before);
+  });
+
+  it("refuses the same key with another body", async () => {
+    expect((await submit(body, "key-2")).status).toBe(202);
+    const problem = await expectProblem(await submit({ ...body, inputs: irisRows(4) }, "key-2"), 422, "validation_failed");
+    expect(problem.errors?.[0]?.field).toBe("Idempotency-Key");
+  });
+
+  it("creates one job for concurrent requests with one key", async () => {
+    const before = await jobCount();
+    const responses = await Promise.all(Array.from({ length: 6 }, () => submit(body, "key-3")));
+    const ids = await Promise.all(responses.map(async (r) => ((await r.json()) as Job).id));
+    expect(responses.map((r) => r.status)).toEqual(Array(6).fill(202));
+    expect(new Set(ids).size).toBe(1);
+    expect(await jobCount()).toBe(before + 1);
+  });
+
+  it("keeps keys per tenant, and without a key every request is a new job", async () => {
+    const other = await api.createTenant("idempotency-other");
+    expect((await uploadModel(api, other, "iris", fixture("iris.onnx"))).status).toBe(201);
+    const mine = (await (await submit(body, "shared")).json()) as Job;
+    const theirs = (await (await submit(body, "shared", other)).json()) as Job;
+    expect(theirs.id).not.toBe(mine.id);
+    const a = (await (await submit(body)).json()) as Job;
+    const b = (await (await submit(body)).json()) as Job;
+    expect(a.id).not.toBe(b.id);
+  });
+
+  it("refuses an empty or overlong key", async () => {
+    await expectProblem(await submit(body, "x".repeat(256)), 422, "validation_failed");
+  });
+});
