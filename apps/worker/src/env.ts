@@ -35,6 +35,8 @@ export const WorkerEnvSchema = z.object({
   INTRA_OP_THREADS: intVar(0, 0, 1024),
   /** How often to re-enqueue chunks Postgres has and Redis lost; 0 turns it off. */
   RECONCILE_INTERVAL_MS: intVar(30_000, 0),
+  /** Finished jobs (inputs and results) are deleted this many days after they finish; 0 keeps them. */
+  RETENTION_DAYS: intVar(30, 0, 36_500),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
 });

@@ -18,6 +18,7 @@ import { ModelCache } from "./inference/model-cache.ts";
 import { runBatch } from "./inference/run-batch.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { startReconciler } from "./reconcile.ts";
+import { startRetention } from "./retention.ts";
 import { failChunk, parseBatcherKey, scoreChunk, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
 
 export type RunningWorker = {
@@ -117,6 +118,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const heartbeat = () => publishWorkerStatus(connection, env.QUEUE_PREFIX, status).catch((error: unknown) => logger.warn({ err: error }, "heartbeat failed"));
   await heartbeat();
   const heartbeatTimer = setInterval(() => void heartbeat(), 10_000);
+  const stopRetention = env.RETENTION_DAYS > 0 ? startRetention(db, env.RETENTION_DAYS, logger) : () => {};
   const stopReconciler =
     env.RECONCILE_INTERVAL_MS > 0
       ? startReconciler(db, queue, { intervalMs: env.RECONCILE_INTERVAL_MS, graceMs: env.RECONCILE_INTERVAL_MS }, logger)
@@ -144,6 +146,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       clearInterval(heartbeatTimer);
       await removeWorkerStatus(connection, env.QUEUE_PREFIX, status.id).catch(() => {});
       stopReconciler();
+      stopRetention();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await worker.close();
       await queue.close();

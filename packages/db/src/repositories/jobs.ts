@@ -253,3 +253,33 @@ export async function cancelJob(
     : { rows: [] };
   return { job, cancelled, queuedChunkIds: rows.map((row) => row.id) };
 }
+
+/**
+ * Deletes a tenant's job with its rows and results now, whatever its state. Returns the ids of the
+ * chunks it still had waiting (for the caller to take off the queue), or null when there is no
+ * such job.
+ */
+export async function deleteTenantJob(db: Database, tenantId: string, id: string): Promise<{ queuedChunkIds: string[] } | null> {
+  const { rows } = await db.pool.query<{ chunk_id: string | null }>(
+    `WITH gone AS (DELETE FROM jobs WHERE id = $1 AND tenant_id = $2 RETURNING id)
+     SELECT c.id AS chunk_id FROM gone LEFT JOIN job_chunks c ON c.job_id = gone.id AND c.status = 'queued'`,
+    [id, tenantId],
+  );
+  if (rows.length === 0) return null;
+  return { queuedChunkIds: rows.map((row) => row.chunk_id).filter((chunkId): chunkId is string => chunkId !== null) };
+}
+
+/**
+ * Retention: deletes finished jobs (with their rows and results) completed more than `olderThanDays`
+ * ago, at most `limit` per call so one sweep never holds locks for long. Returns how many went.
+ */
+export async function deleteExpiredJobs(db: Database, olderThanDays: number, limit = 1000): Promise<number> {
+  const result = await db.pool.query(
+    `DELETE FROM jobs WHERE id IN (
+       SELECT id FROM jobs
+        WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at < now() - make_interval(days => $1)
+        LIMIT $2)`,
+    [olderThanDays, limit],
+  );
+  return result.rowCount ?? 0;
+}

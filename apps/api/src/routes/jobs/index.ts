@@ -2,6 +2,7 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { registerCancelJob } from "./cancel.ts";
 import { registerCreateJob } from "./create.ts";
+import { registerDeleteJob } from "./delete.ts";
 import { registerGetJob } from "./get.ts";
 import { registerListJobs } from "./list.ts";
 import { registerGetJobResults } from "./results.ts";
@@ -12,4 +13,5 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
   registerGetJob(app, deps);
   registerGetJobResults(app, deps);
   registerCancelJob(app, deps);
+  registerDeleteJob(app, deps);
 }

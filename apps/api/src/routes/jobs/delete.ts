@@ -1,0 +1,35 @@
+import { deleteTenantJob } from "@coalesce/db";
+import { publishJobFinished } from "@coalesce/queue";
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { problem } from "../responses.ts";
+import { JobIdParamsSchema } from "./params.ts";
+
+export const deleteJobRoute = createRoute({
+  method: "delete",
+  path: "/v1/jobs/{id}",
+  tags: ["Jobs"],
+  summary: "Delete a job",
+  description:
+    "Deletes a job with its inputs and results now, whatever its state (an unfinished one stops). Finished " +
+    "jobs are also deleted automatically RETENTION_DAYS after they finish (30 by default).",
+  request: { params: JobIdParamsSchema },
+  responses: {
+    204: { description: "Deleted" },
+    404: problem("No such job"),
+  },
+});
+
+export function registerDeleteJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(deleteJobRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const deleted = await deleteTenantJob(deps.db, c.get("tenantId"), id);
+    if (!deleted) throw new ApiError("not_found", `no job '${id}'`);
+    // Workers skip chunks whose job is gone; taking them off the queue just saves the work.
+    await Promise.all(deleted.queuedChunkIds.map((chunkId) => deps.queue.remove(chunkId).catch(() => 0)));
+    await publishJobFinished(deps.redis, deps.queuePrefix, id);
+    c.get("logger").info({ jobId: id }, "job deleted");
+    return c.body(null, 204);
+  });
+}

@@ -1,0 +1,33 @@
+import { deleteExpiredJobs, type Database } from "@coalesce/db";
+import type { Logger } from "pino";
+
+const SWEEP_EVERY_MS = 60 * 60 * 1000;
+
+/**
+ * Deletes finished jobs older than `days` (inputs and results with them), at start and hourly.
+ * Several workers may sweep at once: a job is deleted once, the others find nothing.
+ */
+export function startRetention(db: Database, days: number, logger: Logger): () => void {
+  let running = false;
+  const sweep = async () => {
+    if (running) return;
+    running = true;
+    try {
+      let total = 0;
+      for (;;) {
+        const deleted = await deleteExpiredJobs(db, days);
+        total += deleted;
+        if (deleted === 0) break;
+      }
+      if (total > 0) logger.info({ deleted: total, retentionDays: days }, "deleted jobs past retention");
+    } catch (error) {
+      logger.warn({ err: error }, "retention sweep failed; will try again");
+    } finally {
+      running = false;
+    }
+  };
+  void sweep();
+  const timer = setInterval(() => void sweep(), SWEEP_EVERY_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
