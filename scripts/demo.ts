@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import type { Job, JobResults, ModelVersion } from "@coalesce/contracts";
+import { TERMINAL_JOB_STATUSES, type Job, type JobResults, type ModelVersion } from "@coalesce/contracts";
 import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN } from "./processes.ts";
 
 const FIXTURES = path.join(ROOT, "fixtures");
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     step(`submitted ${job.counts.total} rows as ${job.id} (${job.status})`);
 
     let current = job;
-    while (!["succeeded", "failed", "cancelled"].includes(current.status)) {
+    while (!TERMINAL_JOB_STATUSES.includes(current.status)) {
       await new Promise((resolve) => setTimeout(resolve, 100));
       current = await call<Job>(baseUrl, key, "GET", `/v1/jobs/${job.id}`);
     }

@@ -39,6 +39,7 @@ describe("POST /v1/jobs accepts", () => {
       eta_seconds: null,
       id_column: null,
       execution: { provider: null, batch_rows: null },
+      expires_at: null,
       created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) as string,
       started_at: null,
       completed_at: null,

@@ -13,6 +13,7 @@ import {
 import { UnrecoverableError, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
+import { startExpiry } from "./expiry.ts";
 import type { WorkerEnv } from "./env.ts";
 import { ModelCache } from "./inference/model-cache.ts";
 import { runBatch } from "./inference/run-batch.ts";
@@ -118,6 +119,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const heartbeat = () => publishWorkerStatus(connection, env.QUEUE_PREFIX, status).catch((error: unknown) => logger.warn({ err: error }, "heartbeat failed"));
   await heartbeat();
   const heartbeatTimer = setInterval(() => void heartbeat(), 10_000);
+  const stopExpiry = startExpiry(db, queue, onJobFinished, logger);
   const stopRetention = env.RETENTION_DAYS > 0 ? startRetention(db, env.RETENTION_DAYS, logger) : () => {};
   const stopReconciler =
     env.RECONCILE_INTERVAL_MS > 0
@@ -147,6 +149,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       await removeWorkerStatus(connection, env.QUEUE_PREFIX, status.id).catch(() => {});
       stopReconciler();
       stopRetention();
+      stopExpiry();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await worker.close();
       await queue.close();

@@ -1,10 +1,22 @@
 import { z } from "@hono/zod-openapi";
 import { RowErrorSchema } from "./tensor.ts";
 
-export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"] as const;
 export const JobStatusSchema = z.enum(JOB_STATUSES);
 export type JobStatus = z.infer<typeof JobStatusSchema>;
-export const TERMINAL_JOB_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "cancelled"];
+export const TERMINAL_JOB_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "cancelled", "expired"];
+
+/** Longest `expires_after` a job may ask for: 30 days. */
+export const MAX_EXPIRES_AFTER_SECONDS = 30 * 24 * 3600;
+const ExpiresAfterSchema = z.coerce
+  .number()
+  .int()
+  .min(1)
+  .max(MAX_EXPIRES_AFTER_SECONDS)
+  .openapi({
+    description: "Seconds from submission: a job not finished by then ends `expired`, keeping the rows scored so far.",
+    example: 3600,
+  });
 
 /**
  * Scheduling lanes: interactive chunks always go before batch chunks, so a single-row request is not
@@ -34,6 +46,7 @@ export const CreateJobRequestSchema = z
         example: [{ features: [5.1, 3.5, 1.4, 0.2] }, { features: [6.7, 3.1, 4.7, 1.5] }],
       }),
     priority: JobPrioritySchema.optional(),
+    expires_after: ExpiresAfterSchema.optional(),
   })
   .openapi("CreateJobRequest");
 export type CreateJobRequest = z.infer<typeof CreateJobRequestSchema>;
@@ -74,6 +87,7 @@ export const JobSchema = z
     created_at: z.iso.datetime(),
     started_at: z.iso.datetime().nullable(),
     completed_at: z.iso.datetime().nullable(),
+    expires_at: z.iso.datetime().nullable().openapi({ description: "When the job expires if it has not finished (expires_after)." }),
     error: RowErrorSchema.optional(),
   })
   .openapi("Job");
@@ -134,6 +148,7 @@ export const CsvUploadQuerySchema = z
       example: "target",
     }),
     priority: JobPrioritySchema.optional(),
+    expires_after: ExpiresAfterSchema.optional(),
     max_errors: z.coerce.number().int().min(0).max(1_000_000).default(1000).openapi({
       description: "Rows that fail to parse become failed rows; past this many the upload is rejected (422) and nothing is kept.",
     }),

@@ -22,6 +22,7 @@ const WRITES_IN_FLIGHT = 3;
 export type CsvIngestInput = {
   tenantId: string;
   priority: JobPriority;
+  expiresAfterSeconds?: number | undefined;
   modelVersion: ModelVersionRecord;
   mapping: MappingOptions;
   maxErrors: number;
@@ -106,6 +107,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
           modelVersionId: input.modelVersion.id,
           idColumn: input.mapping.idColumn ?? null,
           priority: input.priority,
+          expiresAfterSeconds: input.expiresAfterSeconds,
         });
       }
       const parsed = parseRecord(record, first, mapping);

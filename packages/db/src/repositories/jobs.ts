@@ -25,6 +25,7 @@ export type JobRecord = {
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
+  expiresAt: Date | null;
 };
 
 const JOB_INCLUDE = { modelVersion: { select: { version: true, model: { select: { name: true } } } } } as const;
@@ -50,6 +51,8 @@ export type CreateJobInput = {
   /** Rows per chunk: the unit of queueing, retry and progress. */
   chunkRows: number;
   priority: JobPriority;
+  /** Seconds until the job expires if unfinished; none when omitted. */
+  expiresAfterSeconds?: number | undefined;
 };
 
 export type CreatedJob = { job: JobRecord; chunkIds: string[] };
@@ -80,12 +83,13 @@ type JobSqlRow = {
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
+  expires_at: Date | null;
 };
 
 const JOB_COLUMNS = `j.id, j.tenant_id, j.status, j.priority, j.model_version_id, m.name AS model_name,
   v.version AS model_version, j.total_rows, j.succeeded_rows, j.failed_rows, j.error, j.sealed, j.id_column,
   j.provider, j.batch_rows_min, j.batch_rows_max, j.batch_rows_sum, j.batched_rows, j.created_at,
-  j.started_at, j.completed_at`;
+  j.started_at, j.completed_at, j.expires_at`;
 const JOB_FROM = `jobs j JOIN model_versions v ON v.id = j.model_version_id JOIN models m ON m.id = v.model_id`;
 
 function fromSqlRow(row: JobSqlRow): JobRecord {
@@ -110,6 +114,7 @@ function fromSqlRow(row: JobSqlRow): JobRecord {
     createdAt: row.created_at,
     startedAt: row.started_at,
     completedAt: row.completed_at,
+    expiresAt: row.expires_at,
   };
 }
 
@@ -124,6 +129,7 @@ export async function createJobs(db: Database, inputs: CreateJobInput[]): Promis
     model_version_id: input.modelVersionId,
     total_rows: input.rows.length,
     priority: input.priority,
+    expires_after: input.expiresAfterSeconds ?? null,
   }));
   const chunks: { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] }[][] = inputs.map((input, i) => {
     const jobChunks = [];
@@ -135,9 +141,10 @@ export async function createJobs(db: Database, inputs: CreateJobInput[]): Promis
   });
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
-       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority)
-       SELECT x.id, x.tenant_id, x.model_version_id, x.total_rows, x.priority::job_priority
-         FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text)
+       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority, expires_at)
+       SELECT x.id, x.tenant_id, x.model_version_id, x.total_rows, x.priority::job_priority,
+              now() + make_interval(secs => x.expires_after)
+         FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int)
        RETURNING *
      ), c AS (
        INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs)
@@ -184,7 +191,7 @@ export async function listJobs(
  */
 export async function openUploadJob(
   db: DbClient,
-  input: { tenantId: string; modelVersionId: string; idColumn: string | null; priority: JobPriority },
+  input: { tenantId: string; modelVersionId: string; idColumn: string | null; priority: JobPriority; expiresAfterSeconds?: number | undefined },
 ): Promise<JobRecord> {
   const row = await db.job.create({
     data: {
@@ -195,6 +202,7 @@ export async function openUploadJob(
       sealed: false,
       idColumn: input.idColumn,
       priority: input.priority,
+      expiresAt: input.expiresAfterSeconds ? new Date(Date.now() + input.expiresAfterSeconds * 1000) : null,
     },
     include: JOB_INCLUDE,
   });
@@ -277,9 +285,30 @@ export async function deleteExpiredJobs(db: Database, olderThanDays: number, lim
   const result = await db.pool.query(
     `DELETE FROM jobs WHERE id IN (
        SELECT id FROM jobs
-        WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at < now() - make_interval(days => $1)
+        WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired') AND completed_at < now() - make_interval(days => $1)
         LIMIT $2)`,
     [olderThanDays, limit],
   );
   return result.rowCount ?? 0;
+}
+
+/**
+ * Ends the unfinished jobs whose expires_at has passed: they become `expired` and keep the rows
+ * scored so far. Returns each with the chunks it still had waiting, for the caller to unqueue.
+ */
+export async function expireJobs(db: Database, limit = 1000): Promise<{ jobId: string; queuedChunkIds: string[] }[]> {
+  const { rows } = await db.pool.query<{ job_id: string; chunk_ids: (string | null)[] }>(
+    `WITH ended AS (
+       UPDATE jobs SET status = 'expired', completed_at = now()
+        WHERE id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running') AND expires_at < now() LIMIT $1)
+          -- Checked again once the row is locked, so two sweepers never both end one job.
+          AND status IN ('queued', 'running')
+        RETURNING id
+     )
+     SELECT ended.id AS job_id, array_agg(c.id) AS chunk_ids
+       FROM ended LEFT JOIN job_chunks c ON c.job_id = ended.id AND c.status = 'queued'
+      GROUP BY ended.id`,
+    [limit],
+  );
+  return rows.map((row) => ({ jobId: row.job_id, queuedChunkIds: row.chunk_ids.filter((id): id is string => id !== null) }));
 }

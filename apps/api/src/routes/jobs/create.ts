@@ -150,6 +150,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: Job
       rows: body.inputs as TensorRow[],
       chunkRows: deps.limits.chunkRows,
       priority,
+      expiresAfterSeconds: body.expires_after,
     });
   } catch (error) {
     if (idempotencyKey !== undefined) await releaseIdempotencyKey(deps.db, tenantId, idempotencyKey).catch(() => {});
@@ -239,6 +240,7 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps) {
     maxErrors: query.data.max_errors,
     // The size of an upload is not known up front; a file is batch work unless the caller says otherwise.
     priority: query.data.priority ?? "batch",
+    expiresAfterSeconds: query.data.expires_after,
     csv,
     log: c.get("logger"),
   });

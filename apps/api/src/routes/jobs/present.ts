@@ -1,7 +1,7 @@
-import { JobSchema, type Job } from "@coalesce/contracts";
+import { JobSchema, TERMINAL_JOB_STATUSES, type Job } from "@coalesce/contracts";
 import type { JobRecord } from "@coalesce/db";
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TERMINAL: ReadonlySet<string> = new Set(TERMINAL_JOB_STATUSES);
 
 /** Seconds left at the rate seen since the job started, or null before there is a rate. */
 function estimateSecondsLeft(record: JobRecord, done: number, now: number): number | null {
@@ -37,6 +37,7 @@ export function presentJob(record: JobRecord, now = Date.now()): Job {
     created_at: record.createdAt.toISOString(),
     started_at: record.startedAt?.toISOString() ?? null,
     completed_at: record.completedAt?.toISOString() ?? null,
+    expires_at: record.expiresAt?.toISOString() ?? null,
     ...(record.error ? { error: record.error } : {}),
   });
 }

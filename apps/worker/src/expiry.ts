@@ -1,0 +1,33 @@
+import { expireJobs, type Database } from "@coalesce/db";
+import type { PredictQueue } from "@coalesce/queue";
+import type { Logger } from "pino";
+
+const SWEEP_EVERY_MS = 5_000;
+
+/**
+ * Ends jobs past their expires_at (`expired`, keeping the rows scored so far), takes their waiting
+ * chunks off the queue and announces them, every few seconds. Workers skip chunks of a job that is
+ * no longer running, so a chunk taken meanwhile is not scored either.
+ */
+export function startExpiry(db: Database, queue: PredictQueue, announce: (jobId: string) => void, logger: Logger): () => void {
+  let running = false;
+  const sweep = async () => {
+    if (running) return;
+    running = true;
+    try {
+      for (const { jobId, queuedChunkIds } of await expireJobs(db)) {
+        await Promise.all(queuedChunkIds.map((chunkId) => queue.remove(chunkId).catch(() => 0)));
+        announce(jobId);
+        logger.info({ jobId, unqueued: queuedChunkIds.length }, "job expired");
+      }
+    } catch (error) {
+      logger.warn({ err: error }, "expiry sweep failed; will try again");
+    } finally {
+      running = false;
+    }
+  };
+  const timer = setInterval(() => void sweep(), SWEEP_EVERY_MS);
+  timer.unref();
+  void sweep();
+  return () => clearInterval(timer);
+}

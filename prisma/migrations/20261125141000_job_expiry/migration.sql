@@ -1,0 +1,5 @@
+-- AlterEnum
+ALTER TYPE "job_status" ADD VALUE 'expired';
+
+-- AlterTable
+ALTER TABLE "jobs" ADD COLUMN "expires_at" TIMESTAMPTZ(3);
