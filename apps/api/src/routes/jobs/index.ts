@@ -3,6 +3,7 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { registerCancelJob } from "./cancel.ts";
 import { registerCreateJob } from "./create.ts";
 import { registerDeleteJob } from "./delete.ts";
+import { registerJobEvents } from "./events.ts";
 import { registerGetJob } from "./get.ts";
 import { registerListJobs } from "./list.ts";
 import { registerGetJobResults } from "./results.ts";
@@ -14,4 +15,5 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
   registerGetJobResults(app, deps);
   registerCancelJob(app, deps);
   registerDeleteJob(app, deps);
+  registerJobEvents(app, deps);
 }

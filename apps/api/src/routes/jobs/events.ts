@@ -1,0 +1,66 @@
+import { JobSchema, TERMINAL_JOB_STATUSES } from "@coalesce/contracts";
+import { findJob } from "@coalesce/db";
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import { streamSSE } from "hono/streaming";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { problem } from "../responses.ts";
+import { JobIdParamsSchema } from "./params.ts";
+import { presentJob } from "./present.ts";
+
+/** How often a running job's progress is re-read; its end is pushed at once through Redis. */
+const PROGRESS_EVERY_MS = 1_000;
+
+export const jobEventsRoute = createRoute({
+  method: "get",
+  path: "/v1/jobs/{id}/events",
+  tags: ["Jobs"],
+  summary: "Follow a job (Server-Sent Events)",
+  description:
+    "A `text/event-stream` of the job: a `progress` event (the job, as GET /v1/jobs/{id} shows it) now and " +
+    "whenever its counts change, then one `end` event with its final state, after which the stream closes.",
+  request: { params: JobIdParamsSchema },
+  responses: {
+    200: {
+      description: "The event stream",
+      content: { "text/event-stream": { schema: z.string().openapi({ example: 'event: progress\ndata: {"id":"job_...","status":"running",...}\n\n' }) } },
+    },
+    404: problem("No such job"),
+  },
+});
+
+export function registerJobEvents(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(jobEventsRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const tenantId = c.get("tenantId");
+    const first = await findJob(deps.db, tenantId, id);
+    if (!first) throw new ApiError("not_found", `no job '${id}'`);
+    return streamSSE(c, async (stream) => {
+      let closed = false;
+      stream.onAbort(() => {
+        closed = true;
+      });
+      let job = first;
+      let last = "";
+      for (;;) {
+        const shown = JSON.stringify(JobSchema.parse(presentJob(job)));
+        if (TERMINAL_JOB_STATUSES.includes(job.status)) {
+          await stream.writeSSE({ event: "end", data: shown });
+          return;
+        }
+        const counts = `${job.status}:${job.succeededRows}:${job.failedRows}:${job.totalRows}`;
+        if (counts !== last) {
+          await stream.writeSSE({ event: "progress", data: shown });
+          last = counts;
+        }
+        const waiting = await deps.jobEvents.waitFor(id, PROGRESS_EVERY_MS);
+        await waiting.wait;
+        waiting.cancel();
+        if (closed) return;
+        const next = await findJob(deps.db, tenantId, id);
+        if (!next) return; // deleted meanwhile
+        job = next;
+      }
+    }) as unknown as Response;
+  });
+}
