@@ -1,28 +1,11 @@
 // GET /v1/jobs/{id}/events: a Server-Sent Events stream of progress, then the end.
 import type { Job } from "@coalesce/contracts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { expectProblem, get, uploadModel } from "../support/http.ts";
-import { readFeatureCsv, readModel } from "../support/fixtures.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { describe, expect, it } from "vitest";
+import { expectProblem, get } from "../support/http.ts";
+import { irisInputs, useIrisSuite } from "../support/iris-suite.ts";
 import { startTestWorker } from "../support/worker.ts";
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-let features: number[][];
-
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services, { chunkRows: 100 });
-  auth = await api.createTenant("events");
-  ({ features } = await readFeatureCsv("iris"));
-  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
+const suite = useIrisSuite("events", { chunkRows: 100 });
 
 function parseEvents(text: string): { event: string; job: Job }[] {
   return text
@@ -38,15 +21,15 @@ function parseEvents(text: string): { event: string; job: Job }[] {
 describe("GET /v1/jobs/{id}/events", () => {
   it("streams the job's progress while it runs, then its end", async () => {
     // One chunk at a time, each waiting out the batch delay: a few seconds of progress to watch.
-    const worker = await startTestWorker(services, { WORKER_CONCURRENCY: "1", MAX_BATCH_ROWS: "100000", MAX_BATCH_DELAY_MS: "250", ADAPTIVE_BATCHING: "false" });
+    const worker = await startTestWorker(suite.services, { WORKER_CONCURRENCY: "1", MAX_BATCH_ROWS: "100000", MAX_BATCH_DELAY_MS: "250", ADAPTIVE_BATCHING: "false" });
     try {
-      const submitted = await api.app.request("/v1/jobs", {
+      const submitted = await suite.api.app.request("/v1/jobs", {
         method: "POST",
-        headers: { Authorization: auth, "Content-Type": "application/json" },
-        body: JSON.stringify({ model: "iris", inputs: Array.from({ length: 1000 }, (_, i) => ({ features: features[i % features.length] })) }),
+        headers: { Authorization: suite.auth, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "iris", inputs: irisInputs(suite, 1000) }),
       });
       const job = (await submitted.json()) as Job;
-      const response = await get(api, auth, `/v1/jobs/${job.id}/events`);
+      const response = await get(suite.api, suite.auth, `/v1/jobs/${job.id}/events`);
       expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
       const events = parseEvents(await response.text());
       const progress = events.filter((e) => e.event === "progress");
@@ -63,6 +46,6 @@ describe("GET /v1/jobs/{id}/events", () => {
   });
 
   it("is 404 for an unknown job", async () => {
-    await expectProblem(await get(api, auth, "/v1/jobs/job_nope/events"), 404, "not_found");
+    await expectProblem(await get(suite.api, suite.auth, "/v1/jobs/job_nope/events"), 404, "not_found");
   });
 });

@@ -3,33 +3,16 @@
 import type { Job, JobResults } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
-import { uploadModel, waitForJob } from "../support/http.ts";
-import { readFeatureCsv, readModel } from "../support/fixtures.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { waitForJob } from "../support/http.ts";
+import { useIrisSuite } from "../support/iris-suite.ts";
 import { startTestWorker } from "../support/worker.ts";
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-let features: number[][];
-
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services);
-  auth = await api.createTenant("execution");
-  ({ features } = await readFeatureCsv("iris"));
-  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
+const suite = useIrisSuite("execution");
 
 async function submit(rows: number[][]): Promise<Job> {
-  const response = await api.app.request("/v1/jobs", {
+  const response = await suite.api.app.request("/v1/jobs", {
     method: "POST",
-    headers: { Authorization: auth, "Content-Type": "application/json" },
+    headers: { Authorization: suite.auth, "Content-Type": "application/json" },
     body: JSON.stringify({ model: "iris", inputs: rows.map((f) => ({ features: f })) }),
   });
   expect(response.status).toBe(202);
@@ -40,10 +23,10 @@ async function submit(rows: number[][]): Promise<Job> {
 describe("execution providers", () => {
   it("falls back from a provider that cannot start to the next, and says which one ran", async () => {
     // webgpu has no adapter on a machine without a GPU; where one is present it runs on it.
-    const worker = await startTestWorker(services, { EXECUTION_PROVIDERS: "webgpu,cpu" });
+    const worker = await startTestWorker(suite.services, { EXECUTION_PROVIDERS: "webgpu,cpu" });
     try {
       expect(["webgpu", "cpu"]).toContain(worker.provider);
-      const job = await waitForJob(api, auth, (await submit(features.slice(0, 5))).id);
+      const job = await waitForJob(suite.api, suite.auth, (await submit(suite.features.slice(0, 5))).id);
       expect(job.status).toBe("succeeded");
       expect(job.execution.provider).toBe(worker.provider);
     } finally {
@@ -52,34 +35,34 @@ describe("execution providers", () => {
   });
 
   it("refuses to start when no listed provider can run, naming each reason", async () => {
-    await expect(startTestWorker(services, { EXECUTION_PROVIDERS: "cuda" })).rejects.toThrow(/no execution provider could open the model \(cuda: /);
+    await expect(startTestWorker(suite.services, { EXECUTION_PROVIDERS: "cuda" })).rejects.toThrow(/no execution provider could open the model \(cuda: /);
   });
 });
 
 describe("a running worker", () => {
   let worker: RunningWorker;
   beforeAll(async () => {
-    worker = await startTestWorker(services, { MAX_BATCH_ROWS: "64", MAX_BATCH_DELAY_MS: "20" });
+    worker = await startTestWorker(suite.services, { MAX_BATCH_ROWS: "64", MAX_BATCH_DELAY_MS: "20" });
   });
   afterAll(async () => {
     await worker?.close();
   });
 
   it("records on each job the sizes of the runs its rows were part of", async () => {
-    const big = await waitForJob(api, auth, (await submit(features)).id);
+    const big = await waitForJob(suite.api, suite.auth, (await submit(suite.features)).id);
     expect(big.execution.provider).toBe("cpu");
     expect(big.execution.batch_rows).toMatchObject({ max: 64 });
     expect(big.execution.batch_rows?.min).toBeGreaterThanOrEqual(1);
     expect(big.execution.batch_rows?.mean).toBeGreaterThan(1);
 
     // Single-row jobs submitted together share runs: their batch sizes show the coalescing.
-    const singles = await Promise.all(features.slice(0, 12).map((f) => submit([f])));
-    const done = await Promise.all(singles.map((job) => waitForJob(api, auth, job.id)));
+    const singles = await Promise.all(suite.features.slice(0, 12).map((f) => submit([f])));
+    const done = await Promise.all(singles.map((job) => waitForJob(suite.api, suite.auth, job.id)));
     expect(Math.max(...done.map((job) => job.execution.batch_rows?.max ?? 0))).toBeGreaterThan(1);
   });
 
   it("is listed by /readyz with its provider", async () => {
-    const ready = (await (await api.app.request("/readyz")).json()) as { workers: { provider: string }[] };
+    const ready = (await (await suite.api.app.request("/readyz")).json()) as { workers: { provider: string }[] };
     expect(ready.workers.map((w) => w.provider)).toContain("cpu");
   });
 
@@ -101,7 +84,7 @@ describe("a running worker", () => {
   });
 
   it("the API serves its own metrics", async () => {
-    const response = await api.app.request("/metrics");
+    const response = await suite.api.app.request("/metrics");
     expect(response.headers.get("content-type")).toMatch(/^text\/plain/);
     const text = await response.text();
     expect(text).toMatch(/coalesce_http_request_duration_seconds_count\{method="POST",route="\/v1\/jobs",status="202"\} [1-9]/);
@@ -114,10 +97,10 @@ describe("a running worker", () => {
 describe("coalescing", () => {
   it("gives the same results as running every row alone", async () => {
     const resultsWith = async (env: Record<string, string>) => {
-      const worker = await startTestWorker(services, env);
+      const worker = await startTestWorker(suite.services, env);
       try {
-        const job = await waitForJob(api, auth, (await submit(features)).id);
-        const page = (await (await api.app.request(`/v1/jobs/${job.id}/results?limit=1000`, { headers: { Authorization: auth } })).json()) as JobResults;
+        const job = await waitForJob(suite.api, suite.auth, (await submit(suite.features)).id);
+        const page = (await (await suite.api.app.request(`/v1/jobs/${job.id}/results?limit=1000`, { headers: { Authorization: suite.auth } })).json()) as JobResults;
         return { job, rows: page.data };
       } finally {
         await worker.close();
@@ -141,9 +124,9 @@ describe("coalescing", () => {
 describe("MAX_BATCH_BYTES", () => {
   it("caps the rows of a run by their input bytes", async () => {
     // An iris row is 4 float32 = 16 bytes: 64 bytes allows 4 rows per run.
-    const worker = await startTestWorker(services, { MAX_BATCH_BYTES: "64", MAX_BATCH_DELAY_MS: "20" });
+    const worker = await startTestWorker(suite.services, { MAX_BATCH_BYTES: "64", MAX_BATCH_DELAY_MS: "20" });
     try {
-      const job = await waitForJob(api, auth, (await submit(features.slice(0, 40))).id);
+      const job = await waitForJob(suite.api, suite.auth, (await submit(suite.features.slice(0, 40))).id);
       expect(job.status).toBe("succeeded");
       expect(job.execution.batch_rows?.max).toBe(4);
     } finally {

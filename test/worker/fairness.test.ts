@@ -1,37 +1,18 @@
 // Scheduling between jobs: interactive before batch, and concurrent jobs of one lane taking turns.
 import type { Job } from "@coalesce/contracts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { uploadModel, waitForJob } from "../support/http.ts";
-import { readFeatureCsv, readModel } from "../support/fixtures.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { describe, expect, it } from "vitest";
+import { waitForJob } from "../support/http.ts";
+import { irisInputs, useIrisSuite } from "../support/iris-suite.ts";
 import { startTestWorker } from "../support/worker.ts";
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-let features: number[][];
+const suite = useIrisSuite("fairness", { chunkRows: 100 });
 
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services, { chunkRows: 100 });
-  auth = await api.createTenant("fairness");
-  ({ features } = await readFeatureCsv("iris"));
-  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
-
-function rows(count: number): { features: number[] }[] {
-  return Array.from({ length: count }, (_, i) => ({ features: features[i % features.length] as number[] }));
-}
+const rows = (count: number) => irisInputs(suite, count);
 
 async function submit(body: object): Promise<Job> {
-  const response = await api.app.request("/v1/jobs", {
+  const response = await suite.api.app.request("/v1/jobs", {
     method: "POST",
-    headers: { Authorization: auth, "Content-Type": "application/json" },
+    headers: { Authorization: suite.auth, "Content-Type": "application/json" },
     body: JSON.stringify({ model: "iris", ...body }),
   });
   expect(response.status).toBe(202);
@@ -41,7 +22,7 @@ async function submit(body: object): Promise<Job> {
 
 /** The order chunks finished in, as `jobId:seq`. */
 async function completionOrder(jobIds: string[]): Promise<string[]> {
-  const chunks = await api.db.prisma.jobChunk.findMany({
+  const chunks = await suite.api.db.prisma.jobChunk.findMany({
     where: { jobId: { in: jobIds } },
     orderBy: { completedAt: "asc" },
     select: { jobId: true, seq: true },
@@ -54,9 +35,9 @@ describe("lanes", () => {
     expect((await submit({ inputs: rows(1) })).priority).toBe("interactive");
     expect((await submit({ inputs: rows(1001) })).priority).toBe("batch");
     expect((await submit({ inputs: rows(1), priority: "batch" })).priority).toBe("batch");
-    const bad = await api.app.request("/v1/jobs", {
+    const bad = await suite.api.app.request("/v1/jobs", {
       method: "POST",
-      headers: { Authorization: auth, "Content-Type": "application/json" },
+      headers: { Authorization: suite.auth, "Content-Type": "application/json" },
       body: JSON.stringify({ model: "iris", inputs: rows(1), priority: "urgent" }),
     });
     expect(bad.status).toBe(422);
@@ -66,14 +47,14 @@ describe("lanes", () => {
     const big = await submit({ inputs: rows(4000), priority: "batch" });
     const small = await submit({ inputs: rows(1) });
     // The worker starts with both queued: the interactive chunk goes first.
-    const worker = await startTestWorker(services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
+    const worker = await startTestWorker(suite.services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
     try {
-      await waitForJob(api, auth, small.id);
-      const bigThen = (await (await api.app.request(`/v1/jobs/${big.id}`, { headers: { Authorization: auth } })).json()) as Job;
+      await waitForJob(suite.api, suite.auth, small.id);
+      const bigThen = (await (await suite.api.app.request(`/v1/jobs/${big.id}`, { headers: { Authorization: suite.auth } })).json()) as Job;
       // At most the chunks already in hand (about one batch) went before it.
       expect(bigThen.counts.succeeded).toBeLessThanOrEqual(400);
       const order = await completionOrder([big.id, small.id]);
-      await waitForJob(api, auth, big.id);
+      await waitForJob(suite.api, suite.auth, big.id);
       expect(order.indexOf(`${small.id}:0`)).toBeLessThanOrEqual(2);
     } finally {
       await worker.close();
@@ -83,9 +64,9 @@ describe("lanes", () => {
   it("lets concurrent jobs of one lane take turns chunk by chunk", async () => {
     const first = await submit({ inputs: rows(2000), priority: "batch" });
     const second = await submit({ inputs: rows(2000), priority: "batch" });
-    const worker = await startTestWorker(services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
+    const worker = await startTestWorker(suite.services, { WORKER_CONCURRENCY: "2", MAX_BATCH_DELAY_MS: "0" });
     try {
-      await Promise.all([waitForJob(api, auth, first.id), waitForJob(api, auth, second.id)]);
+      await Promise.all([waitForJob(suite.api, suite.auth, first.id), waitForJob(suite.api, suite.auth, second.id)]);
       const order = await completionOrder([first.id, second.id]);
       // Chunk k of both jobs finish close together: neither job waits for the other to end.
       for (let seq = 0; seq < 20; seq++) {

@@ -1,34 +1,17 @@
 // GET /v1/jobs/{id}?wait=N: answers when the job finishes, woken through Redis pub/sub.
 import type { Job } from "@coalesce/contracts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { expectProblem, get, uploadModel } from "../support/http.ts";
-import { readFeatureCsv, readModel } from "../support/fixtures.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { describe, expect, it } from "vitest";
+import { expectProblem, get } from "../support/http.ts";
+import { useIrisSuite } from "../support/iris-suite.ts";
 import { startTestWorker } from "../support/worker.ts";
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-let features: number[][];
-
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services);
-  auth = await api.createTenant("long-poll");
-  ({ features } = await readFeatureCsv("iris"));
-  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
+const suite = useIrisSuite("long-poll");
 
 async function submit(): Promise<Job> {
-  const response = await api.app.request("/v1/jobs", {
+  const response = await suite.api.app.request("/v1/jobs", {
     method: "POST",
-    headers: { Authorization: auth, "Content-Type": "application/json" },
-    body: JSON.stringify({ model: "iris", inputs: features.slice(0, 20).map((f) => ({ features: f })) }),
+    headers: { Authorization: suite.auth, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "iris", inputs: suite.features.slice(0, 20).map((f) => ({ features: f })) }),
   });
   expect(response.status).toBe(202);
   return (await response.json()) as Job;
@@ -36,7 +19,7 @@ async function submit(): Promise<Job> {
 
 async function longPoll(id: string, seconds: number): Promise<{ job: Job; ms: number }> {
   const started = performance.now();
-  const response = await get(api, auth, `/v1/jobs/${id}?wait=${seconds}`);
+  const response = await get(suite.api, suite.auth, `/v1/jobs/${id}?wait=${seconds}`);
   expect(response.status).toBe(200);
   return { job: (await response.json()) as Job, ms: performance.now() - started };
 }
@@ -47,7 +30,7 @@ describe("GET /v1/jobs/{id}?wait=N", () => {
     const polling = longPoll(job.id, 30);
     // No worker yet: the poll is waiting. Start one; the job finishes and the poll answers.
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const worker = await startTestWorker(services);
+    const worker = await startTestWorker(suite.services);
     try {
       const { job: answered, ms } = await polling;
       expect(answered.status).toBe("succeeded");
@@ -69,7 +52,7 @@ describe("GET /v1/jobs/{id}?wait=N", () => {
     const job = await submit();
     const polling = longPoll(job.id, 30);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect((await api.app.request(`/v1/jobs/${job.id}/cancel`, { method: "POST", headers: { Authorization: auth } })).status).toBe(200);
+    expect((await suite.api.app.request(`/v1/jobs/${job.id}/cancel`, { method: "POST", headers: { Authorization: suite.auth } })).status).toBe(200);
     const { job: answered, ms } = await polling;
     expect(answered.status).toBe("cancelled");
     expect(ms).toBeLessThan(30_000);
@@ -77,10 +60,10 @@ describe("GET /v1/jobs/{id}?wait=N", () => {
 
   it("answers at once for a finished job, and refuses a wait past 60 s", async () => {
     const job = await submit();
-    await api.app.request(`/v1/jobs/${job.id}/cancel`, { method: "POST", headers: { Authorization: auth } });
+    await suite.api.app.request(`/v1/jobs/${job.id}/cancel`, { method: "POST", headers: { Authorization: suite.auth } });
     const { job: answered, ms } = await longPoll(job.id, 30);
     expect(answered.status).toBe("cancelled");
     expect(ms).toBeLessThan(30_000);
-    await expectProblem(await get(api, auth, `/v1/jobs/${job.id}?wait=61`), 422, "validation_failed");
+    await expectProblem(await get(suite.api, suite.auth, `/v1/jobs/${job.id}?wait=61`), 422, "validation_failed");
   });
 });
