@@ -102,7 +102,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
         continue;
       }
       if (!job) {
-        job = await openUploadJob(deps.db.prisma, {
+        job = await openUploadJob(deps.db, {
           tenantId: input.tenantId,
           modelVersionId: input.modelVersion.id,
           idColumn: input.mapping.idColumn ?? null,

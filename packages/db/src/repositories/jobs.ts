@@ -28,22 +28,6 @@ export type JobRecord = {
   expiresAt: Date | null;
 };
 
-const JOB_INCLUDE = { modelVersion: { select: { version: true, model: { select: { name: true } } } } } as const;
-
-type JobRow = Omit<JobRecord, "model" | "error"> & {
-  error: unknown;
-  modelVersion: { version: number; model: { name: string } };
-};
-
-function toJobRecord(row: JobRow): JobRecord {
-  const { modelVersion, error, ...rest } = row;
-  return {
-    ...rest,
-    model: { name: modelVersion.model.name, version: modelVersion.version },
-    error: (error as RowError | null) ?? null,
-  };
-}
-
 export type CreateJobInput = {
   tenantId: string;
   modelVersionId: string;
@@ -90,7 +74,9 @@ const JOB_COLUMNS = `j.id, j.tenant_id, j.status, j.priority, j.model_version_id
   v.version AS model_version, j.total_rows, j.succeeded_rows, j.failed_rows, j.error, j.sealed, j.id_column,
   j.provider, j.batch_rows_min, j.batch_rows_max, j.batch_rows_sum, j.batched_rows, j.created_at,
   j.started_at, j.completed_at, j.expires_at`;
-const JOB_FROM = `jobs j JOIN model_versions v ON v.id = j.model_version_id JOIN models m ON m.id = v.model_id`;
+/** Joins a job row `j` to its model's name and version. */
+const JOB_JOINS = `JOIN model_versions v ON v.id = j.model_version_id JOIN models m ON m.id = v.model_id`;
+const JOB_FROM = `jobs j ${JOB_JOINS}`;
 
 function fromSqlRow(row: JobSqlRow): JobRecord {
   return {
@@ -151,7 +137,7 @@ export async function createJobs(db: Database, inputs: CreateJobInput[]): Promis
        SELECT c.id, c.job_id, c.seq, c.first_row, c.row_count, c.inputs
          FROM json_to_recordset($2::json) AS c(id text, job_id text, seq int, first_row int, row_count int, inputs json)
      )
-     SELECT ${JOB_COLUMNS} FROM j JOIN model_versions v ON v.id = j.model_version_id JOIN models m ON m.id = v.model_id`,
+     SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
     [JSON.stringify(jobs), JSON.stringify(chunks.flat())],
   );
   const byId = new Map(rows.map((row) => [row.id, fromSqlRow(row)]));
@@ -190,23 +176,19 @@ export async function listJobs(
  * until sealJob says how many rows there are.
  */
 export async function openUploadJob(
-  db: DbClient,
+  db: Database,
   input: { tenantId: string; modelVersionId: string; idColumn: string | null; priority: JobPriority; expiresAfterSeconds?: number | undefined },
 ): Promise<JobRecord> {
-  const row = await db.job.create({
-    data: {
-      id: newId("job"),
-      tenantId: input.tenantId,
-      modelVersionId: input.modelVersionId,
-      totalRows: 0,
-      sealed: false,
-      idColumn: input.idColumn,
-      priority: input.priority,
-      expiresAt: input.expiresAfterSeconds ? new Date(Date.now() + input.expiresAfterSeconds * 1000) : null,
-    },
-    include: JOB_INCLUDE,
-  });
-  return toJobRecord(row);
+  const { rows } = await db.pool.query<JobSqlRow>(
+    `WITH j AS (
+       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at)
+       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int))
+       RETURNING *
+     )
+     SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
+    [newId("job"), input.tenantId, input.modelVersionId, input.idColumn, input.priority, input.expiresAfterSeconds ?? null],
+  );
+  return fromSqlRow(rows[0] as JobSqlRow);
 }
 
 /**
