@@ -1,5 +1,5 @@
 import { expireJobs, type Database } from "@coalesce/db";
-import type { PredictQueue } from "@coalesce/queue";
+import { unqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { Logger } from "pino";
 
 const SWEEP_EVERY_MS = 5_000;
@@ -16,9 +16,9 @@ export function startExpiry(db: Database, queue: PredictQueue, announce: (jobId:
     running = true;
     try {
       for (const { jobId, queuedChunkIds } of await expireJobs(db)) {
-        await Promise.all(queuedChunkIds.map((chunkId) => queue.remove(chunkId).catch(() => 0)));
+        const unqueued = await unqueueChunks(queue, queuedChunkIds);
         announce(jobId);
-        logger.info({ jobId, unqueued: queuedChunkIds.length }, "job expired");
+        logger.info({ jobId, unqueued }, "job expired");
       }
     } catch (error) {
       logger.warn({ err: error }, "expiry sweep failed; will try again");

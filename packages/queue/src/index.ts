@@ -4,6 +4,7 @@ export {
   DEFAULT_QUEUE_PREFIX,
   chunkPriority,
   enqueueChunks,
+  unqueueChunks,
   PREDICT_QUEUE,
   type PredictQueue,
   type QueueSettings,

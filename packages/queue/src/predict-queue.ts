@@ -55,3 +55,13 @@ export async function enqueueChunks(queue: PredictQueue, chunks: ChunkToEnqueue[
     })),
   );
 }
+
+/**
+ * Takes chunks of a job that ended early (cancelled, expired, deleted, a rejected upload) off the
+ * queue. A chunk already taken by a worker cannot be removed; workers skip chunks of a job that is
+ * no longer running, so that is harmless. Returns how many were removed.
+ */
+export async function unqueueChunks(queue: PredictQueue, chunkIds: readonly string[]): Promise<number> {
+  const removed = await Promise.all(chunkIds.map((chunkId) => queue.remove(chunkId).catch(() => 0)));
+  return removed.filter((n) => n === 1).length;
+}

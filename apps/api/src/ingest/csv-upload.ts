@@ -1,6 +1,6 @@
 import type { FieldError, JobPriority, RowError, TensorRow } from "@coalesce/contracts";
 import { deleteJob, insertChunk, openUploadJob, sealJob, type JobRecord, type ModelVersionRecord } from "@coalesce/db";
-import { enqueueChunks, publishJobFinished } from "@coalesce/queue";
+import { enqueueChunks, publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { parse } from "csv-parse";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
@@ -159,8 +159,7 @@ function newPending(): PendingChunk {
 async function discardUpload(deps: ApiDeps, jobId: string, chunkIds: string[], log: Logger): Promise<void> {
   try {
     await deleteJob(deps.db.prisma, jobId);
-    // Workers skip chunks whose job is gone; removing them just saves the work.
-    await Promise.all(chunkIds.map((id) => deps.queue.remove(id).catch(() => 0)));
+    await unqueueChunks(deps.queue, chunkIds);
   } catch (error) {
     log.error({ err: error, jobId }, "could not discard a rejected upload");
   }

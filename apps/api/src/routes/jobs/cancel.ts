@@ -1,6 +1,6 @@
 import { JobSchema } from "@coalesce/contracts";
 import { cancelJob } from "@coalesce/db";
-import { publishJobFinished } from "@coalesce/queue";
+import { publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
@@ -31,10 +31,9 @@ export function registerCancelJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     const outcome = await cancelJob(deps.db, c.get("tenantId"), id);
     if (!outcome) throw new ApiError("not_found", `no job '${id}'`);
     if (!outcome.cancelled) throw new ApiError("conflict", `job '${id}' has already finished (${outcome.job.status})`);
-    // Workers skip chunks of a cancelled job, so a chunk missed here (taken meanwhile) does no harm.
     await publishJobFinished(deps.redis, deps.queuePrefix, id);
-    const removed = await Promise.all(outcome.queuedChunkIds.map((chunkId) => deps.queue.remove(chunkId).catch(() => 0)));
-    c.get("logger").info({ jobId: id, unqueued: removed.filter((n) => n === 1).length }, "job cancelled");
+    const unqueued = await unqueueChunks(deps.queue, outcome.queuedChunkIds);
+    c.get("logger").info({ jobId: id, unqueued }, "job cancelled");
     return c.json(presentJob(outcome.job), 200);
   });
 }

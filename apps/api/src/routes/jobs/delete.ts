@@ -1,5 +1,5 @@
 import { deleteTenantJob } from "@coalesce/db";
-import { publishJobFinished } from "@coalesce/queue";
+import { publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
@@ -26,8 +26,7 @@ export function registerDeleteJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     const { id } = c.req.valid("param");
     const deleted = await deleteTenantJob(deps.db, c.get("tenantId"), id);
     if (!deleted) throw new ApiError("not_found", `no job '${id}'`);
-    // Workers skip chunks whose job is gone; taking them off the queue just saves the work.
-    await Promise.all(deleted.queuedChunkIds.map((chunkId) => deps.queue.remove(chunkId).catch(() => 0)));
+    await unqueueChunks(deps.queue, deleted.queuedChunkIds);
     await publishJobFinished(deps.redis, deps.queuePrefix, id);
     c.get("logger").info({ jobId: id }, "job deleted");
     return c.body(null, 204);
