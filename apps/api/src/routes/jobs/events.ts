@@ -1,4 +1,4 @@
-import { JobSchema, TERMINAL_JOB_STATUSES } from "@coalesce/contracts";
+import { TERMINAL_JOB_STATUSES } from "@coalesce/contracts";
 import { findJob } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
@@ -43,7 +43,7 @@ export function registerJobEvents(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
       let job = first;
       let last = "";
       for (;;) {
-        const shown = JSON.stringify(JobSchema.parse(presentJob(job)));
+        const shown = JSON.stringify(presentJob(job));
         if (TERMINAL_JOB_STATUSES.includes(job.status)) {
           await stream.writeSSE({ event: "end", data: shown });
           return;

@@ -1,11 +1,9 @@
 import { JobSchema, TERMINAL_JOB_STATUSES, type Job } from "@coalesce/contracts";
 import type { JobRecord } from "@coalesce/db";
 
-const TERMINAL: ReadonlySet<string> = new Set(TERMINAL_JOB_STATUSES);
-
 /** Seconds left at the rate seen since the job started, or null before there is a rate. */
 function estimateSecondsLeft(record: JobRecord, done: number, now: number): number | null {
-  if (TERMINAL.has(record.status)) return 0;
+  if (TERMINAL_JOB_STATUSES.includes(record.status)) return 0;
   if (!record.startedAt || done === 0 || !record.sealed) return null;
   const elapsed = (now - record.startedAt.getTime()) / 1000;
   const rate = done / Math.max(elapsed, 0.001);
@@ -20,7 +18,7 @@ export function presentJob(record: JobRecord, now = Date.now()): Job {
     priority: record.priority,
     model: record.model,
     counts: { total: record.totalRows, succeeded: record.succeededRows, failed: record.failedRows },
-    progress: record.totalRows > 0 ? Math.min(1, done / record.totalRows) : TERMINAL.has(record.status) ? 1 : 0,
+    progress: record.totalRows > 0 ? Math.min(1, done / record.totalRows) : TERMINAL_JOB_STATUSES.includes(record.status) ? 1 : 0,
     eta_seconds: estimateSecondsLeft(record, done, now),
     id_column: record.idColumn,
     execution: {
