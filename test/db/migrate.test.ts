@@ -75,6 +75,7 @@ describe("migrations", () => {
       await db.prisma.modelVersion.findFirst();
       await db.prisma.job.findFirst();
       await db.prisma.jobChunk.findFirst();
+      await db.prisma.idempotencyKey.findFirst();
     } finally {
       await db.close();
     }
