@@ -1,12 +1,15 @@
 // What the benchmarks share: a private corner of the local services (its own schema, queue prefix
 // and model store) with a real API process and an API key; dropped again at the end.
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DEFAULT_DATABASE_URL } from "@coalesce/db";
 import pg from "pg";
-import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, type ServiceProcess } from "../scripts/processes.ts";
+import { API_MAIN, freePort, startProcess, stopProcess, waitUntilReady, type ServiceProcess } from "../scripts/processes.ts";
+
+// Kept in a module of its own so that benchmarks without services (bench:providers) load no database code.
+export { writeResults } from "./results.ts";
 
 export type Bench = {
   baseUrl: string;
@@ -65,11 +68,4 @@ export async function registerModel(bench: Bench, name: string, bytes: Uint8Arra
     body: bytes,
   });
   if (!response.ok) throw new Error(`registering ${name}: ${response.status} ${await response.text()}`);
-}
-
-export async function writeResults(name: string, results: unknown): Promise<string> {
-  const file = path.join(ROOT, "bench/results", `${name}.json`);
-  await mkdir(path.dirname(file), { recursive: true });
-  await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);
-  return file;
 }
