@@ -40,6 +40,7 @@ describe("POST /v1/jobs accepts", () => {
       id_column: null,
       execution: { provider: null, batch_rows: null },
       expires_at: null,
+      webhook_url: null,
       created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT.*Z$/) as string,
       started_at: null,
       completed_at: null,

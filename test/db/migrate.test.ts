@@ -76,6 +76,11 @@ describe("migrations", () => {
       await db.prisma.job.findFirst();
       await db.prisma.jobChunk.findFirst();
       await db.prisma.idempotencyKey.findFirst();
+      await db.prisma.webhookEndpoint.findFirst();
+      await db.prisma.webhookTenantSecret.findFirst();
+      await db.prisma.webhookEvent.findFirst();
+      await db.prisma.webhookDelivery.findFirst();
+      await db.prisma.webhookAttempt.findFirst();
     } finally {
       await db.close();
     }

@@ -31,3 +31,10 @@ export function useIrisSuite(tenant: string, limits: Partial<ApiDeps["limits"]> 
 export function irisInputs(suite: IrisSuite, count: number): { features: number[] }[] {
   return Array.from({ length: count }, (_, i) => ({ features: suite.features[i % suite.features.length] as number[] }));
 }
+
+/** Another tenant with the iris model registered, e.g. so its webhook endpoints see only its own jobs. */
+export async function irisTenant(suite: IrisSuite, name: string): Promise<string> {
+  const auth = await suite.api.createTenant(name);
+  expect((await uploadModel(suite.api, auth, "iris", await readModel("iris"))).status).toBe(201);
+  return auth;
+}

@@ -17,6 +17,10 @@ import pg from "pg";
 const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? DEFAULT_DATABASE_URL.replace(/\/coalesce$/, "/coalesce_test");
 export const REDIS_URL = process.env.REDIS_URL ?? DEFAULT_REDIS_URL;
 
+/** Webhook receivers in tests listen on loopback, over http. */
+export const TEST_WEBHOOK_POLICY = { allowHttp: true, allowlist: ["127.0.0.0/8", "::1/128"] };
+export const TEST_WEBHOOK_ENV = { WEBHOOK_ALLOW_HTTP: "true", WEBHOOK_ALLOWLIST: "127.0.0.0/8,::1/128" };
+
 export const FIXTURES = path.resolve(import.meta.dirname, "../../fixtures");
 
 /**
@@ -92,6 +96,8 @@ export function createTestApi(services: TestServices, limits: Partial<ApiDeps["l
     jobWriter: createJobWriter(db, queue, pino({ level: "silent" })),
     jobEvents: new JobFinishedEvents(redis, services.queuePrefix),
     queuePrefix: services.queuePrefix,
+    // Tests run their webhook receivers on loopback over http.
+    webhookPolicy: TEST_WEBHOOK_POLICY,
     modelStore: createModelStore(services.modelStoreDir),
     logger: pino({ level: "silent" }),
     limits: { chunkRows: 64, maxJobRows: 10_000, maxBodyBytes: 8 * 1024 * 1024, maxModelBytes: 32 * 1024 * 1024, maxUploadBytes: 256 * 1024 * 1024, ...limits },

@@ -8,6 +8,7 @@ import { registerDocs } from "./routes/docs.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerJobRoutes } from "./routes/jobs/index.ts";
 import { registerModelRoutes } from "./routes/models/index.ts";
+import { registerWebhookRoutes } from "./routes/webhooks/index.ts";
 
 /**
  * The whole HTTP API: request id and log line, then auth for /v1, then the routes. Every error,
@@ -25,6 +26,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   registerHealthRoutes(app, deps);
   registerModelRoutes(app, deps);
   registerJobRoutes(app, deps);
+  registerWebhookRoutes(app, deps);
   registerDocs(app);
   app.get("/metrics", async (c) =>
     c.body(await deps.metrics.registry.metrics(), 200, { "Content-Type": deps.metrics.registry.contentType }),

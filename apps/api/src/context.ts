@@ -2,6 +2,7 @@ import type { CreatedJob, CreateJobInput, Database, GroupCommit } from "@coalesc
 import type { JobFinishedEvents } from "@coalesce/queue";
 import type { HttpBindings } from "@hono/node-server";
 import type { ModelStore } from "@coalesce/models";
+import type { WebhookUrlPolicy } from "@coalesce/webhooks";
 import type { PredictQueue } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -35,6 +36,8 @@ export type ApiDeps = {
   jobEvents: JobFinishedEvents;
   /** BullMQ key prefix, where workers also publish their status. */
   queuePrefix: string;
+  /** Which webhook URLs are accepted (WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWLIST). */
+  webhookPolicy: WebhookUrlPolicy;
 };
 
 export type AppEnv = {

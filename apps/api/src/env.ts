@@ -2,6 +2,7 @@ import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
 import { DEFAULT_DATABASE_URL } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR } from "@coalesce/models";
 import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
+import { WebhookPolicyEnvShape } from "@coalesce/webhooks";
 import { z } from "zod";
 
 const MiB = 1024 * 1024;
@@ -21,6 +22,7 @@ export const ApiEnvSchema = z.object({
   BOOTSTRAP_API_KEY: z.string().min(16, "use at least 16 characters").optional(),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  ...WebhookPolicyEnvShape,
 });
 export type ApiEnv = z.infer<typeof ApiEnvSchema>;
 

@@ -1,6 +1,7 @@
 import { connectDatabase, migrate, upsertApiKey } from "@coalesce/db";
 import { createModelStore } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, JobFinishedEvents } from "@coalesce/queue";
+import { webhookPolicyFromEnv } from "@coalesce/webhooks";
 import { serve, type ServerType } from "@hono/node-server";
 import type { Logger } from "pino";
 import { createApp } from "./app.ts";
@@ -37,6 +38,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     jobWriter: createJobWriter(db, queue, logger),
     jobEvents: new JobFinishedEvents(redis, env.QUEUE_PREFIX),
     queuePrefix: env.QUEUE_PREFIX,
+    webhookPolicy: webhookPolicyFromEnv(env),
     limits: {
       chunkRows: env.CHUNK_ROWS,
       maxJobRows: env.MAX_JOB_ROWS,

@@ -2,6 +2,7 @@ import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
 import { DEFAULT_DATABASE_URL } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS } from "@coalesce/models";
 import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
+import { WebhookDeliveryEnvShape } from "@coalesce/webhooks";
 import { z } from "zod";
 
 export const WorkerEnvSchema = z.object({
@@ -39,6 +40,7 @@ export const WorkerEnvSchema = z.object({
   RETENTION_DAYS: intVar(30, 0, 36_500),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  ...WebhookDeliveryEnvShape,
 });
 export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
 

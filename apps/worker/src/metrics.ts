@@ -24,6 +24,8 @@ export function createWorkerMetrics(queue: PredictQueue) {
     runTime: new Histogram({ name: "coalesce_onnx_run_ms", help: "onnxruntime time per batch", labelNames, buckets: MS_BUCKETS, registers: [registry] }),
     rows: new Counter({ name: "coalesce_rows_scored_total", help: "Rows scored, by outcome (rate() gives rows/s)", labelNames: [...labelNames, "outcome"], registers: [registry] }),
     jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    webhookAttempts: new Counter({ name: "coalesce_webhook_attempts_total", help: "Webhook delivery attempts, by event type and outcome (delivered, failed, gone, refused)", labelNames: ["event", "outcome"], registers: [registry] }),
+    webhookLatency: new Histogram({ name: "coalesce_webhook_attempt_ms", help: "Time per webhook delivery attempt", buckets: MS_BUCKETS, registers: [registry] }),
     provider: new Gauge({ name: "coalesce_worker_provider_info", help: "The execution provider this worker runs models on (value 1)", labelNames: ["provider"], registers: [registry] }),
   };
   registerQueueGauge(registry, queue);

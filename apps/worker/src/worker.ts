@@ -10,6 +10,7 @@ import {
   publishWorkerStatus,
   removeWorkerStatus,
 } from "@coalesce/queue";
+import { webhookPolicyFromEnv } from "@coalesce/webhooks";
 import { UnrecoverableError, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
@@ -20,6 +21,7 @@ import { runBatch } from "./inference/run-batch.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { startReconciler } from "./reconcile.ts";
 import { startRetention } from "./retention.ts";
+import { startWebhookDispatcher, type WebhookDispatcher } from "./webhooks/dispatcher.ts";
 import { failChunk, parseBatcherKey, scoreChunk, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
 
 export type RunningWorker = {
@@ -55,7 +57,25 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const metrics = createWorkerMetrics(queue);
   metrics.provider.set({ provider: probe.provider }, 1);
 
+  // Sends the webhook outbox (events written by Postgres triggers as jobs change).
+  const webhooks: WebhookDispatcher | null =
+    env.WEBHOOK_CONCURRENCY > 0
+      ? startWebhookDispatcher(
+          db,
+          {
+            policy: webhookPolicyFromEnv(env),
+            schedule: env.WEBHOOK_RETRY_SCHEDULE,
+            timeoutMs: env.WEBHOOK_TIMEOUT_MS,
+            pollMs: env.WEBHOOK_POLL_MS,
+            concurrency: env.WEBHOOK_CONCURRENCY,
+          },
+          metrics,
+          logger,
+        )
+      : null;
+
   const onJobFinished = (jobId: string) => {
+    webhooks?.wake();
     publishJobFinished(connection, env.QUEUE_PREFIX, jobId).catch((error: unknown) => logger.warn({ err: error, jobId }, "could not announce a finished job"));
   };
 
@@ -150,6 +170,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       stopReconciler();
       stopRetention();
       stopExpiry();
+      await webhooks?.stop();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await worker.close();
       await queue.close();

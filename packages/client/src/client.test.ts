@@ -54,6 +54,7 @@ function job(fields: Partial<Job> = {}): Job {
     id_column: null,
     execution: { provider: null, batch_rows: null },
     expires_at: null,
+    webhook_url: null,
     created_at: "2025-01-01T00:00:00.000Z",
     started_at: null,
     completed_at: null,

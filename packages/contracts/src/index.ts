@@ -4,3 +4,4 @@ export * from "./models.ts";
 export * from "./queue.ts";
 export * from "./tensor.ts";
 export * from "./env.ts";
+export * from "./webhooks.ts";

@@ -18,6 +18,16 @@ const ExpiresAfterSchema = z.coerce
     example: 3600,
   });
 
+const WebhookUrlSchema = z
+  .string()
+  .max(2048)
+  .openapi({
+    description:
+      "Receives this job's final event (job.succeeded, job.failed, job.cancelled or job.expired) as a Standard Webhooks " +
+      "delivery signed with the tenant's default secret (GET /v1/webhooks/default-secret).",
+    example: "https://example.com/hooks/coalesce",
+  });
+
 /**
  * Scheduling lanes: interactive chunks always go before batch chunks, so a single-row request is not
  * stuck behind a million-row upload; within a lane, concurrent jobs take turns chunk by chunk.
@@ -47,6 +57,7 @@ export const CreateJobRequestSchema = z
       }),
     priority: JobPrioritySchema.optional(),
     expires_after: ExpiresAfterSchema.optional(),
+    webhook_url: WebhookUrlSchema.optional(),
   })
   .openapi("CreateJobRequest");
 export type CreateJobRequest = z.infer<typeof CreateJobRequestSchema>;
@@ -88,6 +99,7 @@ export const JobSchema = z
     started_at: z.iso.datetime().nullable(),
     completed_at: z.iso.datetime().nullable(),
     expires_at: z.iso.datetime().nullable().openapi({ description: "When the job expires if it has not finished (expires_after)." }),
+    webhook_url: z.string().nullable().openapi({ description: "Where the job's final event is sent, if the job named one." }),
     error: RowErrorSchema.optional(),
   })
   .openapi("Job");
@@ -149,6 +161,7 @@ export const CsvUploadQuerySchema = z
     }),
     priority: JobPrioritySchema.optional(),
     expires_after: ExpiresAfterSchema.optional(),
+    webhook_url: WebhookUrlSchema.optional(),
     max_errors: z.coerce.number().int().min(0).max(1_000_000).default(1000).openapi({
       description: "Rows that fail to parse become failed rows; past this many the upload is rejected (422) and nothing is kept.",
     }),

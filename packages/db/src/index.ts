@@ -7,5 +7,7 @@ export * from "./repositories/chunks.ts";
 export * from "./repositories/idempotency.ts";
 export * from "./repositories/jobs.ts";
 export * from "./repositories/models.ts";
+export * from "./repositories/webhooks.ts";
+export { presentJob } from "./present-job.ts";
 export { JobPriority, JobStatus } from "./generated/enums.ts";
 export { GroupCommit } from "./group-commit.ts";

@@ -23,6 +23,7 @@ export type CsvIngestInput = {
   tenantId: string;
   priority: JobPriority;
   expiresAfterSeconds?: number | undefined;
+  webhookUrl?: string | undefined;
   modelVersion: ModelVersionRecord;
   mapping: MappingOptions;
   maxErrors: number;
@@ -108,6 +109,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
           idColumn: input.mapping.idColumn ?? null,
           priority: input.priority,
           expiresAfterSeconds: input.expiresAfterSeconds,
+          webhookUrl: input.webhookUrl,
         });
       }
       const parsed = parseRecord(record, first, mapping);

@@ -26,6 +26,7 @@ export type JobRecord = {
   startedAt: Date | null;
   completedAt: Date | null;
   expiresAt: Date | null;
+  webhookUrl: string | null;
 };
 
 export type CreateJobInput = {
@@ -37,6 +38,8 @@ export type CreateJobInput = {
   priority: JobPriority;
   /** Seconds until the job expires if unfinished; none when omitted. */
   expiresAfterSeconds?: number | undefined;
+  /** Receives the job's final event, signed with the tenant's default webhook secret. */
+  webhookUrl?: string | undefined;
 };
 
 export type CreatedJob = { job: JobRecord; chunkIds: string[] };
@@ -68,12 +71,13 @@ type JobSqlRow = {
   started_at: Date | null;
   completed_at: Date | null;
   expires_at: Date | null;
+  webhook_url: string | null;
 };
 
 const JOB_COLUMNS = `j.id, j.tenant_id, j.status, j.priority, j.model_version_id, m.name AS model_name,
   v.version AS model_version, j.total_rows, j.succeeded_rows, j.failed_rows, j.error, j.sealed, j.id_column,
   j.provider, j.batch_rows_min, j.batch_rows_max, j.batch_rows_sum, j.batched_rows, j.created_at,
-  j.started_at, j.completed_at, j.expires_at`;
+  j.started_at, j.completed_at, j.expires_at, j.webhook_url`;
 /** Joins a job row `j` to its model's name and version. */
 const JOB_JOINS = `JOIN model_versions v ON v.id = j.model_version_id JOIN models m ON m.id = v.model_id`;
 const JOB_FROM = `jobs j ${JOB_JOINS}`;
@@ -101,6 +105,7 @@ function fromSqlRow(row: JobSqlRow): JobRecord {
     startedAt: row.started_at,
     completedAt: row.completed_at,
     expiresAt: row.expires_at,
+    webhookUrl: row.webhook_url,
   };
 }
 
@@ -116,6 +121,7 @@ export async function createJobs(db: Database, inputs: CreateJobInput[]): Promis
     total_rows: input.rows.length,
     priority: input.priority,
     expires_after: input.expiresAfterSeconds ?? null,
+    webhook_url: input.webhookUrl ?? null,
   }));
   const chunks: { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] }[][] = inputs.map((input, i) => {
     const jobChunks = [];
@@ -127,10 +133,10 @@ export async function createJobs(db: Database, inputs: CreateJobInput[]): Promis
   });
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
-       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority, expires_at)
+       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority, expires_at, webhook_url)
        SELECT x.id, x.tenant_id, x.model_version_id, x.total_rows, x.priority::job_priority,
-              now() + make_interval(secs => x.expires_after)
-         FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int)
+              now() + make_interval(secs => x.expires_after), x.webhook_url
+         FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int, webhook_url text)
        RETURNING *
      ), c AS (
        INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs)
@@ -177,16 +183,16 @@ export async function listJobs(
  */
 export async function openUploadJob(
   db: Database,
-  input: { tenantId: string; modelVersionId: string; idColumn: string | null; priority: JobPriority; expiresAfterSeconds?: number | undefined },
+  input: Pick<CreateJobInput, "tenantId" | "modelVersionId" | "priority" | "expiresAfterSeconds" | "webhookUrl"> & { idColumn: string | null },
 ): Promise<JobRecord> {
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
-       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at)
-       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int))
+       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at, webhook_url)
+       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int), $7)
        RETURNING *
      )
      SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
-    [newId("job"), input.tenantId, input.modelVersionId, input.idColumn, input.priority, input.expiresAfterSeconds ?? null],
+    [newId("job"), input.tenantId, input.modelVersionId, input.idColumn, input.priority, input.expiresAfterSeconds ?? null, input.webhookUrl ?? null],
   );
   return fromSqlRow(rows[0] as JobSqlRow);
 }

@@ -1,12 +1,11 @@
 import { JobSchema } from "@coalesce/contracts";
-import { cancelJob } from "@coalesce/db";
+import { cancelJob, presentJob } from "@coalesce/db";
 import { publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { problem } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
-import { presentJob } from "./present.ts";
 
 export const cancelJobRoute = createRoute({
   method: "post",

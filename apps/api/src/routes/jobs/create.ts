@@ -13,6 +13,7 @@ import {
   IDEMPOTENCY_WINDOW_HOURS,
   recordIdempotentJob,
   releaseIdempotencyKey,
+  presentJob,
   resolveModelVersion,
   type JobRecord,
 } from "@coalesce/db";
@@ -25,7 +26,7 @@ import { ingestCsv } from "../../ingest/csv-upload.ts";
 import { openCsvStream } from "../../ingest/upload-body.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { problem } from "../responses.ts";
-import { presentJob } from "./present.ts";
+import { assertDeliverableUrl } from "../webhooks/check-url.ts";
 
 /** JSON jobs up to this size default to the interactive lane. */
 const INTERACTIVE_MAX_ROWS = 1000;
@@ -135,6 +136,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: Job
     }
   });
   if (errorCount > 0) throw validationError(errors, errorCount);
+  const webhookUrl = body.webhook_url === undefined ? undefined : await assertDeliverableUrl(body.webhook_url, deps.webhookPolicy, "webhook_url");
 
   const idempotencyKey = c.req.header("idempotency-key");
   if (idempotencyKey !== undefined) {
@@ -151,6 +153,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: Job
       chunkRows: deps.limits.chunkRows,
       priority,
       expiresAfterSeconds: body.expires_after,
+      webhookUrl,
     });
   } catch (error) {
     if (idempotencyKey !== undefined) await releaseIdempotencyKey(deps.db, tenantId, idempotencyKey).catch(() => {});
@@ -228,6 +231,7 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps) {
   if (!query.success) throw fromZodError(query.error);
   const tenantId = c.get("tenantId");
   const modelVersion = await resolveModelRef(deps, tenantId, query.data.model);
+  const webhookUrl = query.data.webhook_url === undefined ? undefined : await assertDeliverableUrl(query.data.webhook_url, deps.webhookPolicy, "webhook_url");
   const csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, c.env?.incoming);
   return ingestCsv(deps, {
     tenantId,
@@ -241,6 +245,7 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps) {
     // The size of an upload is not known up front; a file is batch work unless the caller says otherwise.
     priority: query.data.priority ?? "batch",
     expiresAfterSeconds: query.data.expires_after,
+    webhookUrl,
     csv,
     log: c.get("logger"),
   });

@@ -1,12 +1,11 @@
 import { TERMINAL_JOB_STATUSES } from "@coalesce/contracts";
-import { findJob } from "@coalesce/db";
+import { findJob, presentJob } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { problem } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
-import { presentJob } from "./present.ts";
 
 /** How often a running job's progress is re-read; its end is pushed at once through Redis. */
 const PROGRESS_EVERY_MS = 1_000;

@@ -1,11 +1,10 @@
 import { JobSchema, TERMINAL_JOB_STATUSES } from "@coalesce/contracts";
-import { findJob, type JobRecord } from "@coalesce/db";
+import { findJob, presentJob, type JobRecord } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { problem } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
-import { presentJob } from "./present.ts";
 
 const MAX_WAIT_SECONDS = 60;
 

@@ -1,10 +1,9 @@
 import { JobListSchema } from "@coalesce/contracts";
-import { listJobs } from "@coalesce/db";
+import { listJobs, presentJob } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { problem } from "../responses.ts";
 import { pageLimitSchema } from "./params.ts";
-import { presentJob } from "./present.ts";
 
 export const listJobsRoute = createRoute({
   method: "get",

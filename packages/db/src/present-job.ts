@@ -1,5 +1,5 @@
 import { JobSchema, TERMINAL_JOB_STATUSES, type Job } from "@coalesce/contracts";
-import type { JobRecord } from "@coalesce/db";
+import type { JobRecord } from "./repositories/jobs.ts";
 
 /** Seconds left at the rate seen since the job started, or null before there is a rate. */
 function estimateSecondsLeft(record: JobRecord, done: number, now: number): number | null {
@@ -10,6 +10,7 @@ function estimateSecondsLeft(record: JobRecord, done: number, now: number): numb
   return Math.round(((record.totalRows - done) / rate) * 10) / 10;
 }
 
+/** A job as the API shows it (GET /v1/jobs/{id}) and as webhook events carry it. */
 export function presentJob(record: JobRecord, now = Date.now()): Job {
   const done = record.succeededRows + record.failedRows;
   return JobSchema.parse({
@@ -36,6 +37,7 @@ export function presentJob(record: JobRecord, now = Date.now()): Job {
     started_at: record.startedAt?.toISOString() ?? null,
     completed_at: record.completedAt?.toISOString() ?? null,
     expires_at: record.expiresAt?.toISOString() ?? null,
+    webhook_url: record.webhookUrl,
     ...(record.error ? { error: record.error } : {}),
   });
 }

@@ -1,0 +1,86 @@
+import { RotateSecretRequestSchema, WebhookSecretSchema, type WebhookSecret } from "@coalesce/contracts";
+import { ensureTenantWebhookSecret, rotateTenantWebhookSecret, rotateWebhookEndpointSecret, type SecretRecord } from "@coalesce/db";
+import { generateSecret } from "@coalesce/webhooks";
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { ApiError, fromZodError } from "../../errors.ts";
+import { problem } from "../responses.ts";
+import { WebhookIdParamsSchema } from "./params.ts";
+
+const TAGS = ["Webhooks"];
+const secretResponse = { description: "The secret", content: { "application/json": { schema: WebhookSecretSchema } } };
+const rotateBody = { required: false, content: { "application/json": { schema: RotateSecretRequestSchema } } };
+const ROTATION =
+  "For `overlap_seconds` (default 24 h) every delivery carries two signatures, one by each secret, so the receiver " +
+  "can switch secrets without missing a delivery.";
+
+const rotateWebhookSecretRoute = createRoute({
+  method: "post",
+  path: "/v1/webhooks/{id}/rotate-secret",
+  tags: TAGS,
+  summary: "Rotate an endpoint's signing secret",
+  description: `Makes a new secret for the endpoint. ${ROTATION}`,
+  request: { params: WebhookIdParamsSchema, body: rotateBody },
+  responses: { 200: secretResponse, 404: problem("No such endpoint"), 422: problem("overlap_seconds out of range") },
+});
+
+const getDefaultSecretRoute = createRoute({
+  method: "get",
+  path: "/v1/webhooks/default-secret",
+  tags: TAGS,
+  summary: "The secret that signs deliveries to jobs' own webhook_url",
+  description: "A job submitted with `webhook_url` gets its final event signed with this tenant-wide secret (made on first use).",
+  responses: { 200: secretResponse },
+});
+
+const rotateDefaultSecretRoute = createRoute({
+  method: "post",
+  path: "/v1/webhooks/default-secret/rotate",
+  tags: TAGS,
+  summary: "Rotate the default secret",
+  description: `Makes a new default secret. ${ROTATION}`,
+  request: { body: rotateBody },
+  responses: { 200: secretResponse, 422: problem("overlap_seconds out of range") },
+});
+
+/** The rotation body is optional: no body means the default overlap. */
+async function readOverlapSeconds(c: Context<AppEnv>): Promise<number> {
+  const text = await c.req.text();
+  let body: unknown = {};
+  if (text.trim() !== "") {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new ApiError("invalid_json", "the request body is not valid JSON");
+    }
+  }
+  const parsed = RotateSecretRequestSchema.safeParse(body);
+  if (!parsed.success) throw fromZodError(parsed.error);
+  return parsed.data.overlap_seconds;
+}
+
+function presentSecret(record: SecretRecord, now = new Date()): WebhookSecret {
+  const overlapping = record.previousSecret && record.previousSecretExpiresAt && record.previousSecretExpiresAt > now;
+  return { secret: record.secret, previous_secret_expires_at: overlapping ? (record.previousSecretExpiresAt as Date).toISOString() : null };
+}
+
+export function registerWebhookSecretRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(rotateWebhookSecretRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const record = await rotateWebhookEndpointSecret(deps.db, c.get("tenantId"), id, generateSecret(), await readOverlapSeconds(c));
+    if (!record) throw new ApiError("not_found", `no webhook endpoint '${id}'`);
+    c.get("logger").info({ webhookId: id }, "webhook secret rotated");
+    return c.json(presentSecret(record), 200);
+  });
+
+  app.openapi(getDefaultSecretRoute, async (c) => {
+    return c.json(presentSecret(await ensureTenantWebhookSecret(deps.db, c.get("tenantId"), generateSecret())), 200);
+  });
+
+  app.openapi(rotateDefaultSecretRoute, async (c) => {
+    const record = await rotateTenantWebhookSecret(deps.db, c.get("tenantId"), generateSecret(), await readOverlapSeconds(c));
+    c.get("logger").info("default webhook secret rotated");
+    return c.json(presentSecret(record), 200);
+  });
+}
