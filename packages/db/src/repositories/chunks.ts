@@ -203,9 +203,15 @@ export async function completeChunks(
        SELECT DISTINCT ON (x.chunk_id) x.* FROM json_to_recordset($1::json) AS x(
          chunk_id text, job_id text, results json, succeeded int, failed int, provider text,
          run_min int, run_max int, run_sum bigint, ran int)
+     ), active AS (
+       -- The jobs still running, locked first: a chunk of a job cancelled or expired meanwhile is
+       -- not stored (nor counted), and a cancel waits for a completion that got here before it.
+       SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) AND j.status IN ('queued', 'running')
+       ORDER BY j.id FOR UPDATE
      ), chunk AS (
        UPDATE job_chunks c SET status = 'done', results = i.results, completed_at = now(), attempts = c.attempts + 1
-         FROM input i WHERE c.id = i.chunk_id AND c.job_id = i.job_id AND c.status = 'queued'
+         FROM input i JOIN active a ON a.id = i.job_id
+        WHERE c.id = i.chunk_id AND c.job_id = i.job_id AND c.status = 'queued'
        RETURNING c.id, c.job_id
      ), delta AS (
        SELECT i.job_id, sum(i.succeeded)::int AS s, sum(i.failed)::int AS f, max(i.provider) AS provider,

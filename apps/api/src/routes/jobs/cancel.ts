@@ -14,8 +14,8 @@ export const cancelJobRoute = createRoute({
   summary: "Cancel a job",
   description:
     "Stops an unfinished job: it ends `cancelled` at once and its waiting chunks leave the queue. Rows " +
-    "already scored keep their results, readable as usual; chunks being scored at that moment finish " +
-    "and are stored but not counted.",
+    "already scored keep their results, readable as usual, and the counts say exactly how many; rows being " +
+    "scored at that moment are dropped. Webhook endpoints subscribed to job.cancelled are told.",
   request: { params: JobIdParamsSchema },
   responses: {
     200: { description: "The cancelled job", content: { "application/json": { schema: JobSchema } } },
