@@ -76,3 +76,66 @@ describe("Idempotency-Key on POST /v1/jobs", () => {
     await expectProblem(await submit(body, "x".repeat(256)), 422, "validation_failed");
   });
 });
+
+describe("Idempotency-Key on CSV uploads", () => {
+  const csv = "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.7,3.1,4.7,1.5\n";
+
+  async function upload(body: string | FormData, key: string, query = "model=iris"): Promise<Response> {
+    return api.app.request(`/v1/jobs?${query}`, {
+      method: "POST",
+      headers: { Authorization: auth, "Idempotency-Key": key, ...(typeof body === "string" ? { "Content-Type": "text/csv" } : {}) },
+      body,
+    });
+  }
+
+  function multipart(text: string): FormData {
+    const form = new FormData();
+    form.append("file", new Blob([text], { type: "text/csv" }), "rows.csv");
+    return form;
+  }
+
+  it("returns the original job for the same file, even sent as multipart the second time", async () => {
+    const first = await upload(csv, "csv-1");
+    expect(first.status).toBe(202);
+    const before = await jobCount();
+    const again = await upload(multipart(csv), "csv-1");
+    expect(again.status).toBe(202);
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(((await again.json()) as Job).id).toBe(((await first.json()) as Job).id);
+    expect(await jobCount()).toBe(before);
+  });
+
+  it("refuses the same key with another file or other options", async () => {
+    expect((await upload(csv, "csv-2")).status).toBe(202);
+    const otherFile = await upload(`${csv}4.9,3.0,1.4,0.2\n`, "csv-2");
+    expect((await expectProblem(otherFile, 422, "validation_failed")).errors?.[0]?.field).toBe("Idempotency-Key");
+    await expectProblem(await upload(csv, "csv-2", "model=iris&priority=interactive"), 422, "validation_failed");
+    // A JSON request cannot reuse a CSV upload's key either.
+    await expectProblem(await submit({ model: "iris", inputs: irisRows(2) }, "csv-2"), 422, "validation_failed");
+  });
+
+  it("frees the key when the upload is refused, so a corrected retry can use it", async () => {
+    await expectProblem(await upload("a,b\n1,2\n", "csv-3"), 422, "validation_failed");
+    expect((await upload(csv, "csv-3")).status).toBe(202);
+  });
+
+  it("answers 409 to a repeat while the first upload is still streaming", async () => {
+    let push!: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({ start: (controller) => void (push = controller) });
+    push.enqueue(new TextEncoder().encode(csv));
+    const first = api.app.request("/v1/jobs?model=iris", {
+      method: "POST",
+      headers: { Authorization: auth, "Idempotency-Key": "csv-4", "Content-Type": "text/csv" },
+      body,
+      duplex: "half",
+    } as RequestInit);
+    // The first upload has claimed the key once its first rows are stored.
+    for (let i = 0; i < 200 && (await api.db.pool.query(`SELECT 1 FROM idempotency_keys WHERE key = 'csv-4'`)).rowCount === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await expectProblem(await upload(csv, "csv-4"), 409, "conflict");
+    push.close();
+    expect((await first).status).toBe(202);
+    expect((await upload(csv, "csv-4")).headers.get("idempotent-replayed")).toBe("true");
+  });
+});

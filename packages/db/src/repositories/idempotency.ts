@@ -32,8 +32,30 @@ export async function claimIdempotencyKey(db: Database, tenantId: string, key: s
   return row.job_id ? { kind: "replay", jobId: row.job_id } : { kind: "in_progress" };
 }
 
-export async function recordIdempotentJob(db: Database, tenantId: string, key: string, jobId: string): Promise<void> {
-  await db.pool.query(`UPDATE idempotency_keys SET job_id = $3 WHERE tenant_id = $1 AND key = $2`, [tenantId, key, jobId]);
+/**
+ * Ties a claimed key to the job its request made; `requestHash` replaces the claim's when the
+ * request could only be hashed once it was read (a streamed CSV upload).
+ */
+export async function recordIdempotentJob(db: Database, tenantId: string, key: string, jobId: string, requestHash?: string): Promise<void> {
+  await db.pool.query(
+    `UPDATE idempotency_keys SET job_id = $3, request_hash = COALESCE($4, request_hash) WHERE tenant_id = $1 AND key = $2`,
+    [tenantId, key, jobId, requestHash ?? null],
+  );
+}
+
+/** A key used within the window: the hash of its request, and its job once written. */
+export async function findIdempotencyKey(
+  db: Database,
+  tenantId: string,
+  key: string,
+): Promise<{ requestHash: string; jobId: string | null } | null> {
+  const { rows } = await db.pool.query<{ request_hash: string; job_id: string | null }>(
+    `SELECT request_hash, job_id FROM idempotency_keys
+      WHERE tenant_id = $1 AND key = $2 AND created_at >= now() - make_interval(hours => ${IDEMPOTENCY_WINDOW_HOURS})`,
+    [tenantId, key],
+  );
+  const row = rows[0];
+  return row ? { requestHash: row.request_hash, jobId: row.job_id } : null;
 }
 
 /** Frees a key whose request failed, so a retry can use it. */

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import {
   CreateJobRequestSchema,
   CsvUploadQuerySchema,
@@ -7,16 +6,7 @@ import {
   type FieldError,
   type TensorRow,
 } from "@coalesce/contracts";
-import {
-  claimIdempotencyKey,
-  findJob,
-  IDEMPOTENCY_WINDOW_HOURS,
-  recordIdempotentJob,
-  releaseIdempotencyKey,
-  presentJob,
-  resolveModelVersion,
-  type JobRecord,
-} from "@coalesce/db";
+import { presentJob, recordIdempotentJob, releaseIdempotencyKey, resolveModelVersion, type JobRecord } from "@coalesce/db";
 import { validateRow } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
@@ -27,6 +17,7 @@ import { openCsvStream } from "../../ingest/upload-body.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { problem } from "../responses.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
+import { claimCsvKey, claimJsonKey } from "./idempotency.ts";
 
 /** JSON jobs up to this size default to the interactive lane. */
 const INTERACTIVE_MAX_ROWS = 1000;
@@ -54,7 +45,10 @@ export const createJobRoute = createRoute({
   request: {
     headers: z.object({
       "idempotency-key": z.string().optional().openapi({
-        description: "JSON jobs: a repeat of the same request with the same key within 24 h returns the original job (header Idempotent-Replayed: true); the same key with another body is refused (422).",
+        description:
+          "A repeat of the same request with the same key within 24 h returns the original job (header Idempotent-Replayed: true); " +
+          "the same key with another request is refused (422). For CSV uploads the request is the query and the file's CSV " +
+          "content (a repeat is read through to compare); while the first upload with a key is still streaming, a repeat gets 409.",
         example: "order-2026-11-25-0042",
       }),
     }),
@@ -91,7 +85,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
   });
   app.openapi(createJobRoute, async (c) => {
     const format = isCsvUpload(c) ? "csv" : "json";
-    const { job, replayed } = format === "csv" ? { job: await acceptCsv(c, deps), replayed: false } : await acceptJson(c, deps);
+    const { job, replayed } = format === "csv" ? await acceptCsv(c, deps) : await acceptJson(c, deps);
     if (replayed) {
       c.header("Idempotent-Replayed", "true");
     } else {
@@ -140,7 +134,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: Job
 
   const idempotencyKey = c.req.header("idempotency-key");
   if (idempotencyKey !== undefined) {
-    const earlier = await claimKey(deps, tenantId, idempotencyKey, body);
+    const earlier = await claimJsonKey(deps, tenantId, idempotencyKey, body);
     if (earlier) return { job: earlier, replayed: true };
   }
   let created;
@@ -162,37 +156,6 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: Job
   if (idempotencyKey !== undefined) await recordIdempotentJob(deps.db, tenantId, idempotencyKey, created.job.id);
   c.get("logger").info({ jobId: created.job.id, rows: created.job.totalRows, chunks: created.chunkIds.length, model: created.job.model }, "job accepted");
   return { job: created.job, replayed: false };
-}
-
-/** How long a repeat waits for the first request with its key to finish writing. */
-const IN_PROGRESS_WAIT_MS = 10_000;
-
-/**
- * Claims an Idempotency-Key for this request, or returns the job an earlier request with the same
- * key and body created. The same key with another body is refused (422).
- */
-async function claimKey(deps: ApiDeps, tenantId: string, key: string, body: CreateJobRequest): Promise<JobRecord | null> {
-  if (key.length === 0 || key.length > 255) {
-    throw validationError([{ field: "Idempotency-Key", message: "expected 1 to 255 characters" }]);
-  }
-  const requestHash = createHash("sha256").update(JSON.stringify(body)).digest("hex");
-  const deadline = Date.now() + IN_PROGRESS_WAIT_MS;
-  for (;;) {
-    const claim = await claimIdempotencyKey(deps.db, tenantId, key, requestHash);
-    if (claim.kind === "claimed") return null;
-    if (claim.kind === "mismatch") {
-      throw validationError([
-        { field: "Idempotency-Key", message: `was used with a different request in the last ${IDEMPOTENCY_WINDOW_HOURS} h; use a new key for a new request` },
-      ]);
-    }
-    if (claim.kind === "replay") {
-      const job = await findJob(deps.db, tenantId, claim.jobId);
-      if (job) return job;
-    }
-    // The first request with this key is still writing its job: wait for it.
-    if (Date.now() > deadline) throw new ApiError("conflict", "a request with this Idempotency-Key is still in progress; retry shortly");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 function isCsvUpload(c: Context): boolean {
@@ -226,27 +189,40 @@ function splitList(value: string | undefined): string[] {
   return (value ?? "").split(",").map((name) => name.trim()).filter((name) => name.length > 0);
 }
 
-async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps) {
+async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: JobRecord; replayed: boolean }> {
   const query = CsvUploadQuerySchema.safeParse(c.req.query());
   if (!query.success) throw fromZodError(query.error);
   const tenantId = c.get("tenantId");
   const modelVersion = await resolveModelRef(deps, tenantId, query.data.model);
   const webhookUrl = query.data.webhook_url === undefined ? undefined : await assertDeliverableUrl(query.data.webhook_url, deps.webhookPolicy, "webhook_url");
-  const csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, c.env?.incoming);
-  return ingestCsv(deps, {
-    tenantId,
-    modelVersion,
-    mapping: {
-      idColumn: query.data.id_column,
-      ignore: splitList(query.data.ignore),
-      map: readColumnMap(new URL(c.req.url)),
-    },
-    maxErrors: query.data.max_errors,
-    // The size of an upload is not known up front; a file is batch work unless the caller says otherwise.
-    priority: query.data.priority ?? "batch",
-    expiresAfterSeconds: query.data.expires_after,
-    webhookUrl,
-    csv,
-    log: c.get("logger"),
-  });
+  const url = new URL(c.req.url);
+  let csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, c.env?.incoming);
+  const idempotencyKey = c.req.header("idempotency-key");
+  const claim = idempotencyKey === undefined ? null : await claimCsvKey(deps, tenantId, idempotencyKey, url.searchParams, csv);
+  if (claim?.kind === "replay") return { job: claim.job, replayed: true };
+  if (claim) csv = claim.csv;
+  let job: JobRecord;
+  try {
+    job = await ingestCsv(deps, {
+      tenantId,
+      modelVersion,
+      mapping: {
+        idColumn: query.data.id_column,
+        ignore: splitList(query.data.ignore),
+        map: readColumnMap(url),
+      },
+      maxErrors: query.data.max_errors,
+      // The size of an upload is not known up front; a file is batch work unless the caller says otherwise.
+      priority: query.data.priority ?? "batch",
+      expiresAfterSeconds: query.data.expires_after,
+      webhookUrl,
+      csv,
+      log: c.get("logger"),
+    });
+  } catch (error) {
+    await claim?.release().catch(() => {});
+    throw error;
+  }
+  await claim?.commit(job.id);
+  return { job, replayed: false };
 }
