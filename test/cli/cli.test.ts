@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
 import { readReference } from "../support/fixtures.ts";
 import { irisRows } from "../support/http.ts";
-import { createTestServices, type TestServices } from "../support/services.ts";
+import { createTestServices, TEST_WEBHOOK_ENV, type TestServices } from "../support/services.ts";
+import { verifyWebhook, WebhookReceiver } from "../support/webhook-receiver.ts";
 
 const KEY = "csk_cli_0123456789abcdef";
 const CLI = path.join(ROOT, "apps/cli/bin/coalesce.mjs");
@@ -51,7 +52,7 @@ beforeAll(async () => {
   tmp = await mkdtemp(path.join(tmpdir(), "coalesce-cli-"));
   const port = await freePort();
   baseUrl = `http://127.0.0.1:${port}`;
-  const env = { ...services.env, PORT: String(port), BOOTSTRAP_API_KEY: KEY, MAX_BATCH_DELAY_MS: "20" };
+  const env = { ...services.env, ...TEST_WEBHOOK_ENV, PORT: String(port), BOOTSTRAP_API_KEY: KEY, MAX_BATCH_DELAY_MS: "20" };
   processes = [startProcess("api", API_MAIN, env, "pipe"), startProcess("worker", WORKER_MAIN, env, "pipe")];
   for (const service of processes) {
     service.child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -137,6 +138,49 @@ describe("coalesce against running API and worker processes", () => {
       expect(cells[5]).toBe("");
     });
     await expect(stat(`${out}.part`)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("webhooks: add an endpoint, receive a signed event, list deliveries, redeliver, remove", async () => {
+    const receiver = await WebhookReceiver.start();
+    try {
+      const added = await coalesce(["webhooks", "add", receiver.url, "--events", "job.succeeded"]);
+      expect(added.code, added.stderr).toBe(0);
+      const [id = "", secretLine = ""] = added.stdout.trim().split("\n");
+      expect(id).toMatch(/^wh_\w+$/);
+      const secret = secretLine.replace(/^secret: /, "");
+      expect((await coalesce(["webhooks", "list"])).stdout).toContain(receiver.url);
+
+      const submitted = await coalesce(["submit", "fixtures/iris.csv", "--model", "iris", "--ignore", "row_id,target", "--wait", "--webhook-url", receiver.url]);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const jobId = submitted.stdout.trim();
+      // One delivery to the endpoint (its secret), one to the job's own URL (the default secret).
+      const received = await receiver.waitFor((r) => r.length >= 2);
+      const defaultSecret = (await coalesce(["webhooks", "secret"])).stdout.trim();
+      const bySecret = received.map((r) => {
+        try {
+          return (verifyWebhook(secret, r), "endpoint");
+        } catch {
+          return (verifyWebhook(defaultSecret, r), "job");
+        }
+      });
+      expect(bySecret.sort()).toEqual(["endpoint", "job"]);
+
+      let deliveries = await coalesce(["webhooks", "deliveries", jobId]);
+      for (let i = 0; i < 100 && (deliveries.stdout.match(/succeeded/g) ?? []).length < 2; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        deliveries = await coalesce(["webhooks", "deliveries", jobId]);
+      }
+      expect(deliveries.stdout).toMatch(/dlv_\w+ +job\.succeeded +succeeded/);
+      expect(deliveries.stdout).toMatch(/#1 .* 200 \d+ ms/);
+      const deliveryId = /dlv_\w+/.exec(deliveries.stdout)?.[0] ?? "";
+      expect((await coalesce(["webhooks", "redeliver", deliveryId])).code).toBe(0);
+      await receiver.waitFor((r) => r.length >= 3);
+
+      expect((await coalesce(["webhooks", "rm", id])).code).toBe(0);
+      expect((await coalesce(["webhooks", "list"])).stderr).toContain("no webhook endpoints");
+    } finally {
+      await receiver.down();
+    }
   });
 });
 

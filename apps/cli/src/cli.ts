@@ -6,6 +6,7 @@ import { resultsCommand } from "./commands/results.ts";
 import { cancelCommand } from "./commands/cancel.ts";
 import { statusCommand } from "./commands/status.ts";
 import { submitCommand } from "./commands/submit.ts";
+import { WEBHOOK_COMMANDS } from "./commands/webhooks.ts";
 import { createContext, type Io } from "./context.ts";
 import { DEFAULT_URL, parseCliEnv } from "./env.ts";
 import { describeError, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
@@ -18,6 +19,7 @@ export const COMMANDS: Command[] = [
   modelsPushCommand,
   modelsListCommand,
   jobsListCommand,
+  ...WEBHOOK_COMMANDS,
 ];
 /** Words that only group commands (`coalesce models push`). */
 const GROUPS = new Set(COMMANDS.filter((command) => command.name.includes(" ")).map((command) => command.name.split(" ")[0]));
@@ -27,7 +29,7 @@ export const HELP = `Usage: coalesce COMMAND [options]
 Batch predictions with ONNX models on a Coalesce server, from the command line.
 
 Commands:
-${COMMANDS.map((command) => `  ${command.name.padEnd(14)}${command.summary}`).join("\n")}
+${COMMANDS.map((command) => `  ${command.name.padEnd(20)}${command.summary}`).join("\n")}
 
 Options for every command:
   --url URL        the API's address (default: $COALESCE_URL, else ${DEFAULT_URL})

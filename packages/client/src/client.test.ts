@@ -278,6 +278,44 @@ describe("reading", () => {
     const done = await client().waitForJob("job_a", { intervalMs: 5, onProgress: (j) => shown.push(j.status) });
     expect(done.status).toBe("succeeded");
     expect(shown).toEqual(["queued", "running", "succeeded"]);
+    // After the first look, each request is a long-poll the server may hold for the interval.
+    expect(seen.map((request) => request.url)).toEqual(["/v1/jobs/job_a", "/v1/jobs/job_a?wait=0.005", "/v1/jobs/job_a?wait=0.005"]);
+  });
+
+  it("manages webhooks: create, change, rotate, delete, deliveries and a replay", async () => {
+    const endpoint = {
+      id: "wh_1",
+      url: "https://example.com/hooks",
+      events: ["job.succeeded"],
+      description: null,
+      enabled: true,
+      disabled_reason: null,
+      previous_secret_expires_at: null,
+      created_at: "2025-01-01T00:00:00.000Z",
+      updated_at: "2025-01-01T00:00:00.000Z",
+    };
+    handler = (request, res) => {
+      if (request.method === "DELETE" || request.url.endsWith("/retry")) return send(res, request.method === "DELETE" ? 204 : 202, request.method === "DELETE" ? "" : { id: "dlv_1", state: "pending" });
+      if (request.url.endsWith("/rotate-secret")) return send(res, 200, { secret: "whsec_bmV3", previous_secret_expires_at: "2025-01-02T00:00:00.000Z" });
+      if (request.url.endsWith("/deliveries")) return send(res, 200, { data: [] });
+      return send(res, request.method === "POST" ? 201 : 200, request.method === "POST" ? { ...endpoint, secret: "whsec_b2xk" } : endpoint);
+    };
+    const c = client();
+    expect((await c.createWebhook({ url: endpoint.url, events: ["job.succeeded"] })).secret).toBe("whsec_b2xk");
+    await c.updateWebhook("wh_1", { enabled: false });
+    expect((await c.rotateWebhookSecret("wh_1", 60)).secret).toBe("whsec_bmV3");
+    await c.deleteWebhook("wh_1");
+    expect((await c.listDeliveries("job_a")).data).toEqual([]);
+    await c.retryDelivery("dlv_1");
+    expect(seen.map((r) => `${r.method} ${r.url}`)).toEqual([
+      "POST /v1/webhooks",
+      "PATCH /v1/webhooks/wh_1",
+      "POST /v1/webhooks/wh_1/rotate-secret",
+      "DELETE /v1/webhooks/wh_1",
+      "GET /v1/jobs/job_a/deliveries",
+      "POST /v1/deliveries/dlv_1/retry",
+    ]);
+    expect(JSON.parse(seen[2]!.body.toString())).toEqual({ overlap_seconds: 60 });
   });
 
   it("waitForJob gives up after timeoutMs with the last state", async () => {

@@ -19,6 +19,18 @@ import {
   type ModelList,
   type ModelVersion,
   type ResultRow,
+  CreatedWebhookSchema,
+  WebhookDeliveryListSchema,
+  WebhookEndpointSchema,
+  WebhookListSchema,
+  WebhookSecretSchema,
+  type CreatedWebhook,
+  type CreateWebhookRequest,
+  type UpdateWebhookRequest,
+  type WebhookDeliveryList,
+  type WebhookEndpoint,
+  type WebhookList,
+  type WebhookSecret,
 } from "@coalesce/contracts";
 import type { z } from "zod";
 import { buildCsvUploadQuery, openCsvBody, type CsvUploadOptions } from "./csv-upload.ts";
@@ -45,7 +57,8 @@ export type PageOptions = {
 
 export type WaitOptions = {
   /**
-   * Time between polls.
+   * How often `onProgress` hears of a running job. Each request is a long-poll held by the server
+   * for up to this long, so the end of the job is seen at once, whatever the interval.
    * @defaultValue 1000
    */
   intervalMs?: number;
@@ -72,11 +85,13 @@ export type ResultsDownload = {
 };
 
 const DEFAULT_POLL_INTERVAL_MS = 1000;
+/** The longest the server holds a long-poll. */
+const MAX_WAIT_SECONDS = 60;
 
 export type CoalesceClient = ReturnType<typeof createClient>;
 
 type Call = {
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "PATCH" | "DELETE";
   path: string;
   query?: URLSearchParams;
   headers?: Record<string, string>;
@@ -146,9 +161,14 @@ export function createClient(options: ClientOptions) {
 
   const jobPath = (id: string) => `/v1/jobs/${encodeURIComponent(id)}`;
 
-  async function getJob(id: string): Promise<Job> {
-    return callJson(JobSchema, { method: "GET", path: jobPath(id) });
+  /** The job; with `waitSeconds`, held by the server until the job finishes or that long has passed (long-poll). */
+  async function getJob(id: string, waitSeconds?: number): Promise<Job> {
+    const query = waitSeconds ? new URLSearchParams({ wait: String(Math.round(waitSeconds * 1000) / 1000) }) : undefined;
+    return callJson(JobSchema, { method: "GET", path: jobPath(id), ...(query ? { query } : {}) });
   }
+
+  const webhookPath = (id: string) => `/v1/webhooks/${encodeURIComponent(id)}`;
+  const jsonBody = (body: unknown) => ({ headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
   async function cancelJob(id: string): Promise<Job> {
     return callJson(JobSchema, { method: "POST", path: `${jobPath(id)}/cancel` });
@@ -201,7 +221,12 @@ export function createClient(options: ClientOptions) {
       try {
         response = await fetchImpl(urlFor(call.path, call.query), {
           method: "POST",
-          headers: { ...authorization, "Content-Type": "text/csv", ...(upload.gzip ? { "Content-Encoding": "gzip" } : {}) },
+          headers: {
+            ...authorization,
+            "Content-Type": "text/csv",
+            ...(upload.gzip ? { "Content-Encoding": "gzip" } : {}),
+            ...(upload.idempotencyKey === undefined ? {} : { "Idempotency-Key": upload.idempotencyKey }),
+          },
           body: csv.body,
           duplex: "half",
         } as RequestInit);
@@ -229,19 +254,65 @@ export function createClient(options: ClientOptions) {
       return callJson(JobListSchema, { method: "GET", path: "/v1/jobs", query: pageQuery(page) });
     },
 
-    /** Polls the job until it is succeeded, failed or cancelled, and returns that last state. */
+    /** Registers a webhook endpoint; the answer holds its signing secret, shown only this once. */
+    async createWebhook(request: CreateWebhookRequest): Promise<CreatedWebhook> {
+      return callJson(CreatedWebhookSchema, { method: "POST", path: "/v1/webhooks", ...jsonBody(request) });
+    },
+
+    async listWebhooks(): Promise<WebhookList> {
+      return callJson(WebhookListSchema, { method: "GET", path: "/v1/webhooks" });
+    },
+
+    /** Changes an endpoint; `{ enabled: true }` re-enables one that a 410 disabled. */
+    async updateWebhook(id: string, changes: UpdateWebhookRequest): Promise<WebhookEndpoint> {
+      return callJson(WebhookEndpointSchema, { method: "PATCH", path: webhookPath(id), ...jsonBody(changes) });
+    },
+
+    async deleteWebhook(id: string): Promise<void> {
+      await send({ method: "DELETE", path: webhookPath(id) });
+    },
+
+    /** A new signing secret; the old one keeps signing beside it for `overlapSeconds` (default 24 h). */
+    async rotateWebhookSecret(id: string, overlapSeconds?: number): Promise<WebhookSecret> {
+      const body = overlapSeconds === undefined ? {} : { overlap_seconds: overlapSeconds };
+      return callJson(WebhookSecretSchema, { method: "POST", path: `${webhookPath(id)}/rotate-secret`, ...jsonBody(body) });
+    },
+
+    /** The secret that signs deliveries to jobs' own `webhook_url`. */
+    async getDefaultWebhookSecret(): Promise<WebhookSecret> {
+      return callJson(WebhookSecretSchema, { method: "GET", path: "/v1/webhooks/default-secret" });
+    },
+
+    /** A job's webhook deliveries, each with every attempt. */
+    async listDeliveries(jobId: string): Promise<WebhookDeliveryList> {
+      return callJson(WebhookDeliveryListSchema, { method: "GET", path: `${jobPath(jobId)}/deliveries` });
+    },
+
+    /** Sends a delivery again now, same webhook-id and body. */
+    async retryDelivery(deliveryId: string): Promise<void> {
+      await send({ method: "POST", path: `/v1/deliveries/${encodeURIComponent(deliveryId)}/retry` });
+    },
+
+    /**
+     * Waits until the job is finished (succeeded, failed, cancelled or expired) and returns that last
+     * state. It long-polls (`GET /v1/jobs/{id}?wait=`): the server answers the moment the job ends.
+     */
     async waitForJob(id: string, wait: WaitOptions = {}): Promise<Job> {
       const intervalMs = wait.intervalMs ?? DEFAULT_POLL_INTERVAL_MS;
       const started = Date.now();
+      let job = await getJob(id);
       for (;;) {
-        wait.signal?.throwIfAborted();
-        const job = await getJob(id);
         wait.onProgress?.(job);
         if (TERMINAL_JOB_STATUSES.includes(job.status)) return job;
-        if (wait.timeoutMs !== undefined && Date.now() - started + intervalMs > wait.timeoutMs) {
-          throw new CoalesceTimeoutError(job, wait.timeoutMs);
-        }
-        await sleep(intervalMs, wait.signal);
+        const left = wait.timeoutMs === undefined ? Number.POSITIVE_INFINITY : wait.timeoutMs - (Date.now() - started);
+        if (left <= 0) throw new CoalesceTimeoutError(job, wait.timeoutMs as number);
+        wait.signal?.throwIfAborted();
+        const holdMs = Math.min(intervalMs, left, MAX_WAIT_SECONDS * 1000);
+        const asked = Date.now();
+        job = await getJob(id, holdMs / 1000);
+        // A server that does not hold the request (an older one) still gets polled at the interval.
+        const early = holdMs - (Date.now() - asked);
+        if (early > 0 && !TERMINAL_JOB_STATUSES.includes(job.status)) await sleep(early, wait.signal);
       }
     },
 

@@ -33,14 +33,19 @@ export type CsvUploadOptions = {
    * when it is known (a path) or null (a stream).
    */
   onUploadProgress?: (sentBytes: number, totalBytes: number | null) => void;
+  /** Receives the job's final event, signed with the tenant's default webhook secret. */
+  webhookUrl?: string;
+  /** A retry of the same upload with the same key within 24 h returns the original job instead of a new one. */
+  idempotencyKey?: string;
 };
 
 /**
  * The query string of a CSV upload: `model`, `id_column`, `ignore=a,b`, `max_errors`, and one
  * `map.INPUT=colA,colB` per input.
  */
-export function buildCsvUploadQuery(options: Omit<CsvUploadOptions, "file" | "gzip" | "onUploadProgress">): URLSearchParams {
+export function buildCsvUploadQuery(options: Omit<CsvUploadOptions, "file" | "gzip" | "onUploadProgress" | "idempotencyKey">): URLSearchParams {
   const query = new URLSearchParams({ model: options.model });
+  if (options.webhookUrl !== undefined) query.set("webhook_url", options.webhookUrl);
   if (options.idColumn !== undefined) query.set("id_column", options.idColumn);
   if (options.ignore && options.ignore.length > 0) query.set("ignore", joinColumns("ignore", options.ignore));
   if (options.maxErrors !== undefined) {

@@ -23,6 +23,8 @@ const OPTIONS = {
   wait: { type: "boolean", short: "w" },
   out: { type: "string", short: "o" },
   format: { type: "string", short: "f" },
+  "webhook-url": { type: "string" },
+  "idempotency-key": { type: "string" },
 } as const satisfies OptionSpecs;
 
 export const submitCommand: Command = {
@@ -46,6 +48,9 @@ Options:
   -w, --wait                   wait for the job to finish, showing its progress, then print a summary
   -o, --out FILE               write the results to FILE once the job is finished (implies --wait)
   -f, --format csv|ndjson      the results' format (default: from FILE's extension, else csv)
+  --webhook-url URL            POST the job's final event to URL, signed with your default webhook
+                               secret (coalesce webhooks secret)
+  --idempotency-key KEY        a retry of this upload with the same KEY within 24 h returns the same job
 
 Exit status: 0 once the upload is accepted (with --wait: once the job succeeded), 1 when the
 server refuses it or the job failed, 2 for a mistake on the command line, 130 on Ctrl-C (the
@@ -85,6 +90,8 @@ Example:
       ...(map ? { map } : {}),
       ...(maxErrors === undefined ? {} : { maxErrors }),
       gzip: values.gzip === true,
+      ...(values["webhook-url"] === undefined ? {} : { webhookUrl: values["webhook-url"] }),
+      ...(values["idempotency-key"] === undefined ? {} : { idempotencyKey: values["idempotency-key"] }),
     });
     context.io.stdout.write(`${job.id}\n`);
     if (!wait) return EXIT_OK;
