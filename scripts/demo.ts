@@ -1,11 +1,15 @@
 // `npm run demo`: the main job, end to end on the real services. Starts the API and a worker,
-// registers the iris model, scores the 150 rows of fixtures/iris.csv through
-// API -> Postgres -> BullMQ -> coalesced onnxruntime batch -> Postgres -> poll, prints a summary
-// and stops both processes again (`npm start` keeps a service running).
+// registers the iris model and a webhook endpoint (a receiver in this process), scores the 150
+// rows of fixtures/iris.csv through API -> Postgres -> BullMQ -> coalesced onnxruntime batch ->
+// Postgres -> long-poll and signed webhook, prints a summary and stops both processes again
+// (`npm start` keeps a service running).
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { TERMINAL_JOB_STATUSES, type Job, type JobResults, type ModelVersion } from "@coalesce/contracts";
+import { TERMINAL_JOB_STATUSES, type CreatedWebhook, type Job, type JobResults, type ModelVersion } from "@coalesce/contracts";
+import { Webhook } from "standardwebhooks";
 import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN } from "./processes.ts";
 
 const FIXTURES = path.join(ROOT, "fixtures");
@@ -23,6 +27,33 @@ async function call<T>(baseUrl: string, key: string, method: string, route: stri
   const text = await response.text();
   if (!response.ok) throw new Error(`${method} ${route} answered ${response.status}: ${text}`);
   return JSON.parse(text) as T;
+}
+
+/**
+ * A webhook receiver on loopback: resolves with the first delivery, its signature checked with the
+ * `standardwebhooks` package (an implementation independent of Coalesce's).
+ */
+async function startReceiver(): Promise<{ url: string; received: (secret: string) => Promise<{ id: string; type: string; at: number }>; close(): void }> {
+  let deliver: (value: { headers: Record<string, string>; body: string; at: number }) => void = () => {};
+  const first = new Promise<{ headers: Record<string, string>; body: string; at: number }>((resolve) => (deliver = resolve));
+  const server = createServer((request, response) => {
+    let body = "";
+    request.on("data", (part: Buffer) => (body += part.toString()));
+    request.on("end", () => {
+      response.writeHead(204).end();
+      deliver({ headers: request.headers as Record<string, string>, body, at: Date.now() });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
+    async received(secret) {
+      const { headers, body, at } = await first;
+      const event = new Webhook(secret).verify(body, headers) as { type: string };
+      return { id: headers["webhook-id"] ?? "", type: event.type, at };
+    },
+    close: () => server.close(),
+  };
 }
 
 async function readIris(): Promise<{ features: number[][]; targets: number[] }> {
@@ -45,7 +76,16 @@ async function main(): Promise<void> {
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const key = `csk_demo_${randomBytes(16).toString("hex")}`;
-  const env = { PORT: String(port), BOOTSTRAP_API_KEY: key, LOG_LEVEL: process.env.LOG_LEVEL ?? "warn" };
+  // The demo's webhook receiver listens on loopback over http, which production settings refuse.
+  const env = {
+    PORT: String(port),
+    BOOTSTRAP_API_KEY: key,
+    LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
+    WEBHOOK_ALLOW_HTTP: "true",
+    WEBHOOK_ALLOWLIST: "127.0.0.1/32",
+  };
+  const receiver = await startReceiver();
+  let webhook: CreatedWebhook | null = null;
 
   step("starting the API and a worker (each applies pending migrations first)");
   const services = [startProcess("api", API_MAIN, env), startProcess("worker", WORKER_MAIN, env)];
@@ -57,18 +97,22 @@ async function main(): Promise<void> {
     const describe = (specs: ModelVersion["inputs"]) => specs.map((s) => `${s.name} ${s.type}[${s.shape.join(",")}]`).join(", ");
     step(`registered model iris version ${model.version}: ${describe(model.inputs)} -> ${describe(model.outputs)}`);
 
+    webhook = await call<CreatedWebhook>(baseUrl, key, "POST", "/v1/webhooks", JSON.stringify({ url: receiver.url, events: ["job.succeeded", "job.failed"] }), "application/json");
+    step(`registered webhook ${webhook.id} -> ${receiver.url}`);
+
     const { features, targets } = await readIris();
     const submitted = performance.now();
     const job = await call<Job>(baseUrl, key, "POST", "/v1/jobs", JSON.stringify({ model: `iris@${model.version}`, inputs: features.map((f) => ({ features: f })) }), "application/json");
     step(`submitted ${job.counts.total} rows as ${job.id} (${job.status})`);
 
+    // Long-poll: the API holds each request until the job finishes (or 30 s pass).
     let current = job;
-    while (!TERMINAL_JOB_STATUSES.includes(current.status)) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      current = await call<Job>(baseUrl, key, "GET", `/v1/jobs/${job.id}`);
-    }
+    while (!TERMINAL_JOB_STATUSES.includes(current.status)) current = await call<Job>(baseUrl, key, "GET", `/v1/jobs/${job.id}?wait=30`);
+    const answeredAt = Date.now();
     const scoredMs = performance.now() - submitted;
     step(`job ${current.status}: ${current.counts.succeeded} rows scored, ${current.counts.failed} failed`);
+    const delivered = await receiver.received(webhook.secret);
+    const completedAt = Date.parse(current.completed_at ?? "");
 
     const rows: JobResults["data"] = [];
     let cursor: string | null = "0";
@@ -85,12 +129,17 @@ async function main(): Promise<void> {
     console.log(`  scoring      ${scoredMs.toFixed(0)} ms from submit to succeeded`);
     const runs = current.execution.batch_rows;
     if (runs) console.log(`  ran on       ${current.execution.provider}, in onnxruntime runs of ${runs.min}-${runs.max} rows (mean ${runs.mean})`);
+    console.log(`  long-poll    answered ${Math.max(0, answeredAt - completedAt)} ms after the job completed`);
+    console.log(`  webhook      ${delivered.type} received ${Math.max(0, delivered.at - completedAt)} ms after completion, signature verified (webhook-id ${delivered.id})`);
     console.log(`  total        ${((performance.now() - started) / 1000).toFixed(1)} s including start-up`);
     if (first?.outputs) console.log(`  row 0        ${JSON.stringify(first.outputs)}`);
     console.log("");
     if (current.status !== "succeeded" || rows.length !== targets.length) throw new Error("the demo job did not score every row");
     step("done; the API and worker are stopped again (run `npm start` to keep them running)");
   } finally {
+    // The demo's tenant outlives the demo: leave no endpoint behind pointing at a closed port.
+    if (webhook) await fetch(`${baseUrl}/v1/webhooks/${webhook.id}`, { method: "DELETE", headers: { Authorization: `Bearer ${key}` } }).catch(() => {});
+    receiver.close();
     await Promise.all(services.map((service) => stopProcess(service)));
   }
 }
