@@ -1,6 +1,7 @@
 // The webhook API without a worker: validation, the SSRF guard at registration, tenant
 // isolation, and the outbox triggers (what they write, and that a rolled-back change writes nothing).
 import type { CreatedWebhook, Job, WebhookEndpoint } from "@coalesce/contracts";
+import { expireJobs } from "@coalesce/db";
 import { describe, expect, it } from "vitest";
 import { expectProblem, requestJson } from "../support/http.ts";
 import { irisInputs, irisTenant, useIrisSuite } from "../support/iris-suite.ts";
@@ -117,6 +118,15 @@ describe("the outbox", () => {
       { type: "job.cancelled", target: "endpoint", url: "http://127.0.0.1:9/all" },
       { type: "job.cancelled", target: "job_url", url: "http://127.0.0.1:9/job" },
     ]);
+  });
+
+  it("writes job.expired when the expiry sweep ends a job", async () => {
+    const auth = await irisTenant(suite, "wh-expired");
+    await register({ url: "http://127.0.0.1:9/expired", events: ["job.expired"] }, auth);
+    const job = await submit(auth, { expires_after: 3600 });
+    await suite.api.db.pool.query(`UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = $1`, [job.id]);
+    expect((await expireJobs(suite.api.db)).map((e) => e.jobId)).toContain(job.id);
+    expect(await outbox(job.id)).toEqual([{ type: "job.expired", target: "endpoint", url: "http://127.0.0.1:9/expired" }]);
   });
 
   it("writes nothing for a change that rolls back", async () => {
