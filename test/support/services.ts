@@ -92,7 +92,7 @@ export function createTestApi(services: TestServices, limits: Partial<ApiDeps["l
     db,
     redis,
     queue,
-    metrics: createApiMetrics(queue, redis, services.queuePrefix),
+    metrics: createApiMetrics(queue, redis, services.queuePrefix, db),
     jobWriter: createJobWriter(db, queue, pino({ level: "silent" })),
     jobEvents: new JobFinishedEvents(redis, services.queuePrefix),
     queuePrefix: services.queuePrefix,

@@ -158,3 +158,17 @@ describe("the outbox", () => {
     expect((await outbox(job.id)).map((e) => e.type)).toEqual(["job.progress", "job.progress"]);
   });
 });
+
+describe("webhook backlog metrics", () => {
+  it("the API's /metrics counts the deliveries waiting to go out", async () => {
+    const auth = await irisTenant(suite, "wh-metrics");
+    await register({ url: "http://127.0.0.1:9/metrics" }, auth);
+    const job = await submit(auth);
+    await requestJson(suite.api, auth, "POST", `/v1/jobs/${job.id}/cancel`);
+    // No worker runs in this file, so the delivery stays pending.
+    const text = await (await suite.api.app.request("/metrics")).text();
+    const pending = Number(/^coalesce_webhook_deliveries_pending (\d+)$/m.exec(text)?.[1]);
+    expect(pending).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^coalesce_webhook_oldest_due_seconds \d/m);
+  });
+});

@@ -1,3 +1,4 @@
+import { webhookBacklog, type Database } from "@coalesce/db";
 import { listWorkers, registerQueueGauge, type PredictQueue } from "@coalesce/queue";
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
@@ -6,7 +7,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { AppEnv } from "./context.ts";
 
 /** The API's Prometheus metrics: requests, accepted work, the queue, and the workers behind it. */
-export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix: string) {
+export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix: string, db: Database) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metrics = {
@@ -30,6 +31,24 @@ export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix:
     async collect() {
       this.reset();
       for (const worker of await listWorkers(redis, queuePrefix)) this.inc({ provider: worker.provider });
+    },
+  });
+  // Webhook backlog, for alerting: a growing one means receivers are down or the workers cannot keep up.
+  const backlog = () => webhookBacklog(db);
+  new Gauge({
+    name: "coalesce_webhook_deliveries_pending",
+    help: "Webhook deliveries not yet done (waiting for their first attempt or a retry)",
+    registers: [registry],
+    async collect() {
+      this.set((await backlog()).pending);
+    },
+  });
+  new Gauge({
+    name: "coalesce_webhook_oldest_due_seconds",
+    help: "How long the most overdue webhook delivery has been due (0 when none is)",
+    registers: [registry],
+    async collect() {
+      this.set((await backlog()).oldestDueSeconds);
     },
   });
   return metrics;

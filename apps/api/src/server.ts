@@ -34,7 +34,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     queue,
     modelStore: createModelStore(env.MODEL_STORE_DIR),
     logger,
-    metrics: createApiMetrics(queue, redis, env.QUEUE_PREFIX),
+    metrics: createApiMetrics(queue, redis, env.QUEUE_PREFIX, db),
     jobWriter: createJobWriter(db, queue, logger),
     jobEvents: new JobFinishedEvents(redis, env.QUEUE_PREFIX),
     queuePrefix: env.QUEUE_PREFIX,

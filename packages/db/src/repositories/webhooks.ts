@@ -328,6 +328,16 @@ export async function listJobDeliveries(db: Database, tenantId: string, jobId: s
   }));
 }
 
+/** Deliveries waiting to go out (due or scheduled), and how long the most overdue one has been due. */
+export async function webhookBacklog(db: Database): Promise<{ pending: number; oldestDueSeconds: number }> {
+  const { rows } = await db.pool.query<{ pending: number; oldest_due_seconds: number | null }>(
+    `SELECT count(*)::int AS pending,
+            EXTRACT(EPOCH FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()))::float8 AS oldest_due_seconds
+       FROM webhook_deliveries WHERE state = 'pending'`,
+  );
+  return { pending: rows[0]?.pending ?? 0, oldestDueSeconds: rows[0]?.oldest_due_seconds ?? 0 };
+}
+
 export type RetryOutcome = { kind: "queued"; jobId: string } | { kind: "not_found" } | { kind: "endpoint_unavailable"; reason: string };
 
 /**
