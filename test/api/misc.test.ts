@@ -56,6 +56,7 @@ type OpenApiDocument = {
   info: { title: string };
   paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, unknown> }> }>>;
   components: { securitySchemes?: Record<string, unknown>; schemas?: Record<string, unknown> };
+  webhooks?: Record<string, { post?: { requestBody?: { content?: Record<string, unknown> } } }>;
 };
 
 describe("GET /openapi.json", () => {
@@ -80,11 +81,23 @@ describe("GET /openapi.json", () => {
         "/v1/jobs",
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/results",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/{id}/deliveries",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/rotate-secret",
+        "/v1/webhooks/default-secret",
+        "/v1/deliveries/{id}/retry",
       ]),
     );
     expect(doc.paths["/v1/jobs"]).toHaveProperty("post");
     expect(doc.paths["/v1/jobs"]).toHaveProperty("get");
     expect(doc.paths["/v1/models/{name}/versions"]).toHaveProperty("post");
+  });
+
+  it("describes what webhook endpoints receive, per event type", () => {
+    expect(Object.keys(doc.webhooks ?? {})).toEqual(["job.succeeded", "job.failed", "job.cancelled", "job.expired", "job.progress"]);
+    expect(doc.webhooks?.["job.succeeded"]?.post?.requestBody?.content).toHaveProperty(["application/json"]);
   });
 
   it("documents errors as problem+json and the bearer scheme", () => {

@@ -1,7 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
-import type { OpenAPIHono } from "@hono/zod-openapi";
+import { WEBHOOK_EVENT_TYPES, WebhookEventBodySchema } from "@coalesce/contracts";
+import { z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
 
@@ -41,6 +42,28 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
     security: [{ bearerAuth: [] }],
   });
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
+  // What Coalesce sends to webhook endpoints (OpenAPI 3.1 `webhooks`), one entry per event type.
+  for (const type of WEBHOOK_EVENT_TYPES) {
+    app.openAPIRegistry.registerWebhook({
+      method: "post",
+      path: type,
+      tags: ["Webhooks"],
+      summary: `${type} (sent to your endpoint)`,
+      description:
+        "A Standard Webhooks v1 delivery. Verify `webhook-signature` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`) with " +
+        "the endpoint's secret; de-duplicate on `webhook-id`, which every retry of the event repeats. Answer 2xx within 10 s; " +
+        "410 disables the endpoint.",
+      request: {
+        headers: z.object({
+          "webhook-id": z.string().openapi({ example: "msg_41f82f2716f04c00b45bc28f4b69fe99" }),
+          "webhook-timestamp": z.string().openapi({ description: "Unix seconds of this attempt", example: "1764075000" }),
+          "webhook-signature": z.string().openapi({ example: "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=" }),
+        }),
+        body: { content: { "application/json": { schema: WebhookEventBodySchema } } },
+      },
+      responses: { 200: { description: "Received (any 2xx)" }, 410: { description: "Gone: stop sending (disables the endpoint)" } },
+    });
+  }
   app.get("/docs", (c) => c.html(PAGE));
   app.get("/docs/assets/:file", async (c) => {
     const file = c.req.param("file");
