@@ -11,6 +11,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
+import { loadSessionWithFallback } from "@coalesce/models";
 import { buildRandomMlp } from "@coalesce/models/tiny-onnx";
 import * as ort from "onnxruntime-node";
 import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
@@ -80,7 +81,7 @@ async function submit(bench: Bench, model: string): Promise<string> {
   return ((await response.json()) as Job).id;
 }
 
-type RunStats = { rows_s: number; p50_ms: number; p95_ms: number; p99_ms: number; mean_batch: number };
+type RunStats = { provider: string; rows_s: number; p50_ms: number; p95_ms: number; p99_ms: number; mean_batch: number };
 
 /** Job latencies and throughput from Postgres' own timestamps, once every job has finished. */
 async function statsOf(bench: Bench, ids: string[]): Promise<RunStats> {
@@ -92,8 +93,8 @@ async function statsOf(bench: Bench, ids: string[]): Promise<RunStats> {
     if (Number(rows[0]?.n) === ids.length) break;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  const { rows } = await bench.db.query<{ created: Date; completed: Date; sum: string; ran: number }>(
-    `SELECT created_at AS created, completed_at AS completed, batch_rows_sum AS sum, batched_rows AS ran FROM jobs WHERE id = ANY($1)`,
+  const { rows } = await bench.db.query<{ created: Date; completed: Date; sum: string; ran: number; provider: string | null }>(
+    `SELECT created_at AS created, completed_at AS completed, batch_rows_sum AS sum, batched_rows AS ran, provider FROM jobs WHERE id = ANY($1)`,
     [ids],
   );
   const latencies = rows.map((r) => r.completed.getTime() - r.created.getTime()).sort((a, b) => a - b);
@@ -101,6 +102,8 @@ async function statsOf(bench: Bench, ids: string[]): Promise<RunStats> {
   const last = Math.max(...rows.map((r) => r.completed.getTime()));
   const ran = rows.reduce((sum, r) => sum + r.ran, 0);
   return {
+    // The provider(s) the worker scored these jobs on, as recorded on each job.
+    provider: [...new Set(rows.map((r) => r.provider ?? "none"))].sort().join("+"),
     rows_s: Math.round(ids.length / ((last - first) / 1000)),
     p50_ms: percentile(latencies, 50),
     p95_ms: percentile(latencies, 95),
@@ -145,9 +148,10 @@ async function main(): Promise<void> {
   try {
     for (const model of String(args.models).split(",")) {
       const bytes = await loadModel(model);
-      const session = await ort.InferenceSession.create(bytes);
+      // Raw onnxruntime opens on the worker's providers (EXECUTION_PROVIDERS, default cpu), as its model cache does.
+      const { session, provider } = await loadSessionWithFallback(bytes, (process.env.EXECUTION_PROVIDERS ?? "cpu").split(",").map((p) => p.trim()));
       const raw = { batch1: await rawRowsPerSecond(session, 1), batchMax: await rawRowsPerSecond(session, MAX_BATCH) };
-      console.log(`${model}: raw onnxruntime ${raw.batch1} rows/s at batch 1, ${raw.batchMax} at batch ${MAX_BATCH}`);
+      console.log(`${model}: raw onnxruntime on ${provider}: ${raw.batch1} rows/s at batch 1, ${raw.batchMax} at batch ${MAX_BATCH}`);
       await registerModel(bench, model, bytes);
 
       for (const mode of [
@@ -179,6 +183,7 @@ async function main(): Promise<void> {
       await session.release();
       const summary = {
         model,
+        raw_provider: provider,
         raw_batch1_rows_s: raw.batch1,
         [`raw_batch${MAX_BATCH}_rows_s`]: raw.batchMax,
         [`raw_at_achieved_batch_${achieved}_rows_s`]: rawAtAchieved,

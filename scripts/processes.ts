@@ -4,12 +4,13 @@ import { createServer } from "node:net";
 import path from "node:path";
 
 export const ROOT = path.resolve(import.meta.dirname, "..");
-export const API_MAIN = path.join(ROOT, "apps/api/src/main.ts");
-export const WORKER_MAIN = path.join(ROOT, "apps/worker/src/main.ts");
+// COALESCE_API_MAIN / COALESCE_WORKER_MAIN name other entry points, e.g. esbuild bundles (.mjs, run without tsx).
+export const API_MAIN = process.env.COALESCE_API_MAIN ?? path.join(ROOT, "apps/api/src/main.ts");
+export const WORKER_MAIN = process.env.COALESCE_WORKER_MAIN ?? path.join(ROOT, "apps/worker/src/main.ts");
 
 export type ServiceProcess = { name: string; child: ChildProcess; exited: Promise<number | null> };
 
-/** Runs a TypeScript entry point under tsx with extra environment; output goes to `stdio`. */
+/** Runs an entry point (TypeScript under tsx) with extra environment; output goes to `stdio`. */
 export function startProcess(
   name: string,
   entry: string,
@@ -18,7 +19,8 @@ export function startProcess(
 ): ServiceProcess {
   // e.g. COALESCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the services.
   const nodeArgs = process.env.COALESCE_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", entry], {
+  const loader = entry.endsWith(".ts") ? ["--import", "tsx"] : [];
+  const child = spawn(process.execPath, [...nodeArgs, ...loader, entry], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", stdio, stdio],
