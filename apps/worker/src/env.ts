@@ -34,6 +34,13 @@ export const WorkerEnvSchema = z.object({
   WORKER_CONCURRENCY: intVar(64, 1, 10_000),
   /** 0 lets onnxruntime choose (one thread per core). */
   INTRA_OP_THREADS: intVar(0, 0, 1024),
+  /** onnxruntime's intra-op threads busy-wait between operators (faster runs, a core kept busy). */
+  INTRA_OP_SPINNING: boolVar(false),
+  /**
+   * Each model runs on a thread of its own, so the event loop keeps fetching chunks and writing
+   * results while a batch runs (onnxruntime-node's run blocks the thread it is called on).
+   */
+  INFERENCE_THREADS: boolVar(true),
   /** How often to re-enqueue chunks Postgres has and Redis lost; 0 turns it off. */
   RECONCILE_INTERVAL_MS: intVar(30_000, 0),
   /** Finished jobs (inputs and results) are deleted this many days after they finish; 0 keeps them. */

@@ -41,6 +41,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
   const sessionSettings = {
     intraOpNumThreads: env.INTRA_OP_THREADS,
+    spinning: env.INTRA_OP_SPINNING,
+    inferenceThreads: env.INFERENCE_THREADS,
     graphOptimizationLevel: env.GRAPH_OPTIMIZATION_LEVEL,
     executionProviders: env.EXECUTION_PROVIDERS,
   };

@@ -13,5 +13,5 @@ export {
   type LoadSessionOptions,
 } from "./session.ts";
 export { MAX_ISSUES_PER_ROW, rowShapeKey, validateRow, type RowIssue } from "./validate-row.ts";
-export { buildBatch, rowBytes, splitOutputs } from "./tensor.ts";
+export { buildBatch, rowBytes, splitOutputs, type OutputTensor } from "./tensor.ts";
 export { DEFAULT_MODEL_STORE_DIR } from "./defaults.ts";

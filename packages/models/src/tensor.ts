@@ -117,13 +117,16 @@ function fillBool(value: TensorValue, depth: number, data: Uint8Array, offset: n
   return offset;
 }
 
+/** What splitOutputs reads of an output: an onnxruntime tensor, or one passed back from another thread. */
+export type OutputTensor = Pick<ort.Tensor, "type" | "data" | "dims">;
+
 /**
  * Splits a run's outputs along the batch dimension into one row of JSON values per input row,
  * nested to each output's remaining dimensions (a plain value where the output is `[batch]`).
  * int64/uint64 values beyond ±(2^53 - 1) become decimal strings, since JSON numbers would round them.
  */
 export function splitOutputs(
-  results: Readonly<Record<string, ort.Tensor>>,
+  results: Readonly<Record<string, OutputTensor>>,
   outputs: readonly TensorSpec[],
   rowCount: number,
 ): TensorRow[] {
@@ -167,7 +170,7 @@ function nest(read: Reader, dims: readonly number[], depth: number, offset: numb
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const MIN_SAFE = -MAX_SAFE;
 
-function readerFor(tensor: ort.Tensor, name: string): Reader {
+function readerFor(tensor: OutputTensor, name: string): Reader {
   switch (tensor.type) {
     case "float32":
     case "float64":

@@ -1,11 +1,11 @@
 import { getModelVersion, type Database, type ModelVersionRecord } from "@coalesce/db";
 import { loadSessionWithFallback, maxBatchRows, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
-import type { InferenceSession } from "onnxruntime-node";
 import type { Logger } from "pino";
+import { ThreadSession, type ModelSession } from "./thread-session.ts";
 
 export type LoadedModel = {
   version: ModelVersionRecord;
-  session: InferenceSession;
+  session: ModelSession;
   /** Most rows one run may take: 1 for a model whose batch dimension is fixed to 1. */
   maxBatchRows: number;
   /** The execution provider the session runs on. */
@@ -17,6 +17,10 @@ export type SessionSettings = {
   graphOptimizationLevel: GraphOptimizationLevel;
   /** In order of preference; the first that can open the model is used. */
   executionProviders: readonly string[];
+  /** Each model's session on a thread of its own (see ThreadSession), or in this thread. */
+  inferenceThreads: boolean;
+  /** Lets onnxruntime's intra-op threads busy-wait for work between runs (its default). */
+  spinning: boolean;
 };
 
 /**
@@ -58,16 +62,29 @@ export class ModelCache {
     const version = await getModelVersion(this.#db.prisma, modelVersionId);
     if (!version) throw new Error(`model version ${modelVersionId} does not exist`);
     const path = this.#store.pathOf(version.sha256);
-    const { session, provider, skipped } = await loadSessionWithFallback(path, this.#settings.executionProviders, {
+    const options = {
       graphOptimizationLevel: this.#settings.graphOptimizationLevel,
       ...(this.#settings.intraOpNumThreads > 0 ? { intraOpNumThreads: this.#settings.intraOpNumThreads } : {}),
-    });
+      spinning: this.#settings.spinning,
+    };
+    const providers = this.#settings.executionProviders;
+    const { session, provider, skipped }: { session: ModelSession; provider: string; skipped: { provider: string; reason: string }[] } = this
+      .#settings.inferenceThreads
+      ? // A thread that ends (it should not, short of release) takes its model with it; the next chunk reloads it.
+        await ThreadSession.open({ model: path, providers, options }, (thread) => this.#forget(modelVersionId, thread))
+      : await loadSessionWithFallback(path, providers, options);
     const log = { model: version.modelName, version: version.version, provider };
     for (const skip of skipped) this.#logger.warn({ ...log, skipped: skip.provider, reason: skip.reason }, "execution provider unavailable; fell back");
     this.#logger.info({ ...log, ms: Math.round(performance.now() - started) }, "model loaded");
     const loaded = { version, session, maxBatchRows: maxBatchRows(version), provider };
     this.#loaded.set(modelVersionId, loaded);
     return loaded;
+  }
+
+  #forget(modelVersionId: string, session: ModelSession): void {
+    if (this.#loaded.get(modelVersionId)?.session !== session) return;
+    this.#loading.delete(modelVersionId);
+    this.#loaded.delete(modelVersionId);
   }
 
   async closeAll(): Promise<void> {
