@@ -1,6 +1,6 @@
 // The worker in process on the real Postgres, Redis and onnxruntime, fed by writing jobs straight
 // into Postgres (as the API would, but without its validation) and enqueueing their chunks.
-import { completeChunks, createJob, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
+import { completeChunks, createJob, startChunks, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
 import { createModelStore, inspectModel } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { TensorRow } from "@coalesce/contracts";
@@ -102,6 +102,19 @@ describe("worker", () => {
     // Already done: nothing more is counted.
     expect(await completeChunks(db, [{ chunkId: b, jobId: job.id, results }])).toEqual([null]);
     expect((await findJob(db, tenantId, job.id))?.succeededRows).toBe(8);
+  });
+
+  it("starts several chunks in one statement: their rows in order, their jobs running, a missing chunk null", async () => {
+    const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 6).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
+    const [a, b] = chunkIds as [string, string];
+    const started = await startChunks(db, [b, "chunk_missing", a]);
+    expect(started.map((chunk) => chunk && { id: chunk.id, firstRow: chunk.firstRow, rows: chunk.inputs.length, done: chunk.done })).toEqual([
+      { id: b, firstRow: 4, rows: 2, done: false },
+      null,
+      { id: a, firstRow: 0, rows: 4, done: false },
+    ]);
+    expect(started[2]?.inputs[0]).toEqual({ features: features[0] });
+    expect(await findJob(db, tenantId, job.id)).toMatchObject({ status: "running" });
   });
 
   it("counts each chunk once when BullMQ delivers it twice", async () => {

@@ -2,9 +2,9 @@ import type { ChunkJob, RowError, TensorRow } from "@coalesce/contracts";
 import {
   completeChunk,
   loadChunk,
-  startChunk,
   type ChunkCompletion,
   type ChunkExecution,
+  type ChunkWork,
   type Database,
   type GroupCommit,
   type JobStatus,
@@ -25,8 +25,12 @@ export type RowOutcome = { outputs: TensorRow; runRows: number };
 /** Completed chunks, written to Postgres together with the others finishing at the same time. */
 export type CompletionWriter = GroupCommit<ChunkCompletion, { status: JobStatus; latencySeconds: number | null } | null>;
 
+/** Chunks about to be scored, read from Postgres (and their jobs marked running) together. */
+export type ChunkStarter = GroupCommit<string, ChunkWork | null>;
+
 export type ScoreChunkDeps = {
   db: Database;
+  starts: ChunkStarter;
   completions: CompletionWriter;
   models: ModelCache;
   batchers: BatcherRegistry<RowWork, RowOutcome>;
@@ -55,7 +59,7 @@ export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes
  * how the rows ran. Idempotent: a chunk already done (a retry after a crash) is skipped.
  */
 export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
-  const chunk = await startChunk(deps.db, payload.chunkId);
+  const chunk = await deps.starts.add(payload.chunkId);
   if (!chunk || chunk.done || (chunk.jobStatus !== "queued" && chunk.jobStatus !== "running")) return;
   const model = await deps.models.get(chunk.modelVersionId);
 

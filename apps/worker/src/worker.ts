@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { ChunkJobSchema, type ChunkJob } from "@coalesce/contracts";
-import { completeChunks, connectDatabase, GroupCommit, migrate } from "@coalesce/db";
+import { completeChunks, connectDatabase, GroupCommit, migrate, startChunks } from "@coalesce/db";
 import { createModelStore, probeExecutionProviders } from "@coalesce/models";
 import {
   createPredictQueue,
@@ -22,7 +22,7 @@ import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { startReconciler } from "./reconcile.ts";
 import { startRetention } from "./retention.ts";
 import { startWebhookDispatcher, type WebhookDispatcher } from "./webhooks/dispatcher.ts";
-import { failChunk, parseBatcherKey, scoreChunk, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
+import { failChunk, parseBatcherKey, scoreChunk, type ChunkStarter, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
 
 export type RunningWorker = {
   /** The execution provider this worker runs on. */
@@ -54,6 +54,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const models = new ModelCache(db, createModelStore(env.MODEL_STORE_DIR), sessionSettings, logger);
   // Chunks finishing together (rows of one batch usually do) are written in one statement.
   const completions: CompletionWriter = new GroupCommit((items) => completeChunks(db, items), 256);
+  // Likewise chunks taken from the queue together are read in one statement.
+  const starts: ChunkStarter = new GroupCommit((chunkIds) => startChunks(db, chunkIds), 256);
   const connection = createRedisConnection(env.REDIS_URL);
   const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
   const metrics = createWorkerMetrics(queue);
@@ -116,7 +118,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       const parsed = ChunkJobSchema.safeParse(job.data);
       if (!parsed.success) throw new UnrecoverableError(`malformed chunk payload: ${parsed.error.message}`);
       await scoreChunk(
-        { db, completions, models, batchers, metrics, onJobFinished, logger: logger.child({ jobId: parsed.data.jobId }) },
+        { db, starts, completions, models, batchers, metrics, onJobFinished, logger: logger.child({ jobId: parsed.data.jobId }) },
         parsed.data,
       );
     },

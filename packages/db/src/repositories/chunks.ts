@@ -121,7 +121,7 @@ type ChunkSqlRow = {
 };
 
 const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.model_version_id, c.first_row, c.status, c.inputs, c.input_errors
-  FROM job_chunks c JOIN jobs j ON j.id = c.job_id WHERE c.id = $1`;
+  FROM job_chunks c JOIN jobs j ON j.id = c.job_id`;
 
 function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
   return {
@@ -137,25 +137,27 @@ function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
 }
 
 export async function loadChunk(db: Database, chunkId: string): Promise<ChunkWork | null> {
-  const { rows } = await db.pool.query<ChunkSqlRow>(CHUNK_SELECT, [chunkId]);
+  const { rows } = await db.pool.query<ChunkSqlRow>(`${CHUNK_SELECT} WHERE c.id = $1`, [chunkId]);
   return rows[0] ? fromChunkRow(rows[0]) : null;
 }
 
 /**
- * loadChunk for the worker about to score it: in the same statement, marks its job running if it
- * was still queued (one round trip instead of two per chunk).
+ * loadChunk for a worker about to score chunks, many in one round trip (the worker groups the
+ * chunks it takes at the same time): in the same statement, marks their jobs running where they
+ * were still queued. Returns one entry per id, in order; null for a chunk (or job) that is gone.
  */
-export async function startChunk(db: Database, chunkId: string): Promise<ChunkWork | null> {
+export async function startChunks(db: Database, chunkIds: readonly string[]): Promise<(ChunkWork | null)[]> {
   const { rows } = await db.pool.query<ChunkSqlRow>(
-    `WITH c AS (${CHUNK_SELECT}),
+    `WITH c AS (${CHUNK_SELECT} WHERE c.id = ANY($1::text[])),
      started AS (
        UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
-        WHERE id = (SELECT job_id FROM c) AND status = 'queued' AND (SELECT status FROM c) = 'queued'
+        WHERE id IN (SELECT job_id FROM c WHERE status = 'queued') AND status = 'queued'
      )
      SELECT * FROM c`,
-    [chunkId],
+    [chunkIds],
   );
-  return rows[0] ? fromChunkRow(rows[0]) : null;
+  const byId = new Map(rows.map((row) => [row.id, fromChunkRow(row)]));
+  return chunkIds.map((id) => byId.get(id) ?? null);
 }
 
 /** How a chunk's rows ran: the provider, and the sizes of the onnxruntime runs they were part of. */
