@@ -8,6 +8,7 @@
 //   3. single-row jobs one at a time at low load: their latency.
 // Prints a table and writes bench/results/batching.json. `--jobs N` sets the jobs per run.
 import { readFile } from "node:fs/promises";
+import http from "node:http";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
@@ -71,14 +72,29 @@ async function eventLoopMaxMs(port: number): Promise<number> {
   return Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text)?.[1] ?? Number.NaN) * 1000;
 }
 
+// The load generator shares the 2 cores with the service, so it uses node:http on kept-alive
+// connections: undici's fetch cost the bench process about as much CPU per job as the API spent.
+const AGENT = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
 async function submit(bench: Bench, model: string): Promise<string> {
-  const response = await fetch(`${bench.baseUrl}/v1/jobs`, {
-    method: "POST",
-    headers: { ...bench.headers, "Content-Type": "application/json" },
-    body: JSON.stringify({ model, inputs: [{ x: Array.from({ length: 64 }, () => Math.random()) }] }),
+  const body = JSON.stringify({ model, inputs: [{ x: Array.from({ length: 64 }, () => Math.random()) }] });
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const request = http.request(
+      `${bench.baseUrl}/v1/jobs`,
+      { method: "POST", agent: AGENT, headers: { ...bench.headers, "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) } },
+      (response) => {
+        let text = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => (text += chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, text }));
+        response.on("error", reject);
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
   });
-  if (response.status !== 202) throw new Error(`submit: ${response.status} ${await response.text()}`);
-  return ((await response.json()) as Job).id;
+  if (status !== 202) throw new Error(`submit: ${status} ${text}`);
+  return (JSON.parse(text) as Job).id;
 }
 
 type RunStats = { provider: string; rows_s: number; p50_ms: number; p95_ms: number; p99_ms: number; mean_batch: number };
