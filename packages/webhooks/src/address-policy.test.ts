@@ -106,10 +106,10 @@ describe("checkWebhookUrl", () => {
     ["https://hooks.example.com/#top", "the URL must not contain a fragment (#...); receivers never see it"],
     ["https://hooks.example.com/#", "the URL must not contain a fragment (#...); receivers never see it"],
     [`https://hooks.example.com/${"a".repeat(2030)}`, "the URL is 2056 characters long; the limit is 2048"],
-    ["https://10.0.0.1/", "10.0.0.1 is a private address (10.0.0.0/8); webhooks are only delivered to public addresses"],
-    ["https://[::1]/", "::1 is a loopback address; webhooks are only delivered to public addresses"],
-    ["https://2130706433/", "127.0.0.1 is a loopback address; webhooks are only delivered to public addresses"],
-    ["https://0x7f.1/", "127.0.0.1 is a loopback address; webhooks are only delivered to public addresses"],
+    ["https://10.0.0.1/", "10.0.0.1 is a private address (10.0.0.0/8); webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
+    ["https://[::1]/", "::1 is a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
+    ["https://2130706433/", "127.0.0.1 is a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
+    ["https://0x7f.1/", "127.0.0.1 is a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
   ])("refuses %s", (url, reason) => {
     expect(checkWebhookUrl(url, STRICT)).toEqual({ ok: false, reason });
   });
@@ -140,7 +140,7 @@ describe("resolveWebhookTarget", () => {
     const url = new URL("https://hooks.example.com/");
     await expect(resolveWebhookTarget(url, STRICT, fixedLookup(["93.184.216.34", "10.0.0.5"]))).rejects.toThrow(
       new WebhookTargetRefused(
-        "hooks.example.com resolves to 10.0.0.5, a private address (10.0.0.0/8); webhooks are only delivered to public addresses",
+        "hooks.example.com resolves to 10.0.0.5, a private address (10.0.0.0/8); webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)",
       ),
     );
   });

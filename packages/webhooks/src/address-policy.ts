@@ -26,7 +26,7 @@ export class WebhookTargetRefused extends Error {
 }
 
 const MAX_URL_LENGTH = 2048;
-const PUBLIC_ONLY = "webhooks are only delivered to public addresses";
+const PUBLIC_ONLY = "webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)";
 
 type Range = { cidr: string; description: string };
 

@@ -193,7 +193,7 @@ describe("deliverWebhook", () => {
 
 describe("deliverWebhook refusals", () => {
   const NO_LOOPBACK: WebhookUrlPolicy = { allowHttp: true, allowlist: [] };
-  const publicOnly = "webhooks are only delivered to public addresses";
+  const publicOnly = "webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)";
 
   it("refuses an http URL unless the policy allows http", async () => {
     const receiver = await startReceiver();
