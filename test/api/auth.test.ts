@@ -1,22 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { hashApiKey } from "../../apps/api/src/auth/api-keys.ts";
 import { expectJson, expectProblem, fixture, get, irisRows, requestJson, uploadModel } from "../support/http.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { useApiSuite } from "../support/api-suite.ts";
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services);
-  auth = await api.createTenant("auth");
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
+const suite = useApiSuite("auth");
 
 describe("/v1 without a valid API key", () => {
   const protectedRoutes: [string, string, unknown?][] = [
@@ -29,18 +16,18 @@ describe("/v1 without a valid API key", () => {
   ];
 
   it.each(protectedRoutes)("%s %s without Authorization is 401 unauthorized", async (method, url, body) => {
-    const problem = await expectProblem(await requestJson(api, null, method, url, body), 401, "unauthorized");
+    const problem = await expectProblem(await requestJson(suite.api, null, method, url, body), 401, "unauthorized");
     expect(problem.detail).toContain("Bearer");
   });
 
   it("a model upload without Authorization is 401 and stores nothing", async () => {
-    const response = await api.app.request("/v1/models/iris/versions", {
+    const response = await suite.api.app.request("/v1/models/iris/versions", {
       method: "POST",
       headers: { "Content-Type": "application/octet-stream" },
       body: fixture("iris.onnx"),
     });
     await expectProblem(response, 401, "unauthorized");
-    expect(await api.db.prisma.model.count()).toBe(0);
+    expect(await suite.api.db.prisma.model.count()).toBe(0);
   });
 
   it.each([
@@ -52,21 +39,21 @@ describe("/v1 without a valid API key", () => {
     ["Bearer with two words", "Bearer <secret> extra"],
     ["an empty header", ""],
   ])("%s is 401 unauthorized", async (_, header) => {
-    const secret = auth.replace(/^Bearer /, "");
-    const response = await get(api, header.replace("<secret>", secret), "/v1/models");
+    const secret = suite.auth.replace(/^Bearer /, "");
+    const response = await get(suite.api, header.replace("<secret>", secret), "/v1/models");
     await expectProblem(response, 401, "unauthorized");
   });
 
   it("a revoked key is 401", async () => {
-    const revoked = await api.createTenant("revoked");
-    await expectJson(await get(api, revoked, "/v1/models"), 200);
-    await api.db.prisma.apiKey.update({ where: { hash: hashApiKey(revoked.replace(/^Bearer /, "")) }, data: { revokedAt: new Date() } });
-    await expectProblem(await get(api, revoked, "/v1/models"), 401, "unauthorized");
+    const revoked = await suite.api.createTenant("revoked");
+    await expectJson(await get(suite.api, revoked, "/v1/models"), 200);
+    await suite.api.db.prisma.apiKey.update({ where: { hash: hashApiKey(revoked.replace(/^Bearer /, "")) }, data: { revokedAt: new Date() } });
+    await expectProblem(await get(suite.api, revoked, "/v1/models"), 401, "unauthorized");
   });
 
   // RFC 9110 §11.6.1: a server generating a 401 response MUST send a WWW-Authenticate header.
   it("a 401 tells the client which scheme to use in WWW-Authenticate", async () => {
-    const response = await get(api, null, "/v1/models");
+    const response = await get(suite.api, null, "/v1/models");
     expect(response.status).toBe(401);
     expect(response.headers.get("www-authenticate") ?? "(no WWW-Authenticate header)").toMatch(/^Bearer\b/i);
   });
@@ -74,26 +61,26 @@ describe("/v1 without a valid API key", () => {
 
 describe("/v1 with a valid API key", () => {
   it("accepts the key", async () => {
-    expect(await expectJson(await get(api, auth, "/v1/models"), 200)).toEqual({ data: [] });
+    expect(await expectJson(await get(suite.api, suite.auth, "/v1/models"), 200)).toEqual({ data: [] });
   });
 
   it("accepts the scheme in any case", async () => {
-    await expectJson(await get(api, auth.replace(/^Bearer/, "bearer"), "/v1/models"), 200);
+    await expectJson(await get(suite.api, suite.auth.replace(/^Bearer/, "bearer"), "/v1/models"), 200);
   });
 
   it("still answers 401 before 404 for an upload of a model the caller cannot see", async () => {
-    await expectJson(await uploadModel(api, auth, "iris", fixture("iris.onnx")), 201);
-    await expectProblem(await get(api, "Bearer csk_test_wrong", "/v1/models/iris"), 401, "unauthorized");
+    await expectJson(await uploadModel(suite.api, suite.auth, "iris", fixture("iris.onnx")), 201);
+    await expectProblem(await get(suite.api, "Bearer csk_test_wrong", "/v1/models/iris"), 401, "unauthorized");
   });
 });
 
 describe("routes that need no key", () => {
   it("GET /healthz is 200 ok", async () => {
-    expect(await expectJson(await get(api, null, "/healthz"), 200)).toEqual({ status: "ok" });
+    expect(await expectJson(await get(suite.api, null, "/healthz"), 200)).toEqual({ status: "ok" });
   });
 
   it("GET /readyz is 200 ready when Postgres and Redis answer", async () => {
-    expect(await expectJson(await get(api, null, "/readyz"), 200)).toEqual({
+    expect(await expectJson(await get(suite.api, null, "/readyz"), 200)).toEqual({
       status: "ready",
       checks: { postgres: "ok", redis: "ok" },
       // No worker runs in this test file.
@@ -102,14 +89,14 @@ describe("routes that need no key", () => {
   });
 
   it("GET /openapi.json is 200", async () => {
-    await expectJson(await get(api, null, "/openapi.json"), 200);
+    await expectJson(await get(suite.api, null, "/openapi.json"), 200);
   });
 
   it("GET /docs is 200", async () => {
-    expect((await get(api, null, "/docs")).status).toBe(200);
+    expect((await get(suite.api, null, "/docs")).status).toBe(200);
   });
 
   it("ignores a wrong key on them", async () => {
-    expect((await get(api, "Bearer csk_test_wrong", "/healthz")).status).toBe(200);
+    expect((await get(suite.api, "Bearer csk_test_wrong", "/healthz")).status).toBe(200);
   });
 });

@@ -1,26 +1,12 @@
 import type { Job } from "@coalesce/contracts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { expectProblem, fixture, irisRows, uploadModel } from "../support/http.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { useApiSuite } from "../support/api-suite.ts";
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
+const suite = useApiSuite("idempotency", { iris: true });
 
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services);
-  auth = await api.createTenant("idempotency");
-  expect((await uploadModel(api, auth, "iris", fixture("iris.onnx"))).status).toBe(201);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
-
-async function submit(body: unknown, key?: string, who = auth): Promise<Response> {
-  return api.app.request("/v1/jobs", {
+async function submit(body: unknown, key?: string, who = suite.auth): Promise<Response> {
+  return suite.api.app.request("/v1/jobs", {
     method: "POST",
     headers: { Authorization: who, "Content-Type": "application/json", ...(key === undefined ? {} : { "Idempotency-Key": key }) },
     body: JSON.stringify(body),
@@ -28,7 +14,7 @@ async function submit(body: unknown, key?: string, who = auth): Promise<Response
 }
 
 async function jobCount(): Promise<number> {
-  return api.db.prisma.job.count();
+  return suite.api.db.prisma.job.count();
 }
 
 describe("Idempotency-Key on POST /v1/jobs", () => {
@@ -62,8 +48,8 @@ describe("Idempotency-Key on POST /v1/jobs", () => {
   });
 
   it("keeps keys per tenant, and without a key every request is a new job", async () => {
-    const other = await api.createTenant("idempotency-other");
-    expect((await uploadModel(api, other, "iris", fixture("iris.onnx"))).status).toBe(201);
+    const other = await suite.api.createTenant("idempotency-other");
+    expect((await uploadModel(suite.api, other, "iris", fixture("iris.onnx"))).status).toBe(201);
     const mine = (await (await submit(body, "shared")).json()) as Job;
     const theirs = (await (await submit(body, "shared", other)).json()) as Job;
     expect(theirs.id).not.toBe(mine.id);
@@ -81,9 +67,9 @@ describe("Idempotency-Key on CSV uploads", () => {
   const csv = "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n6.7,3.1,4.7,1.5\n";
 
   async function upload(body: string | FormData, key: string, query = "model=iris"): Promise<Response> {
-    return api.app.request(`/v1/jobs?${query}`, {
+    return suite.api.app.request(`/v1/jobs?${query}`, {
       method: "POST",
-      headers: { Authorization: auth, "Idempotency-Key": key, ...(typeof body === "string" ? { "Content-Type": "text/csv" } : {}) },
+      headers: { Authorization: suite.auth, "Idempotency-Key": key, ...(typeof body === "string" ? { "Content-Type": "text/csv" } : {}) },
       body,
     });
   }
@@ -123,14 +109,14 @@ describe("Idempotency-Key on CSV uploads", () => {
     let push!: ReadableStreamDefaultController<Uint8Array>;
     const body = new ReadableStream<Uint8Array>({ start: (controller) => void (push = controller) });
     push.enqueue(new TextEncoder().encode(csv));
-    const first = api.app.request("/v1/jobs?model=iris", {
+    const first = suite.api.app.request("/v1/jobs?model=iris", {
       method: "POST",
-      headers: { Authorization: auth, "Idempotency-Key": "csv-4", "Content-Type": "text/csv" },
+      headers: { Authorization: suite.auth, "Idempotency-Key": "csv-4", "Content-Type": "text/csv" },
       body,
       duplex: "half",
     } as RequestInit);
     // The first upload has claimed the key once its first rows are stored.
-    for (let i = 0; i < 200 && (await api.db.pool.query(`SELECT 1 FROM idempotency_keys WHERE key = 'csv-4'`)).rowCount === 0; i++) {
+    for (let i = 0; i < 200 && (await suite.api.db.pool.query(`SELECT 1 FROM idempotency_keys WHERE key = 'csv-4'`)).rowCount === 0; i++) {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     await expectProblem(await upload(csv, "csv-4"), 409, "conflict");

@@ -1,34 +1,21 @@
 import type { Job, JobList } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { errorFields, expectJson, expectProblem, fixture, get, irisRows, requestJson, submitJob, uploadModel } from "../support/http.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { errorFields, expectJson, expectProblem, get, irisRows, requestJson, submitJob } from "../support/http.ts";
+import { useApiSuite } from "../support/api-suite.ts";
+import { createTestApi, type TestApi } from "../support/services.ts";
 
 const CHUNK_ROWS = 64; // createTestApi's default limits.chunkRows
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services);
-  auth = await api.createTenant("jobs-create");
-  expect((await uploadModel(api, auth, "iris", fixture("iris.onnx"))).status).toBe(201);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
+const suite = useApiSuite("jobs-create", { iris: true });
 
 async function jobIds(): Promise<string[]> {
-  const list = await expectJson<JobList>(await get(api, auth, "/v1/jobs?limit=100"), 200);
+  const list = await expectJson<JobList>(await get(suite.api, suite.auth, "/v1/jobs?limit=100"), 200);
   return list.data.map((job) => job.id);
 }
 
 describe("POST /v1/jobs accepts", () => {
   it("a job for the latest version of a model with 202 and the queued job", async () => {
-    const job = await expectJson<Job>(await submitJob(api, auth, { model: "iris", inputs: irisRows(3) }), 202);
+    const job = await expectJson<Job>(await submitJob(suite.api, suite.auth, { model: "iris", inputs: irisRows(3) }), 202);
     expect(job).toEqual({
       id: expect.stringMatching(/^job_[0-9a-z]+$/) as string,
       status: "queued",
@@ -48,19 +35,19 @@ describe("POST /v1/jobs accepts", () => {
   });
 
   it("a job for a pinned version, name@VERSION", async () => {
-    const job = await expectJson<Job>(await submitJob(api, auth, { model: "iris@1", inputs: irisRows(1) }), 202);
+    const job = await expectJson<Job>(await submitJob(suite.api, suite.auth, { model: "iris@1", inputs: irisRows(1) }), 202);
     expect(job).toMatchObject({ status: "queued", model: { name: "iris", version: 1 }, counts: { total: 1 } });
   });
 
   it("a JSON body whose content type has a charset", async () => {
     const body = JSON.stringify({ model: "iris", inputs: irisRows(1) });
-    const response = await requestJson(api, auth, "POST", "/v1/jobs", body, { "Content-Type": "application/json; charset=utf-8" });
+    const response = await requestJson(suite.api, suite.auth, "POST", "/v1/jobs", body, { "Content-Type": "application/json; charset=utf-8" });
     await expectJson(response, 202);
   });
 
   it("a job whose GET returns the same job", async () => {
-    const created = await expectJson<Job>(await submitJob(api, auth, { model: "iris", inputs: irisRows(2) }), 202);
-    expect(await expectJson<Job>(await get(api, auth, `/v1/jobs/${created.id}`), 200)).toEqual(created);
+    const created = await expectJson<Job>(await submitJob(suite.api, suite.auth, { model: "iris", inputs: irisRows(2) }), 202);
+    expect(await expectJson<Job>(await get(suite.api, suite.auth, `/v1/jobs/${created.id}`), 200)).toEqual(created);
   });
 });
 
@@ -70,12 +57,12 @@ describe("an accepted job", () => {
   let waitingBefore: number;
 
   beforeAll(async () => {
-    waitingBefore = (await api.deps.queue.getJobCounts()).prioritized ?? 0;
-    job = await expectJson<Job>(await submitJob(api, auth, { model: "iris", inputs: irisRows(ROWS) }), 202);
+    waitingBefore = (await suite.api.deps.queue.getJobCounts()).prioritized ?? 0;
+    job = await expectJson<Job>(await submitJob(suite.api, suite.auth, { model: "iris", inputs: irisRows(ROWS) }), 202);
   });
 
   it("has every row in Postgres, in chunks, by the time the 202 arrives", async () => {
-    const chunks = await api.db.prisma.jobChunk.findMany({ where: { jobId: job.id }, orderBy: { seq: "asc" } });
+    const chunks = await suite.api.db.prisma.jobChunk.findMany({ where: { jobId: job.id }, orderBy: { seq: "asc" } });
     expect(chunks.map((chunk) => [chunk.seq, chunk.firstRow, chunk.rowCount, chunk.status])).toEqual([
       [0, 0, 64, "queued"],
       [1, 64, 64, "queued"],
@@ -86,11 +73,11 @@ describe("an accepted job", () => {
   });
 
   it("has one BullMQ job per chunk queued in its lane, keyed by the chunk id", async () => {
-    const chunks = await api.db.prisma.jobChunk.findMany({ where: { jobId: job.id } });
+    const chunks = await suite.api.db.prisma.jobChunk.findMany({ where: { jobId: job.id } });
     expect(chunks).toHaveLength(Math.ceil(ROWS / CHUNK_ROWS));
-    expect((await api.deps.queue.getJobCounts()).prioritized).toBe(waitingBefore + chunks.length);
+    expect((await suite.api.deps.queue.getJobCounts()).prioritized).toBe(waitingBefore + chunks.length);
     for (const chunk of chunks) {
-      const queued = await api.deps.queue.getJob(chunk.id);
+      const queued = await suite.api.deps.queue.getJob(chunk.id);
       expect(queued?.data).toMatchObject({ chunkId: chunk.id, jobId: job.id });
       // Every chunk carries its lane's priority, so BullMQ holds it as "prioritized" until taken.
       expect(await queued?.getState()).toBe("prioritized");
@@ -101,12 +88,12 @@ describe("an accepted job", () => {
 
 describe("POST /v1/jobs refuses", () => {
   it("an unknown version with 404", async () => {
-    const problem = await expectProblem(await submitJob(api, auth, { model: "iris@9", inputs: irisRows(1) }), 404, "not_found");
+    const problem = await expectProblem(await submitJob(suite.api, suite.auth, { model: "iris@9", inputs: irisRows(1) }), 404, "not_found");
     expect(problem.detail).toContain("9");
   });
 
   it("an unknown model with 404", async () => {
-    const problem = await expectProblem(await submitJob(api, auth, { model: "no-such-model", inputs: irisRows(1) }), 404, "not_found");
+    const problem = await expectProblem(await submitJob(suite.api, suite.auth, { model: "no-such-model", inputs: irisRows(1) }), 404, "not_found");
     expect(problem.detail).toContain("no-such-model");
   });
 
@@ -141,7 +128,7 @@ describe("POST /v1/jobs refuses", () => {
 
   it.each(cases)("%s with 422 naming the place", async (_, body, fields) => {
     const before = await jobIds();
-    const problem = await expectProblem(await submitJob(api, auth, body), 422, "validation_failed");
+    const problem = await expectProblem(await submitJob(suite.api, suite.auth, body), 422, "validation_failed");
     expect(errorFields(problem)).toEqual(fields);
     for (const error of problem.errors ?? []) expect(error.message).toMatch(/\S/);
     const firstField = fields[0];
@@ -152,26 +139,26 @@ describe("POST /v1/jobs refuses", () => {
 
   it("every bad row, naming each one", async () => {
     const inputs = [...irisRows(5), { features: [1, 2] }, ...irisRows(3), { features: [1, 2, 3, 4, 5] }];
-    const problem = await expectProblem(await submitJob(api, auth, { model: "iris", inputs }), 422, "validation_failed");
+    const problem = await expectProblem(await submitJob(suite.api, suite.auth, { model: "iris", inputs }), 422, "validation_failed");
     expect(errorFields(problem)).toEqual(["inputs[5].features", "inputs[9].features"]);
     expect(problem.detail).toContain("inputs[5].features: expected 4 values, got 2");
   });
 
   it("a malformed JSON body with 400 invalid_json", async () => {
-    const problem = await expectProblem(await submitJob(api, auth, '{"model": "iris", "inputs": [{'), 400, "invalid_json");
+    const problem = await expectProblem(await submitJob(suite.api, suite.auth, '{"model": "iris", "inputs": [{'), 400, "invalid_json");
     expect(problem.detail).toMatch(/json/i);
   });
 
   it("a text/plain body with 415 unsupported_media_type", async () => {
     const body = JSON.stringify({ model: "iris", inputs: irisRows(1) });
-    const response = await requestJson(api, auth, "POST", "/v1/jobs", body, { "Content-Type": "text/plain" });
+    const response = await requestJson(suite.api, suite.auth, "POST", "/v1/jobs", body, { "Content-Type": "text/plain" });
     const problem = await expectProblem(response, 415, "unsupported_media_type");
     expect(problem.detail).toContain("application/json");
   });
 
   it("a request without a body with 422 naming both fields", async () => {
     const before = await jobIds();
-    const response = await api.app.request("/v1/jobs", { method: "POST", headers: { Authorization: auth } });
+    const response = await suite.api.app.request("/v1/jobs", { method: "POST", headers: { Authorization: suite.auth } });
     const problem = await expectProblem(response, 422, "validation_failed");
     expect(errorFields(problem)).toEqual(["model", "inputs"]);
     expect(await jobIds()).toEqual(before);
@@ -182,8 +169,8 @@ describe("POST /v1/jobs limits", () => {
   let bodyLimited: TestApi;
   let rowLimited: TestApi;
   beforeAll(() => {
-    bodyLimited = createTestApi(services, { maxBodyBytes: 2048 });
-    rowLimited = createTestApi(services, { maxJobRows: 20 });
+    bodyLimited = createTestApi(suite.services, { maxBodyBytes: 2048 });
+    rowLimited = createTestApi(suite.services, { maxJobRows: 20 });
   });
   afterAll(async () => {
     await bodyLimited?.close();
@@ -195,13 +182,13 @@ describe("POST /v1/jobs limits", () => {
 
   it("accepts a body under maxBodyBytes", async () => {
     const body = JSON.stringify({ model: "iris", inputs: irisRows(2) });
-    await expectJson(await requestJson(bodyLimited, auth, "POST", "/v1/jobs", body), 202);
+    await expectJson(await requestJson(bodyLimited, suite.auth, "POST", "/v1/jobs", body), 202);
   });
 
   it("refuses a body over maxBodyBytes sent with Content-Length with 413 payload_too_large", async () => {
     expect(bigBody.length).toBeGreaterThan(2048);
     const before = await jobIds();
-    const response = await requestJson(bodyLimited, auth, "POST", "/v1/jobs", bigBody, { "Content-Length": String(bigBody.length) });
+    const response = await requestJson(bodyLimited, suite.auth, "POST", "/v1/jobs", bigBody, { "Content-Length": String(bigBody.length) });
     const problem = await expectProblem(response, 413, "payload_too_large");
     expect(problem.detail).toContain("2048");
     expect(await jobIds()).toEqual(before);
@@ -209,21 +196,21 @@ describe("POST /v1/jobs limits", () => {
 
   it("refuses a body over maxBodyBytes streamed without Content-Length (chunked) with 413 payload_too_large", async () => {
     const before = await jobIds();
-    const response = await requestJson(bodyLimited, auth, "POST", "/v1/jobs", bigBody);
+    const response = await requestJson(bodyLimited, suite.auth, "POST", "/v1/jobs", bigBody);
     await expectProblem(response, 413, "payload_too_large");
     expect(await jobIds()).toEqual(before);
   });
 
   it("refuses more rows than maxJobRows with 422 naming `inputs`", async () => {
     const before = await jobIds();
-    const problem = await expectProblem(await submitJob(rowLimited, auth, { model: "iris", inputs: irisRows(21) }), 422, "validation_failed");
+    const problem = await expectProblem(await submitJob(rowLimited, suite.auth, { model: "iris", inputs: irisRows(21) }), 422, "validation_failed");
     expect(errorFields(problem)).toEqual(["inputs"]);
     expect(problem.detail).toContain("20");
     expect(await jobIds()).toEqual(before);
   });
 
   it("accepts exactly maxJobRows rows", async () => {
-    const job = await expectJson<Job>(await submitJob(rowLimited, auth, { model: "iris", inputs: irisRows(20) }), 202);
+    const job = await expectJson<Job>(await submitJob(rowLimited, suite.auth, { model: "iris", inputs: irisRows(20) }), 202);
     expect(job.counts.total).toBe(20);
   });
 });

@@ -1,21 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { expectJson, expectProblem, get, requestJson } from "../support/http.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { useApiSuite } from "../support/api-suite.ts";
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services);
-  auth = await api.createTenant("misc");
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
+const suite = useApiSuite("misc");
 
 describe("unknown routes", () => {
   it.each([
@@ -24,29 +11,29 @@ describe("unknown routes", () => {
     ["GET", "/v1/nope", "auth"],
     ["POST", "/v1/models", "auth"],
   ])("%s %s is 404 problem+json naming the route", async (method, url, withAuth) => {
-    const problem = await expectProblem(await requestJson(api, withAuth ? auth : null, method, url), 404, "not_found");
+    const problem = await expectProblem(await requestJson(suite.api, withAuth ? suite.auth : null, method, url), 404, "not_found");
     expect(problem.detail).toContain(url);
   });
 });
 
 describe("request ids", () => {
   it("every response carries a fresh X-Request-Id, errors in their body too", async () => {
-    const ok = await get(api, null, "/healthz");
+    const ok = await get(suite.api, null, "/healthz");
     const first = ok.headers.get("x-request-id");
     expect(first).toMatch(/^req_[0-9a-f]{32}$/);
-    const problem = await expectProblem(await get(api, null, "/v1/jobs"), 401, "unauthorized");
+    const problem = await expectProblem(await get(suite.api, null, "/v1/jobs"), 401, "unauthorized");
     expect(problem.request_id).toMatch(/^req_[0-9a-f]{32}$/);
     expect(problem.request_id).not.toBe(first);
   });
 
   it("keeps a caller's sane X-Request-Id, in the header and in a problem's body", async () => {
-    const response = await requestJson(api, null, "GET", "/v1/jobs", undefined, { "X-Request-Id": "client-trace.42" });
+    const response = await requestJson(suite.api, null, "GET", "/v1/jobs", undefined, { "X-Request-Id": "client-trace.42" });
     const problem = await expectProblem(response, 401, "unauthorized");
     expect(problem.request_id).toBe("client-trace.42");
   });
 
   it("replaces an X-Request-Id that could forge a log line", async () => {
-    const response = await requestJson(api, null, "GET", "/healthz", undefined, { "X-Request-Id": "a b\tc" });
+    const response = await requestJson(suite.api, null, "GET", "/healthz", undefined, { "X-Request-Id": "a b\tc" });
     expect(response.headers.get("x-request-id")).toMatch(/^req_[0-9a-f]{32}$/);
   });
 });
@@ -62,7 +49,7 @@ type OpenApiDocument = {
 describe("GET /openapi.json", () => {
   let doc: OpenApiDocument;
   beforeAll(async () => {
-    doc = await expectJson<OpenApiDocument>(await get(api, null, "/openapi.json"), 200);
+    doc = await expectJson<OpenApiDocument>(await get(suite.api, null, "/openapi.json"), 200);
   });
 
   it("is OpenAPI 3.1", () => {
@@ -110,7 +97,7 @@ describe("GET /openapi.json", () => {
 describe("GET /docs", () => {
   let html: string;
   beforeAll(async () => {
-    const response = await get(api, null, "/docs");
+    const response = await get(suite.api, null, "/docs");
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toMatch(/^text\/html/);
     html = await response.text();
@@ -128,14 +115,14 @@ describe("GET /docs", () => {
     ["swagger-ui-bundle.js", /javascript/],
     ["swagger-ui.css", /^text\/css/],
   ])("serves /docs/assets/%s", async (file, type) => {
-    const response = await get(api, null, `/docs/assets/${file}`);
+    const response = await get(suite.api, null, `/docs/assets/${file}`);
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toMatch(type);
     expect((await response.arrayBuffer()).byteLength).toBeGreaterThan(10_000);
   });
 
   it("answers 404 problem+json for an asset it does not serve", async () => {
-    await expectProblem(await get(api, null, "/docs/assets/package.json"), 404, "not_found");
-    await expectProblem(await get(api, null, "/docs/assets/..%2F..%2Fpackage.json"), 404, "not_found");
+    await expectProblem(await get(suite.api, null, "/docs/assets/package.json"), 404, "not_found");
+    await expectProblem(await get(suite.api, null, "/docs/assets/..%2F..%2Fpackage.json"), 404, "not_found");
   });
 });

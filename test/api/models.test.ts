@@ -1,7 +1,8 @@
 import type { Model, ModelList, ModelVersion } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorFields, expectJson, expectProblem, fixture, get, sha256, uploadModel } from "../support/http.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
+import { useApiSuite } from "../support/api-suite.ts";
+import { createTestApi, type TestApi } from "../support/services.ts";
 
 const IRIS = fixture("iris.onnx");
 const DIGITS = fixture("digits.onnx");
@@ -14,25 +15,12 @@ const IRIS_SIGNATURE = {
   ],
 };
 
-let services: TestServices;
-let api: TestApi;
-let auth: string;
-
-beforeAll(async () => {
-  services = await createTestServices();
-  api = createTestApi(services);
-  auth = await api.createTenant("models");
-});
-
-afterAll(async () => {
-  await api?.close();
-  await services?.cleanup();
-});
+const suite = useApiSuite("models");
 
 describe("POST /v1/models/{name}/versions", () => {
   // These run in order: each builds on the versions the previous one registered.
   it("registers the first version with the model's signature", async () => {
-    const version = await expectJson<ModelVersion>(await uploadModel(api, auth, "iris", IRIS), 201);
+    const version = await expectJson<ModelVersion>(await uploadModel(suite.api, suite.auth, "iris", IRIS), 201);
     expect(version).toEqual({
       name: "iris",
       version: 1,
@@ -44,7 +32,7 @@ describe("POST /v1/models/{name}/versions", () => {
   });
 
   it("registers a different file under the same name as the next version", async () => {
-    const version = await expectJson<ModelVersion>(await uploadModel(api, auth, "iris", DIGITS), 201);
+    const version = await expectJson<ModelVersion>(await uploadModel(suite.api, suite.auth, "iris", DIGITS), 201);
     expect(version).toMatchObject({
       name: "iris",
       version: 2,
@@ -55,41 +43,41 @@ describe("POST /v1/models/{name}/versions", () => {
   });
 
   it("answers 200 with the latest version when the same bytes are uploaded again", async () => {
-    const version = await expectJson<ModelVersion>(await uploadModel(api, auth, "iris", DIGITS), 200);
+    const version = await expectJson<ModelVersion>(await uploadModel(suite.api, suite.auth, "iris", DIGITS), 200);
     expect(version).toMatchObject({ name: "iris", version: 2, sha256: sha256(DIGITS) });
   });
 
   it("makes a new version of bytes that match an older version but not the latest", async () => {
-    expect((await uploadModel(api, auth, "cycle", IRIS)).status).toBe(201);
-    expect((await uploadModel(api, auth, "cycle", DIGITS)).status).toBe(201);
-    const version = await expectJson<ModelVersion>(await uploadModel(api, auth, "cycle", IRIS), 201);
+    expect((await uploadModel(suite.api, suite.auth, "cycle", IRIS)).status).toBe(201);
+    expect((await uploadModel(suite.api, suite.auth, "cycle", DIGITS)).status).toBe(201);
+    const version = await expectJson<ModelVersion>(await uploadModel(suite.api, suite.auth, "cycle", IRIS), 201);
     expect(version).toMatchObject({ name: "cycle", version: 3, sha256: sha256(IRIS) });
   });
 
   it("accepts a content type with parameters", async () => {
-    const response = await uploadModel(api, auth, "iris-params", IRIS, "application/octet-stream; charset=binary");
+    const response = await uploadModel(suite.api, suite.auth, "iris-params", IRIS, "application/octet-stream; charset=binary");
     expect(await expectJson<ModelVersion>(response, 201)).toMatchObject({ name: "iris-params", version: 1 });
   });
 
   it("refuses bytes that are not an ONNX model with 422 invalid_model", async () => {
     const garbage = new TextEncoder().encode("this is not an onnx model, just some text ".repeat(10));
-    const problem = await expectProblem(await uploadModel(api, auth, "garbage", garbage), 422, "invalid_model");
+    const problem = await expectProblem(await uploadModel(suite.api, suite.auth, "garbage", garbage), 422, "invalid_model");
     expect(problem.detail).toMatch(/onnx/i);
   });
 
   it("refuses an empty body with 422", async () => {
-    const problem = await expectProblem(await uploadModel(api, auth, "empty", new Uint8Array(0)), 422, "invalid_model");
+    const problem = await expectProblem(await uploadModel(suite.api, suite.auth, "empty", new Uint8Array(0)), 422, "invalid_model");
     expect(problem.detail).toMatch(/empty/);
   });
 
   it("refuses a JSON body with 415", async () => {
-    const response = await uploadModel(api, auth, "iris", IRIS, "application/json");
+    const response = await uploadModel(suite.api, suite.auth, "iris", IRIS, "application/json");
     const problem = await expectProblem(response, 415, "unsupported_media_type");
     expect(problem.detail).toContain("application/octet-stream");
   });
 
   it("refuses a body without a content type with 415", async () => {
-    const response = await api.app.request("/v1/models/iris/versions", { method: "POST", headers: { Authorization: auth }, body: IRIS });
+    const response = await suite.api.app.request("/v1/models/iris/versions", { method: "POST", headers: { Authorization: suite.auth }, body: IRIS });
     await expectProblem(response, 415, "unsupported_media_type");
   });
 
@@ -99,20 +87,20 @@ describe("POST /v1/models/{name}/versions", () => {
     ["a leading dot", ".iris"],
     ["65 characters", "a".repeat(65)],
   ])("refuses a model name with %s with 422 naming `name`", async (_, name) => {
-    const problem = await expectProblem(await uploadModel(api, auth, name, IRIS), 422, "validation_failed");
+    const problem = await expectProblem(await uploadModel(suite.api, suite.auth, name, IRIS), 422, "validation_failed");
     expect(errorFields(problem)).toEqual(["name"]);
     expect(problem.detail).toMatch(/^name: /);
   });
 
   it("stores nothing for a refused upload", async () => {
-    const list = await expectJson<ModelList>(await get(api, auth, "/v1/models"), 200);
+    const list = await expectJson<ModelList>(await get(suite.api, suite.auth, "/v1/models"), 200);
     expect(list.data.map((model) => model.name)).toEqual(["cycle", "iris", "iris-params"]);
   });
 });
 
 describe("GET /v1/models", () => {
   it("lists the caller's models by name with every version", async () => {
-    const list = await expectJson<ModelList>(await get(api, auth, "/v1/models"), 200);
+    const list = await expectJson<ModelList>(await get(suite.api, suite.auth, "/v1/models"), 200);
     const iris = list.data.find((model) => model.name === "iris");
     expect(iris).toMatchObject({ name: "iris", latest_version: 2 });
     expect(iris?.versions.map((v) => [v.version, v.sha256])).toEqual([
@@ -125,19 +113,19 @@ describe("GET /v1/models", () => {
 
 describe("GET /v1/models/{name}", () => {
   it("returns the model with its versions and signatures", async () => {
-    const model = await expectJson<Model>(await get(api, auth, "/v1/models/iris"), 200);
+    const model = await expectJson<Model>(await get(suite.api, suite.auth, "/v1/models/iris"), 200);
     expect(model).toMatchObject({ name: "iris", latest_version: 2 });
     expect(model.versions).toHaveLength(2);
     expect(model.versions[0]).toMatchObject({ version: 1, size_bytes: IRIS.byteLength, ...IRIS_SIGNATURE });
   });
 
   it("answers 404 problem+json for an unknown model", async () => {
-    const problem = await expectProblem(await get(api, auth, "/v1/models/no-such-model"), 404, "not_found");
+    const problem = await expectProblem(await get(suite.api, suite.auth, "/v1/models/no-such-model"), 404, "not_found");
     expect(problem.detail).toContain("no-such-model");
   });
 
   it("answers 422 naming `name` for an invalid name", async () => {
-    const problem = await expectProblem(await get(api, auth, `/v1/models/${encodeURIComponent("Bad Name!")}`), 422, "validation_failed");
+    const problem = await expectProblem(await get(suite.api, suite.auth, `/v1/models/${encodeURIComponent("Bad Name!")}`), 422, "validation_failed");
     expect(errorFields(problem)).toEqual(["name"]);
   });
 });
@@ -145,7 +133,7 @@ describe("GET /v1/models/{name}", () => {
 describe("model upload limit", () => {
   let small: TestApi;
   beforeAll(() => {
-    small = createTestApi(services, { maxModelBytes: 1024 });
+    small = createTestApi(suite.services, { maxModelBytes: 1024 });
   });
   afterAll(async () => {
     await small?.close();
@@ -153,20 +141,20 @@ describe("model upload limit", () => {
 
   it("refuses a file over maxModelBytes with 413 payload_too_large", async () => {
     expect(IRIS.byteLength).toBeGreaterThan(1024);
-    const problem = await expectProblem(await uploadModel(small, auth, "too-big", IRIS), 413, "payload_too_large");
+    const problem = await expectProblem(await uploadModel(small, suite.auth, "too-big", IRIS), 413, "payload_too_large");
     expect(problem.detail).toContain("1024");
   });
 
   it("refuses it on Content-Length alone, as a real client sends it", async () => {
     const response = await small.app.request("/v1/models/too-big/versions", {
       method: "POST",
-      headers: { Authorization: auth, "Content-Type": "application/octet-stream", "Content-Length": String(IRIS.byteLength) },
+      headers: { Authorization: suite.auth, "Content-Type": "application/octet-stream", "Content-Length": String(IRIS.byteLength) },
       body: IRIS,
     });
     await expectProblem(response, 413, "payload_too_large");
   });
 
   it("stores nothing for the refused file", async () => {
-    await expectProblem(await get(small, auth, "/v1/models/too-big"), 404, "not_found");
+    await expectProblem(await get(small, suite.auth, "/v1/models/too-big"), 404, "not_found");
   });
 });

@@ -1,28 +1,20 @@
-import { afterAll, beforeAll, expect } from "vitest";
+import { beforeAll, expect } from "vitest";
 import type { ApiDeps } from "../../apps/api/src/context.ts";
+import { useApiSuite, type ApiSuite } from "./api-suite.ts";
 import { readFeatureCsv, readModel } from "./fixtures.ts";
 import { uploadModel } from "./http.ts";
-import { createTestApi, createTestServices, type TestApi, type TestServices } from "./services.ts";
 
 /** What a test file on the iris model works with; filled in by the suite's beforeAll. */
-export type IrisSuite = { services: TestServices; api: TestApi; auth: string; features: number[][] };
+export type IrisSuite = ApiSuite & { features: number[][] };
 
 /**
- * Registers the hooks most worker tests share: private services, the API in process, a tenant
- * with the iris model registered, and the iris features. Cleaned up after the file.
+ * Registers the hooks most worker tests share: useApiSuite with the iris model registered, and
+ * the iris features.
  */
 export function useIrisSuite(tenant: string, limits: Partial<ApiDeps["limits"]> = {}): IrisSuite {
-  const suite = {} as IrisSuite;
+  const suite = useApiSuite(tenant, { limits, iris: true }) as IrisSuite;
   beforeAll(async () => {
-    suite.services = await createTestServices();
-    suite.api = createTestApi(suite.services, limits);
-    suite.auth = await suite.api.createTenant(tenant);
     suite.features = (await readFeatureCsv("iris")).features;
-    expect((await uploadModel(suite.api, suite.auth, "iris", await readModel("iris"))).status).toBe(201);
-  });
-  afterAll(async () => {
-    await suite.api?.close();
-    await suite.services?.cleanup();
   });
   return suite;
 }
