@@ -2,7 +2,8 @@
 // runs a session synchronously on the calling thread, so a batch run here blocks this thread instead
 // of the worker's event loop, which meanwhile keeps fetching chunks and writing results.
 import { parentPort, workerData } from "node:worker_threads";
-import { loadSessionWithFallback } from "@coalesce/models";
+// Only the session module: the package index would load zod and the contracts into this thread too.
+import { loadSessionWithFallback } from "@coalesce/models/session";
 import { Tensor } from "onnxruntime-node";
 import type { ThreadReply, ThreadRequest, ThreadSetup, WireTensors } from "./thread-session.ts";
 
