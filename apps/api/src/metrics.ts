@@ -34,7 +34,14 @@ export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix:
     },
   });
   // Webhook backlog, for alerting: a growing one means receivers are down or the workers cannot keep up.
-  const backlog = () => webhookBacklog(db);
+  // Both gauges are collected in parallel on a scrape; they share one query.
+  let reading: ReturnType<typeof webhookBacklog> | null = null;
+  const backlog = () => {
+    reading ??= webhookBacklog(db).finally(() => {
+      reading = null;
+    });
+    return reading;
+  };
   new Gauge({
     name: "coalesce_webhook_deliveries_pending",
     help: "Webhook deliveries not yet done (waiting for their first attempt or a retry)",

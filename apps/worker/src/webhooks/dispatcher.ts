@@ -74,14 +74,9 @@ export function startWebhookDispatcher(db: Database, options: DispatcherOptions,
 
   const attemptDelivery = async (delivery: ClaimedDelivery) => {
     const startedAt = new Date();
-    const body = await eventBody(db, delivery);
-    const secrets = delivery.endpoint
-      ? signingSecrets(delivery.endpoint)
-      : signingSecrets(await ensureTenantWebhookSecret(db, delivery.tenantId, generateSecret()));
-    const headers = webhookHeaders({ messageId: delivery.eventId, timestampSeconds: Math.floor(Date.now() / 1000), body, secrets });
     const result = delivery.endpointGone
       ? { outcome: "refused" as const, statusCode: null, durationMs: 0, retryAfterMs: null, error: "the endpoint was deleted", responseSnippet: null }
-      : await deliverWebhook({ url: delivery.url, body, headers, policy: options.policy, timeoutMs: options.timeoutMs });
+      : await send(delivery);
 
     const record: AttemptRecord = {
       deliveryId: delivery.id,
@@ -99,8 +94,8 @@ export function startWebhookDispatcher(db: Database, options: DispatcherOptions,
       const delayMs = nextAttemptDelayMs(options.schedule, delivery.scheduledAttempt, result.retryAfterMs);
       if (delayMs !== null) Object.assign(record, { state: "pending", nextAttemptAt: new Date(Date.now() + delayMs) });
     }
-    if (result.outcome === "gone" && delivery.endpoint) {
-      record.disableEndpoint = { endpointId: delivery.endpoint.id, reason: `the receiver answered 410 Gone on ${startedAt.toISOString()}` };
+    if (result.outcome === "gone" && delivery.endpointId) {
+      record.disableEndpoint = { endpointId: delivery.endpointId, reason: `the receiver answered 410 Gone on ${startedAt.toISOString()}` };
     }
     await recordDeliveryAttempt(db, record);
 
@@ -121,6 +116,15 @@ export function startWebhookDispatcher(db: Database, options: DispatcherOptions,
     if (result.outcome === "delivered") logger.info(fields, "webhook delivered");
     else if (record.state === "pending") logger.info(fields, "webhook attempt failed; will retry");
     else logger.warn(fields, result.outcome === "gone" ? "webhook endpoint gone (410); disabled it" : "webhook delivery gave up");
+  };
+
+  /** Signs the event's body and POSTs it through the address policy. */
+  const send = async (delivery: ClaimedDelivery) => {
+    const body = await eventBody(db, delivery);
+    // Claimed with its secrets; only a tenant's very first job_url delivery has to make the default one.
+    const secrets = signingSecrets(delivery.secrets ?? (await ensureTenantWebhookSecret(db, delivery.tenantId, generateSecret())));
+    const headers = webhookHeaders({ messageId: delivery.eventId, timestampSeconds: Math.floor(Date.now() / 1000), body, secrets });
+    return deliverWebhook({ url: delivery.url, body, headers, policy: options.policy, timeoutMs: options.timeoutMs });
   };
 
   const timer = setInterval(() => void fill(), options.pollMs);

@@ -86,15 +86,16 @@ export async function rotateWebhookEndpointSecret(
   id: string,
   secret: string,
   overlapSeconds: number,
-): Promise<WebhookEndpointRecord | null> {
-  const { rowCount } = await db.pool.query(
+): Promise<SecretRecord | null> {
+  const { rows } = await db.pool.query<SecretSqlRow>(
     `UPDATE webhook_endpoints
         SET previous_secret = secret, secret = $3, updated_at = now(),
             previous_secret_expires_at = now() + make_interval(secs => $4)
-      WHERE id = $1 AND tenant_id = $2`,
+      WHERE id = $1 AND tenant_id = $2
+    RETURNING secret, previous_secret, previous_secret_expires_at`,
     [id, tenantId, secret, overlapSeconds],
   );
-  return (rowCount ?? 0) > 0 ? findWebhookEndpoint(db, tenantId, id) : null;
+  return rows[0] ? fromSecretRow(rows[0]) : null;
 }
 
 type SecretSqlRow = { secret: string; previous_secret: string | null; previous_secret_expires_at: Date | null };
@@ -130,10 +131,15 @@ export async function rotateTenantWebhookSecret(db: Database, tenantId: string, 
   return fromSecretRow(rows[0] as SecretSqlRow);
 }
 
+/** Until when the previous secret still signs beside the current one; null once the overlap is over. */
+export function previousSecretSignsUntil(record: SecretRecord, now = new Date()): Date | null {
+  const until = record.previousSecretExpiresAt;
+  return record.previousSecret !== null && until !== null && until > now ? until : null;
+}
+
 /** The secrets that sign now: the current one, and the previous one while its overlap lasts. */
 export function signingSecrets(record: SecretRecord, now = new Date()): string[] {
-  const previousValid = record.previousSecret && record.previousSecretExpiresAt && record.previousSecretExpiresAt > now;
-  return previousValid ? [record.secret, record.previousSecret as string] : [record.secret];
+  return previousSecretSignsUntil(record, now) ? [record.secret, record.previousSecret as string] : [record.secret];
 }
 
 /** A delivery claimed for an attempt, with what the attempt needs. */
@@ -152,8 +158,13 @@ export type ClaimedDelivery = {
   scheduledAttempt: number;
   /** The body, once an earlier attempt fixed it. */
   payload: unknown;
-  /** The endpoint's signing secrets (null for a job's webhook_url, which uses the tenant's default secret). */
-  endpoint: (SecretRecord & { id: string }) | null;
+  /** The endpoint it goes to (null for a job's webhook_url, or once the endpoint was deleted). */
+  endpointId: string | null;
+  /**
+   * What signs it: the endpoint's secrets, or for a job's webhook_url the tenant's default secret
+   * (null while the tenant has none yet).
+   */
+  secrets: SecretRecord | null;
   /** True when the endpoint it was for has been deleted. */
   endpointGone: boolean;
 };
@@ -196,10 +207,13 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseSecon
        RETURNING d.*
      )
      SELECT c.id, c.event_id, ev.type, ev.created_at AS event_created_at, ev.job_id, c.tenant_id, c.target, c.url,
-            c.attempts, c.retry_base, ev.payload, c.endpoint_id, e.secret, e.previous_secret,
-            e.previous_secret_expires_at
+            c.attempts, c.retry_base, ev.payload, c.endpoint_id,
+            COALESCE(e.secret, t.secret) AS secret,
+            CASE WHEN e.id IS NULL THEN t.previous_secret ELSE e.previous_secret END AS previous_secret,
+            CASE WHEN e.id IS NULL THEN t.previous_secret_expires_at ELSE e.previous_secret_expires_at END AS previous_secret_expires_at
        FROM claimed c JOIN webhook_events ev ON ev.id = c.event_id
-       LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id`,
+       LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id
+       LEFT JOIN webhook_tenant_secrets t ON c.target = 'job_url' AND t.tenant_id = c.tenant_id`,
     [limit, leaseSeconds],
   );
   return rows.map((row) => ({
@@ -214,10 +228,8 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseSecon
     attempt: row.attempts,
     scheduledAttempt: row.attempts - row.retry_base,
     payload: row.payload,
-    endpoint:
-      row.endpoint_id && row.secret
-        ? { id: row.endpoint_id, ...fromSecretRow(row as SecretSqlRow) }
-        : null,
+    endpointId: row.endpoint_id,
+    secrets: row.secret ? fromSecretRow(row as SecretSqlRow) : null,
     endpointGone: row.target === "endpoint" && row.endpoint_id === null,
   }));
 }

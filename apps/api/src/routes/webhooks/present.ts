@@ -1,8 +1,7 @@
 import { WebhookEndpointSchema, WebhookDeliverySchema, type WebhookDelivery, type WebhookEndpoint } from "@coalesce/contracts";
-import type { DeliveryRecord, WebhookEndpointRecord } from "@coalesce/db";
+import { previousSecretSignsUntil, type DeliveryRecord, type WebhookEndpointRecord } from "@coalesce/db";
 
 export function presentWebhook(record: WebhookEndpointRecord, now = new Date()): WebhookEndpoint {
-  const overlapping = record.previousSecretExpiresAt && record.previousSecretExpiresAt > now ? record.previousSecretExpiresAt : null;
   return WebhookEndpointSchema.parse({
     id: record.id,
     url: record.url,
@@ -10,7 +9,7 @@ export function presentWebhook(record: WebhookEndpointRecord, now = new Date()):
     description: record.description,
     enabled: record.disabledAt === null,
     disabled_reason: record.disabledReason,
-    previous_secret_expires_at: overlapping?.toISOString() ?? null,
+    previous_secret_expires_at: previousSecretSignsUntil(record, now)?.toISOString() ?? null,
     created_at: record.createdAt.toISOString(),
     updated_at: record.updatedAt.toISOString(),
   });

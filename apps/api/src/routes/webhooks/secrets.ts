@@ -1,5 +1,11 @@
 import { RotateSecretRequestSchema, WebhookSecretSchema, type WebhookSecret } from "@coalesce/contracts";
-import { ensureTenantWebhookSecret, rotateTenantWebhookSecret, rotateWebhookEndpointSecret, type SecretRecord } from "@coalesce/db";
+import {
+  ensureTenantWebhookSecret,
+  previousSecretSignsUntil,
+  rotateTenantWebhookSecret,
+  rotateWebhookEndpointSecret,
+  type SecretRecord,
+} from "@coalesce/db";
 import { generateSecret } from "@coalesce/webhooks";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
@@ -61,8 +67,7 @@ async function readOverlapSeconds(c: Context<AppEnv>): Promise<number> {
 }
 
 function presentSecret(record: SecretRecord, now = new Date()): WebhookSecret {
-  const overlapping = record.previousSecret && record.previousSecretExpiresAt && record.previousSecretExpiresAt > now;
-  return { secret: record.secret, previous_secret_expires_at: overlapping ? (record.previousSecretExpiresAt as Date).toISOString() : null };
+  return { secret: record.secret, previous_secret_expires_at: previousSecretSignsUntil(record, now)?.toISOString() ?? null };
 }
 
 export function registerWebhookSecretRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
