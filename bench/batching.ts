@@ -16,7 +16,8 @@ import { loadSessionWithFallback } from "@coalesce/models";
 import { buildRandomMlp } from "@coalesce/models/tiny-onnx";
 import * as ort from "onnxruntime-node";
 import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
-import { openBench, registerModel, writeResults, type Bench } from "./harness.ts";
+import { openBench, registerModel, type Bench } from "./harness.ts";
+import { writeResults } from "./results.ts";
 
 const { values: args } = parseArgs({
   options: {

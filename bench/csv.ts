@@ -10,7 +10,8 @@ import { finished } from "node:stream/promises";
 import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
 import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
-import { openBench, registerModel, writeResults } from "./harness.ts";
+import { openBench, registerModel } from "./harness.ts";
+import { writeResults } from "./results.ts";
 
 const { values: args } = parseArgs({
   options: {

@@ -8,9 +8,6 @@ import { DEFAULT_DATABASE_URL } from "@coalesce/db";
 import pg from "pg";
 import { API_MAIN, freePort, startProcess, stopProcess, waitUntilReady, type ServiceProcess } from "../scripts/processes.ts";
 
-// Kept in a module of its own so that benchmarks without services (bench:providers) load no database code.
-export { writeResults } from "./results.ts";
-
 export type Bench = {
   baseUrl: string;
   headers: { Authorization: string };

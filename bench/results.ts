@@ -1,3 +1,5 @@
+// Writing benchmark results, in a module of its own so that benchmarks without services
+// (bench:providers) load no database code.
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { ROOT } from "../scripts/processes.ts";

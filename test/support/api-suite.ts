@@ -4,6 +4,11 @@ import { readModel } from "./fixtures.ts";
 import { uploadModel } from "./http.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "./services.ts";
 
+/** Registers fixtures/iris.onnx as the tenant's model `iris`. */
+export async function registerIris(api: TestApi, auth: string): Promise<void> {
+  expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
+}
+
 /** What an API test file works with; filled in by the suite's beforeAll. */
 export type ApiSuite = { services: TestServices; api: TestApi; auth: string };
 
@@ -18,7 +23,7 @@ export function useApiSuite(tenant: string, options: { limits?: Partial<ApiDeps[
     suite.services = await createTestServices();
     suite.api = createTestApi(suite.services, options.limits);
     suite.auth = await suite.api.createTenant(tenant);
-    if (options.iris) expect((await uploadModel(suite.api, suite.auth, "iris", await readModel("iris"))).status).toBe(201);
+    if (options.iris) await registerIris(suite.api, suite.auth);
   });
   afterAll(async () => {
     await suite.api?.close();

@@ -1,8 +1,7 @@
-import { beforeAll, expect } from "vitest";
+import { beforeAll } from "vitest";
 import type { ApiDeps } from "../../apps/api/src/context.ts";
-import { useApiSuite, type ApiSuite } from "./api-suite.ts";
-import { readFeatureCsv, readModel } from "./fixtures.ts";
-import { uploadModel } from "./http.ts";
+import { registerIris, useApiSuite, type ApiSuite } from "./api-suite.ts";
+import { readFeatureCsv } from "./fixtures.ts";
 
 /** What a test file on the iris model works with; filled in by the suite's beforeAll. */
 export type IrisSuite = ApiSuite & { features: number[][] };
@@ -27,6 +26,6 @@ export function irisInputs(suite: IrisSuite, count: number): { features: number[
 /** Another tenant with the iris model registered, e.g. so its webhook endpoints see only its own jobs. */
 export async function irisTenant(suite: IrisSuite, name: string): Promise<string> {
   const auth = await suite.api.createTenant(name);
-  expect((await uploadModel(suite.api, auth, "iris", await readModel("iris"))).status).toBe(201);
+  await registerIris(suite.api, auth);
   return auth;
 }

@@ -19,7 +19,7 @@ export const REDIS_URL = process.env.REDIS_URL ?? DEFAULT_REDIS_URL;
 
 /** Webhook receivers in tests listen on loopback, over http. */
 export const TEST_WEBHOOK_POLICY = { allowHttp: true, allowlist: ["127.0.0.0/8", "::1/128"] };
-export const TEST_WEBHOOK_ENV = { WEBHOOK_ALLOW_HTTP: "true", WEBHOOK_ALLOWLIST: "127.0.0.0/8,::1/128" };
+export const TEST_WEBHOOK_ENV = { WEBHOOK_ALLOW_HTTP: "true", WEBHOOK_ALLOWLIST: TEST_WEBHOOK_POLICY.allowlist.join(",") };
 
 export const FIXTURES = path.resolve(import.meta.dirname, "../../fixtures");
 

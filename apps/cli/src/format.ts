@@ -79,3 +79,8 @@ export function formatTable(header: string[], rows: string[][]): string {
     .map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  "))
     .join("\n");
 }
+
+/** What `--json` prints: the API's answer, indented, one trailing newline. */
+export function formatJson(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`;
+}

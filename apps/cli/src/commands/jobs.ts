@@ -1,7 +1,7 @@
 import { expectPositionals, parseCommandArgs, parseWholeNumber, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
 import { EXIT_OK } from "../errors.ts";
-import { formatCount, formatModel, formatPercent, formatTable } from "../format.ts";
+import { formatCount, formatJson, formatModel, formatPercent, formatTable } from "../format.ts";
 
 const LIST = "jobs list";
 const OPTIONS = {
@@ -32,7 +32,7 @@ Options:
       ...(values.cursor === undefined ? {} : { cursor: values.cursor }),
     });
     if (values.json) {
-      context.io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+      context.io.stdout.write(formatJson(page));
       return EXIT_OK;
     }
     if (page.data.length === 0) {

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { expectPositionals, parseCommandArgs, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
 import { EXIT_OK, fileError } from "../errors.ts";
-import { formatBytes, formatTable, formatTensor } from "../format.ts";
+import { formatBytes, formatJson, formatTable, formatTensor } from "../format.ts";
 
 const PUSH = "models push";
 const LIST = "models list";
@@ -55,7 +55,7 @@ Options:
     expectPositionals(LIST, positionals, []);
     const models = await context.connect(values, LIST).listModels();
     if (values.json) {
-      context.io.stdout.write(`${JSON.stringify(models, null, 2)}\n`);
+      context.io.stdout.write(formatJson(models));
     } else if (models.data.length === 0) {
       context.io.stderr.write("no models yet: register one with `coalesce models push NAME model.onnx`\n");
     } else {

@@ -2,7 +2,7 @@ import type { Job } from "@coalesce/contracts";
 import { expectPositionals, parseCommandArgs, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
 import { EXIT_OK } from "../errors.ts";
-import { formatCount, formatDuration, formatEta, formatModel, formatPercent, formatTable, formatRowRate, jobSeconds } from "../format.ts";
+import { formatCount, formatDuration, formatEta, formatJson, formatModel, formatPercent, formatRowRate, formatTable, jobSeconds } from "../format.ts";
 
 const NAME = "status";
 const OPTIONS = { json: { type: "boolean" } } as const satisfies OptionSpecs;
@@ -25,7 +25,7 @@ Example:
     const { values, positionals } = parseCommandArgs(NAME, args, OPTIONS);
     const [id = ""] = expectPositionals(NAME, positionals, ["JOB"]);
     const job = await context.connect(values, NAME).getJob(id);
-    context.io.stdout.write(values.json ? `${JSON.stringify(job, null, 2)}\n` : `${describeJob(job)}\n`);
+    context.io.stdout.write(values.json ? formatJson(job) : `${describeJob(job)}\n`);
     return EXIT_OK;
   },
 };

@@ -2,7 +2,7 @@ import { WEBHOOK_EVENT_TYPES, type WebhookEventType } from "@coalesce/contracts"
 import { expectPositionals, parseColumnList, parseCommandArgs, parseWholeNumber, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
 import { EXIT_OK, UsageError } from "../errors.ts";
-import { formatTable } from "../format.ts";
+import { formatJson, formatTable } from "../format.ts";
 
 const ADD = "webhooks add";
 const LIST = "webhooks list";
@@ -77,7 +77,7 @@ Lists your webhook endpoints: id, whether deliveries go out, the events and the 
     expectPositionals(LIST, positionals, []);
     const list = await context.connect(values, LIST).listWebhooks();
     if (values.json) {
-      context.io.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+      context.io.stdout.write(formatJson(list));
       return EXIT_OK;
     }
     if (list.data.length === 0) {
@@ -159,7 +159,7 @@ status code or the error, how long it took). Send one again with coalesce webhoo
     const [jobId = ""] = expectPositionals(DELIVERIES, positionals, ["JOB"]);
     const list = await context.connect(values, DELIVERIES).listDeliveries(jobId);
     if (values.json) {
-      context.io.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+      context.io.stdout.write(formatJson(list));
       return EXIT_OK;
     }
     if (list.data.length === 0) {
