@@ -11,3 +11,4 @@ export * from "./repositories/webhooks.ts";
 export { presentJob } from "./present-job.ts";
 export { JobPriority, JobStatus } from "./generated/enums.ts";
 export { GroupCommit } from "./group-commit.ts";
+export { SingleFlight } from "./single-flight.ts";

@@ -1,4 +1,4 @@
-import { findApiKeyOwner, touchApiKey, type Database } from "@coalesce/db";
+import { findApiKeyOwner, SingleFlight, touchApiKey, type ApiKeyOwner, type Database } from "@coalesce/db";
 import type { MiddlewareHandler } from "hono";
 import { hashApiKey } from "../auth/api-keys.ts";
 import type { AppEnv } from "../context.ts";
@@ -10,14 +10,17 @@ const TOUCH_EVERY_MS = 60_000;
 /** `Authorization: Bearer <key>`; sets the caller's tenant for every route behind it. */
 export function requireApiKey(db: Database): MiddlewareHandler<AppEnv> {
   const touched = new Map<string, number>();
+  const lookups = new SingleFlight<ApiKeyOwner | null>();
   return async (c, next) => {
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match?.[1]) {
       throw new ApiError("unauthorized", "send your API key as 'Authorization: Bearer <key>'");
     }
-    // Looked up on every request (no cache), so a revoked key stops working at once.
-    const owner = await findApiKeyOwner(db, hashApiKey(match[1]));
+    // Looked up on every request (no cache), so a revoked key stops working at once; requests that
+    // arrive together with the same key share one lookup.
+    const hash = hashApiKey(match[1]);
+    const owner = await lookups.run(hash, () => findApiKeyOwner(db, hash));
     if (!owner) throw new ApiError("unauthorized", "the API key is not valid; create one with `npm run keys:create -- --name NAME`");
     const now = Date.now();
     c.set("tenantId", owner.tenantId);

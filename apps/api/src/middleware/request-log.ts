@@ -11,8 +11,9 @@ export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
     const started = performance.now();
     c.set("requestId", requestId);
     c.set("logger", logger.child({ requestId }));
-    await next();
+    // Set before the response exists: a header added to a finished response makes hono copy it.
     c.header("X-Request-Id", requestId);
+    await next();
     const status = c.res.status;
     c.get("logger")[status >= 500 ? "error" : "info"](
       { method: c.req.method, path: c.req.path, status, ms: Math.round(performance.now() - started) },

@@ -6,7 +6,15 @@ import {
   type FieldError,
   type TensorRow,
 } from "@coalesce/contracts";
-import { presentJob, recordIdempotentJob, releaseIdempotencyKey, resolveModelVersion, type JobRecord } from "@coalesce/db";
+import {
+  presentJob,
+  recordIdempotentJob,
+  releaseIdempotencyKey,
+  resolveModelVersion,
+  SingleFlight,
+  type JobRecord,
+  type ModelVersionRecord,
+} from "@coalesce/db";
 import { validateRow } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
@@ -83,9 +91,10 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     if (c.req.method !== "POST" || isCsvUpload(c)) return next();
     return limitBody(deps.limits.maxBodyBytes, "the request body")(c, next);
   });
+  const resolveModel = createModelResolver(deps);
   app.openapi(createJobRoute, async (c) => {
     const format = isCsvUpload(c) ? "csv" : "json";
-    const { job, replayed } = format === "csv" ? await acceptCsv(c, deps) : await acceptJson(c, deps);
+    const { job, replayed } = format === "csv" ? await acceptCsv(c, deps, resolveModel) : await acceptJson(c, deps, resolveModel);
     if (replayed) {
       c.header("Idempotent-Replayed", "true");
     } else {
@@ -100,7 +109,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
  * JSON rows: every row checked against the model's signature, then stored and queued together. With
  * an Idempotency-Key, a repeat of the same request within 24 h returns the original job instead.
  */
-async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: JobRecord; replayed: boolean }> {
+async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: ModelResolver): Promise<{ job: JobRecord; replayed: boolean }> {
   const contentType = c.req.header("content-type") ?? "";
   if (!contentType && !c.req.raw.body) {
     // No body at all: say what a JSON job needs rather than which media types exist.
@@ -113,7 +122,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: Job
   // Validated by the route's JSON body schema; its type is lost because the body may also be CSV.
   const body = c.req.valid("json" as never) as CreateJobRequest;
   const tenantId = c.get("tenantId");
-  const modelVersion = await resolveModelRef(deps, tenantId, body.model);
+  const modelVersion = await resolveModel(tenantId, body.model);
   if (body.inputs.length > deps.limits.maxJobRows) {
     throw validationError([
       { field: "inputs", message: `a JSON job takes at most ${deps.limits.maxJobRows} rows, got ${body.inputs.length}` },
@@ -163,9 +172,19 @@ function isCsvUpload(c: Context): boolean {
   return type.startsWith("text/csv") || type.startsWith("multipart/form-data");
 }
 
-async function resolveModelRef(deps: ApiDeps, tenantId: string, ref: string) {
+/** Finds the model version a job names (`name` or `name@3`), or says how to fix the reference. */
+type ModelResolver = (tenantId: string, ref: string) => Promise<ModelVersionRecord>;
+
+function createModelResolver(deps: ApiDeps): ModelResolver {
+  // Submissions arriving together for the same model share one lookup (no cache: a new version counts at once).
+  const lookups = new SingleFlight<ModelVersionRecord | null>();
+  return (tenantId, ref) => resolveModelRef(deps, lookups, tenantId, ref);
+}
+
+async function resolveModelRef(deps: ApiDeps, lookups: SingleFlight<ModelVersionRecord | null>, tenantId: string, ref: string): Promise<ModelVersionRecord> {
   const [name = "", versionText] = ref.split("@");
-  const modelVersion = await resolveModelVersion(deps.db, tenantId, name, versionText ? Number(versionText) : undefined);
+  const version = versionText ? Number(versionText) : undefined;
+  const modelVersion = await lookups.run(`${tenantId}|${ref}`, () => resolveModelVersion(deps.db, tenantId, name, version));
   if (!modelVersion) {
     throw new ApiError(
       "not_found",
@@ -189,11 +208,11 @@ function splitList(value: string | undefined): string[] {
   return (value ?? "").split(",").map((name) => name.trim()).filter((name) => name.length > 0);
 }
 
-async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps): Promise<{ job: JobRecord; replayed: boolean }> {
+async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps, resolveModel: ModelResolver): Promise<{ job: JobRecord; replayed: boolean }> {
   const query = CsvUploadQuerySchema.safeParse(c.req.query());
   if (!query.success) throw fromZodError(query.error);
   const tenantId = c.get("tenantId");
-  const modelVersion = await resolveModelRef(deps, tenantId, query.data.model);
+  const modelVersion = await resolveModel(tenantId, query.data.model);
   const webhookUrl = query.data.webhook_url === undefined ? undefined : await assertDeliverableUrl(query.data.webhook_url, deps.webhookPolicy, "webhook_url");
   const url = new URL(c.req.url);
   let csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, c.env?.incoming);
