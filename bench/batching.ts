@@ -5,7 +5,9 @@
 //      time, with coalescing on and with MAX_BATCH_ROWS=1: rows/s, latency from creation to
 //      completion (p50/p95/p99, server timestamps), the mean batch size, the worker's worst
 //      event-loop delay;
-//   3. single-row jobs one at a time at low load: their latency.
+//   3. single-row jobs one at a time at low load: their latency;
+//   4. where the time goes: CPU milliseconds per job of the API, the worker, Postgres, Redis and this
+//      load generator (from /proc, on Linux).
 // Prints a table and writes bench/results/batching.json. `--jobs N` sets the jobs per run.
 import { readFile } from "node:fs/promises";
 import http from "node:http";
@@ -16,6 +18,7 @@ import { loadSessionWithFallback } from "@coalesce/models";
 import { buildRandomMlp } from "@coalesce/models/tiny-onnx";
 import * as ort from "onnxruntime-node";
 import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
+import { cpuPerJob, snapshotCpu } from "./cpu.ts";
 import { openBench, registerModel, type Bench } from "./harness.ts";
 import { writeResults } from "./results.ts";
 
@@ -184,8 +187,12 @@ async function main(): Promise<void> {
           if (mode.name === "coalescing") runs.push(["low load", () => lowLoadRun(bench, model, 100)]);
           for (const [load, run] of runs) {
             await eventLoopMaxMs(port);
-            const stats = await statsOf(bench, await run());
-            const row = { model, mode: mode.name, load, ...stats, worst_event_loop_ms: Math.round(await eventLoopMaxMs(port) * 10) / 10 };
+            const pids = { api: bench.api.child.pid, worker: worker.child.pid };
+            const cpuBefore = await snapshotCpu(pids);
+            const ids = await run();
+            const stats = await statsOf(bench, ids);
+            const cpu = cpuPerJob(cpuBefore, await snapshotCpu(pids), ids.length);
+            const row = { model, mode: mode.name, load, ...stats, worst_event_loop_ms: Math.round(await eventLoopMaxMs(port) * 10) / 10, ...cpu };
             results.push(row);
             console.log(row);
           }
@@ -211,7 +218,15 @@ async function main(): Promise<void> {
       console.log(summary);
     }
     console.log("");
-    console.table(results.filter((r) => "mode" in r));
+    const runRows = results.filter((r) => "mode" in r);
+    console.table(runRows.map(({ model, mode, load, provider, rows_s, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms }) =>
+      ({ model, mode, load, provider, rows_s, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms })));
+    if (runRows.some((r) => "api_cpu_ms" in r)) {
+      // Where the time goes: CPU milliseconds per job by process (the worker's include onnxruntime).
+      console.log("CPU per job, ms (from /proc; the client is this load generator, on the same cores):");
+      console.table(runRows.map(({ model, mode, load, api_cpu_ms, worker_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms }) =>
+        ({ model, mode, load, api_cpu_ms, worker_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms })));
+    }
     console.table(results.filter((r) => !("mode" in r)));
     console.log(`written to ${await writeResults("batching", results)}`);
   } finally {

@@ -72,17 +72,39 @@ describe("an accepted job", () => {
     expect(stored).toEqual(irisRows(ROWS));
   });
 
-  it("has one BullMQ job per chunk queued in its lane, keyed by the chunk id", async () => {
+  it("has one BullMQ job per chunk (a job alone shares with none) queued in its lane, keyed by the chunk id", async () => {
     const chunks = await suite.api.db.prisma.jobChunk.findMany({ where: { jobId: job.id } });
     expect(chunks).toHaveLength(Math.ceil(ROWS / CHUNK_ROWS));
     expect((await suite.api.deps.queue.getJobCounts()).prioritized).toBe(waitingBefore + chunks.length);
     for (const chunk of chunks) {
       const queued = await suite.api.deps.queue.getJob(chunk.id);
-      expect(queued?.data).toMatchObject({ chunkId: chunk.id, jobId: job.id });
+      expect(queued?.data).toEqual({ modelVersionId: expect.any(String), chunks: [{ chunkId: chunk.id, jobId: job.id }] });
       // Every chunk carries its lane's priority, so BullMQ holds it as "prioritized" until taken.
       expect(await queued?.getState()).toBe("prioritized");
       expect(queued?.opts.priority).toBe(1 + chunk.seq);
     }
+  });
+});
+
+describe("single-row jobs submitted together", () => {
+  it("share BullMQ jobs: every chunk is carried by exactly one, of its lane's priority", async () => {
+    const jobs = await Promise.all(
+      Array.from({ length: 20 }, async () => expectJson<Job>(await submitJob(suite.api, suite.auth, { model: "iris", inputs: irisRows(1) }), 202)),
+    );
+    const chunks = await suite.api.db.prisma.jobChunk.findMany({ where: { jobId: { in: jobs.map((job) => job.id) } } });
+    expect(chunks).toHaveLength(20);
+    const carried = new Map<string, string>();
+    for (const queueJobId of new Set(chunks.map((chunk) => chunk.queueJobId ?? chunk.id))) {
+      const queued = await suite.api.deps.queue.getJob(queueJobId);
+      expect(queued?.opts.priority).toBe(1);
+      for (const { chunkId, jobId } of queued?.data.chunks ?? []) {
+        expect(carried.has(chunkId)).toBe(false);
+        carried.set(chunkId, jobId);
+      }
+    }
+    expect(new Map(chunks.map((chunk) => [chunk.id, chunk.jobId]))).toEqual(carried);
+    // Those that arrived while the first was being written went together.
+    expect(new Set(chunks.map((chunk) => chunk.queueJobId ?? chunk.id)).size).toBeLessThan(20);
   });
 });
 

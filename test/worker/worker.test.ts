@@ -1,6 +1,6 @@
 // The worker in process on the real Postgres, Redis and onnxruntime, fed by writing jobs straight
 // into Postgres (as the API would, but without its validation) and enqueueing their chunks.
-import { completeChunks, createJob, startChunks, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
+import { cancelJob, completeChunks, createJob, createJobs, startChunks, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
 import { createModelStore, inspectModel } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { TensorRow } from "@coalesce/contracts";
@@ -46,8 +46,8 @@ afterAll(async () => {
 });
 
 async function submit(rows: unknown[], options: { enqueue: boolean }): Promise<string> {
-  const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: rows as TensorRow[], chunkRows: 4, priority: "batch" });
-  if (options.enqueue) await enqueueChunks(queue, chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId, seq, priority: "batch" })));
+  const { job, chunks } = await createJob(db, { tenantId, modelVersionId, rows: rows as TensorRow[], chunkRows: 4, priority: "batch" });
+  if (options.enqueue) await enqueueChunks(queue, chunks.map((chunk) => ({ chunkId: chunk.id, jobId: job.id, modelVersionId, seq: chunk.seq, priority: "batch" })));
   return job.id;
 }
 
@@ -89,9 +89,9 @@ describe("worker", () => {
   });
 
   it("writes completions of several chunks together, counting a chunk given twice once", async () => {
-    const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 8).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
+    const { job, chunks } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 8).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
     const results = Array.from({ length: 4 }, () => ({ outputs: { label: 0 } }));
-    const [a, b] = chunkIds as [string, string];
+    const [a, b] = chunks.map((chunk) => chunk.id) as [string, string];
     const statuses = await completeChunks(db, [
       { chunkId: a, jobId: job.id, results },
       { chunkId: a, jobId: job.id, results },
@@ -105,8 +105,8 @@ describe("worker", () => {
   });
 
   it("starts several chunks in one statement: their rows in order, their jobs running, a missing chunk null", async () => {
-    const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 6).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
-    const [a, b] = chunkIds as [string, string];
+    const { job, chunks } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 6).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
+    const [a, b] = chunks.map((chunk) => chunk.id) as [string, string];
     const started = await startChunks(db, [b, "chunk_missing", a]);
     expect(started.map((chunk) => chunk && { id: chunk.id, firstRow: chunk.firstRow, rows: chunk.inputs.length, done: chunk.done })).toEqual([
       { id: b, firstRow: 4, rows: 2, done: false },
@@ -118,15 +118,61 @@ describe("worker", () => {
   });
 
   it("counts each chunk once when BullMQ delivers it twice", async () => {
-    const { job, chunkIds } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 4).map((f) => ({ features: f })), chunkRows: 4, priority: "interactive" });
-    const payload = { chunkId: chunkIds[0] as string, jobId: job.id, modelVersionId };
+    const { job, chunks } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 4).map((f) => ({ features: f })), chunkRows: 4, priority: "interactive" });
+    const chunkId = chunks[0]?.id as string;
     // A second BullMQ job for the same chunk, as a retry after a lost lock would produce.
-    await queue.add("score", payload, { jobId: `${payload.chunkId}-again` });
-    await enqueueChunks(queue, [{ ...payload, seq: 0, priority: "interactive" }]);
+    await queue.add("score", { modelVersionId, chunks: [{ chunkId, jobId: job.id }] }, { jobId: `${chunkId}-again` });
+    await enqueueChunks(queue, [{ chunkId, jobId: job.id, modelVersionId, seq: 0, priority: "interactive" }]);
     const done = await finished(job.id);
     await new Promise((resolve) => setTimeout(resolve, 300));
     const again = await findJob(db, tenantId, job.id);
     expect(done).toMatchObject({ status: "succeeded", succeededRows: 4, failedRows: 0 });
     expect(again).toMatchObject({ succeededRows: 4, failedRows: 0 });
+  });
+  describe("chunks sharing a queue job", () => {
+    const SHARING = { maxRows: 4, maxChunks: 3 };
+    const oneRowJobs = (count: number, priority: "interactive" | "batch" = "interactive") =>
+      Array.from({ length: count }, (_, i) => ({ tenantId, modelVersionId, rows: [{ features: features[i] as number[] }], chunkRows: 4, priority }));
+    const toEnqueue = (created: Awaited<ReturnType<typeof createJobs>>) =>
+      created.flatMap(({ job, chunks }) => chunks.map((chunk) => ({ chunkId: chunk.id, jobId: job.id, modelVersionId, seq: chunk.seq, priority: job.priority, queueJobId: chunk.queueJobId })));
+
+    it("groups small chunks written together, up to the row and chunk limits; a chunk alone keeps its own", async () => {
+      const created = await createJobs(db, [...oneRowJobs(4), ...oneRowJobs(1, "batch"), { ...oneRowJobs(1)[0]!, rows: features.slice(0, 3).map((f) => ({ features: f })) }], SHARING);
+      const ids = created.map(({ chunks }) => chunks[0]?.queueJobId ?? null);
+      // Three one-row interactive chunks fill a group (maxChunks 3); the fourth starts the next one,
+      // which the three-row chunk joins (4 rows = maxRows); the batch-lane chunk is alone.
+      expect(ids[0]).toMatch(/^qj_/);
+      expect(ids.slice(0, 3)).toEqual([ids[0], ids[0], ids[0]]);
+      expect(ids[3]).toMatch(/^qj_/);
+      expect(ids[5]).toBe(ids[3]);
+      expect(ids[3]).not.toBe(ids[0]);
+      expect(ids[4]).toBeNull();
+      await Promise.all(created.map(({ job }) => cancelJob(db, tenantId, job.id)));
+    });
+
+    it("scores every chunk of a shared queue job, also one that never reached Redis (the reconciler adds it back whole)", async () => {
+      const created = await createJobs(db, oneRowJobs(3), SHARING);
+      const queueJobId = created[0]?.chunks[0]?.queueJobId as string;
+      expect(queueJobId).toMatch(/^qj_/);
+      // Not enqueued at all: the reconciler finds the group's queue job missing and adds it back whole.
+      const jobs = await Promise.all(created.map(({ job }) => finished(job.id)));
+      expect(jobs.map((job) => job.status)).toEqual(["succeeded", "succeeded", "succeeded"]);
+      expect(jobs.every((job) => job.batchRowsMax !== null)).toBe(true);
+    });
+
+    it("cancelling one job leaves the queue job shared with others; its chunk is skipped, the rest are scored", async () => {
+      const created = await createJobs(db, oneRowJobs(3), SHARING);
+      const [first, second, third] = created.map(({ job }) => job.id) as [string, string, string];
+      const cancelled = await cancelJob(db, tenantId, second);
+      // The shared queue job cannot be removed for one of its chunks.
+      expect(cancelled?.queuedChunkIds).toEqual([]);
+      await enqueueChunks(queue, toEnqueue(created));
+      expect((await queue.getJob(created[0]?.chunks[0]?.queueJobId as string))?.data.chunks).toHaveLength(3);
+      expect((await finished(first)).status).toBe("succeeded");
+      expect((await finished(third)).status).toBe("succeeded");
+      const skipped = await findJob(db, tenantId, second);
+      expect(skipped).toMatchObject({ status: "cancelled", succeededRows: 0, failedRows: 0 });
+      expect((await readResults(db, second, { cursor: 0, limit: 10 })).rows).toEqual([]);
+    });
   });
 });

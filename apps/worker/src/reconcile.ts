@@ -13,8 +13,8 @@ export type ReconcilerOptions = {
 
 /**
  * Postgres is the system of record, so whatever it says is still to do is enqueued again from time
- * to time. Enqueueing is idempotent (the BullMQ job id is the chunk id), so chunks still in Redis
- * are untouched and several workers may run this at once.
+ * to time. Enqueueing is idempotent (the BullMQ job id is the chunk id, or the id of the queue job
+ * it shares), so chunks still in Redis are untouched and several workers may run this at once.
  */
 export function startReconciler(db: Database, queue: PredictQueue, options: ReconcilerOptions, logger: Logger): () => void {
   let running = false;
@@ -23,8 +23,10 @@ export function startReconciler(db: Database, queue: PredictQueue, options: Reco
     running = true;
     try {
       const chunks = await findUnfinishedChunks(db.prisma, new Date(Date.now() - options.graceMs), BATCH);
-      const states = await Promise.all(chunks.map((chunk) => queue.getJobState(chunk.chunkId)));
-      const lost = chunks.filter((_, i) => states[i] === "unknown");
+      // A chunk is lost when the queue job meant to carry it (its own, or one it shares) is gone.
+      const queueJobIds = [...new Set(chunks.map((chunk) => chunk.queueJobId ?? chunk.chunkId))];
+      const states = new Map(await Promise.all(queueJobIds.map(async (id) => [id, await queue.getJobState(id)] as const)));
+      const lost = chunks.filter((chunk) => states.get(chunk.queueJobId ?? chunk.chunkId) === "unknown");
       if (lost.length === 0) return;
       await enqueueChunks(queue, lost);
       logger.warn({ requeued: lost.length }, "re-enqueued chunks that were in Postgres but not in Redis");

@@ -54,12 +54,23 @@ export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes
 }
 
 /**
+ * Scores the chunks of one BullMQ job, together (their rows meet in the batcher). Every chunk is
+ * seen through before a failure is raised, so a retry finds the others done and skips them.
+ */
+export async function scoreQueueJob(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
+  const outcomes = await Promise.allSettled(payload.chunks.map((chunk) => scoreChunk(deps, chunk.chunkId)));
+  const failure = outcomes.find((outcome) => outcome.status === "rejected");
+  if (failure) throw failure.reason;
+}
+
+/**
  * Scores one chunk: reads its rows from Postgres, hands them to the model version's batcher (which
  * coalesces them with other chunks' rows), and stores the per-row results with the job's counts and
- * how the rows ran. Idempotent: a chunk already done (a retry after a crash) is skipped.
+ * how the rows ran. Idempotent: a chunk already done (a retry after a crash) is skipped, and so is a
+ * chunk whose job ended meanwhile (cancelled, expired).
  */
-export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
-  const chunk = await deps.starts.add(payload.chunkId);
+export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise<void> {
+  const chunk = await deps.starts.add(chunkId);
   if (!chunk || chunk.done || (chunk.jobStatus !== "queued" && chunk.jobStatus !== "running")) return;
   const model = await deps.models.get(chunk.modelVersionId);
 
@@ -111,7 +122,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, payload: ChunkJob): Promi
   if (failed > 0) deps.metrics.rows.inc({ ...labels, outcome: "failed" }, failed);
   if (done && (done.status === "succeeded" || done.status === "failed")) {
     if (done.latencySeconds !== null) deps.metrics.jobLatency.observe(labels, done.latencySeconds);
-    deps.logger.debug({ status: done.status, latencySeconds: done.latencySeconds }, "job finished");
+    deps.logger.debug({ jobId: chunk.jobId, status: done.status, latencySeconds: done.latencySeconds }, "job finished");
     deps.onJobFinished(chunk.jobId);
   }
 }

@@ -6,7 +6,7 @@ import {
   createPredictQueue,
   createRedisConnection,
   PREDICT_QUEUE,
-  publishJobFinished,
+  publishJobsFinished,
   publishWorkerStatus,
   removeWorkerStatus,
 } from "@coalesce/queue";
@@ -22,7 +22,7 @@ import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { startReconciler } from "./reconcile.ts";
 import { startRetention } from "./retention.ts";
 import { startWebhookDispatcher, type WebhookDispatcher } from "./webhooks/dispatcher.ts";
-import { failChunk, parseBatcherKey, scoreChunk, type ChunkStarter, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
+import { failChunk, parseBatcherKey, scoreQueueJob, type ChunkStarter, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
 
 export type RunningWorker = {
   /** The execution provider this worker runs on. */
@@ -78,9 +78,16 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
         )
       : null;
 
+  // Jobs finishing together (a batch's worth) are announced in one message.
+  const announcements = new GroupCommit(async (jobIds: string[]) => {
+    await publishJobsFinished(connection, env.QUEUE_PREFIX, jobIds).catch((error: unknown) =>
+      logger.warn({ err: error, jobs: jobIds.length }, "could not announce finished jobs; long-polls answer at their next check"),
+    );
+    return jobIds.map(() => undefined);
+  }, 1024);
   const onJobFinished = (jobId: string) => {
     webhooks?.wake();
-    publishJobFinished(connection, env.QUEUE_PREFIX, jobId).catch((error: unknown) => logger.warn({ err: error, jobId }, "could not announce a finished job"));
+    void announcements.add(jobId);
   };
 
   const batchers = new BatcherRegistry<RowWork, RowOutcome>((key) => {
@@ -117,22 +124,22 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     async (job) => {
       const parsed = ChunkJobSchema.safeParse(job.data);
       if (!parsed.success) throw new UnrecoverableError(`malformed chunk payload: ${parsed.error.message}`);
-      await scoreChunk(
-        { db, starts, completions, models, batchers, metrics, onJobFinished, logger: logger.child({ jobId: parsed.data.jobId }) },
-        parsed.data,
-      );
+      await scoreQueueJob({ db, starts, completions, models, batchers, metrics, onJobFinished, logger }, parsed.data);
     },
     { connection, prefix: env.QUEUE_PREFIX, concurrency: env.WORKER_CONCURRENCY, autorun: true },
   );
   worker.on("failed", (job, error) => {
     if (!job) return;
     const final = error instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
-    logger[final ? "error" : "warn"]({ chunkId: job.id, attempt: job.attemptsMade, err: error }, "chunk failed");
-    if (final) {
-      failChunk(db, job.data.chunkId, `gave up after ${job.attemptsMade} attempts: ${error.message}`).then(
-        (finishedJob) => finishedJob && onJobFinished(finishedJob),
-        (err: unknown) => logger.error({ err, chunkId: job.id }, "could not record a failed chunk"),
-      );
+    logger[final ? "error" : "warn"]({ queueJobId: job.id, attempt: job.attemptsMade, err: error }, "chunk failed");
+    const parsed = ChunkJobSchema.safeParse(job.data);
+    if (final && parsed.success) {
+      for (const { chunkId } of parsed.data.chunks) {
+        failChunk(db, chunkId, `gave up after ${job.attemptsMade} attempts: ${error.message}`).then(
+          (finishedJob) => finishedJob && onJobFinished(finishedJob),
+          (err: unknown) => logger.error({ err, chunkId }, "could not record a failed chunk"),
+        );
+      }
     }
   });
   worker.on("error", (error) => logger.error({ err: error }, "worker error"));

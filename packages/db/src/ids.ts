@@ -10,6 +10,7 @@ export const ID_PREFIXES = {
   modelVersion: "mv",
   job: "job",
   chunk: "chk",
+  queueJob: "qj",
   webhook: "wh",
 } as const;
 

@@ -11,4 +11,4 @@ export {
 } from "./predict-queue.ts";
 export { listWorkers, publishWorkerStatus, removeWorkerStatus, WORKER_STALE_MS, type WorkerStatus } from "./workers.ts";
 export { registerQueueGauge } from "./metrics.ts";
-export { JobFinishedEvents, publishJobFinished } from "./job-events.ts";
+export { JobFinishedEvents, publishJobFinished, publishJobsFinished } from "./job-events.ts";

@@ -1,13 +1,18 @@
 import type { Redis } from "ioredis";
 
-/** Redis pub/sub channel on which a job's end is announced (message: the job id). */
+/** Redis pub/sub channel on which jobs' ends are announced (message: job ids, space-separated). */
 function finishedChannel(prefix: string): string {
   return `${prefix}:jobs:finished`;
 }
 
 /** Says that a job reached a terminal state; long-polls waiting on it answer at once. */
 export async function publishJobFinished(redis: Redis, prefix: string, jobId: string): Promise<void> {
-  await redis.publish(finishedChannel(prefix), jobId);
+  await publishJobsFinished(redis, prefix, [jobId]);
+}
+
+/** publishJobFinished for many jobs in one message (a worker finishes jobs a batch at a time). */
+export async function publishJobsFinished(redis: Redis, prefix: string, jobIds: readonly string[]): Promise<void> {
+  if (jobIds.length > 0) await redis.publish(finishedChannel(prefix), jobIds.join(" "));
 }
 
 /**
@@ -24,11 +29,13 @@ export class JobFinishedEvents {
     // A subscribed connection can do nothing else, so it is a connection of its own.
     this.#subscriber = redis.duplicate();
     this.#channel = finishedChannel(prefix);
-    this.#subscriber.on("message", (_channel: string, jobId: string) => {
-      const waiters = this.#waiters.get(jobId);
-      if (!waiters) return;
-      this.#waiters.delete(jobId);
-      for (const wake of waiters) wake();
+    this.#subscriber.on("message", (_channel: string, message: string) => {
+      for (const jobId of message.split(" ")) {
+        const waiters = this.#waiters.get(jobId);
+        if (!waiters) continue;
+        this.#waiters.delete(jobId);
+        for (const wake of waiters) wake();
+      }
     });
   }
 

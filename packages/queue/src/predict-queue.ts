@@ -43,23 +43,38 @@ export function chunkPriority(lane: ChunkToEnqueue["priority"], seq: number): nu
 }
 
 /**
- * Enqueues chunks that are already committed to Postgres. The BullMQ job id is the chunk id, so
- * enqueueing a chunk twice (a retried request, a reconciler) adds it once.
+ * Enqueues chunks that are already committed to Postgres: one BullMQ job per chunk, or per group of
+ * chunks that share a queue job id (recorded in Postgres when the chunks were written). The BullMQ
+ * job id is the chunk id or the group's id, so enqueueing twice (a retried request, a reconciler)
+ * adds it once.
  */
 export async function enqueueChunks(queue: PredictQueue, chunks: ChunkToEnqueue[]): Promise<void> {
+  const queueJobs = new Map<string, { data: ChunkJob; priority: number }>();
+  for (const chunk of chunks) {
+    const id = chunk.queueJobId ?? chunk.chunkId;
+    const priority = chunkPriority(chunk.priority, chunk.seq);
+    const queueJob = queueJobs.get(id);
+    if (!queueJob) {
+      queueJobs.set(id, { data: { modelVersionId: chunk.modelVersionId, chunks: [{ chunkId: chunk.chunkId, jobId: chunk.jobId }] }, priority });
+      continue;
+    }
+    queueJob.data.chunks.push({ chunkId: chunk.chunkId, jobId: chunk.jobId });
+    queueJob.priority = Math.min(queueJob.priority, priority);
+  }
   await queue.addBulk(
-    chunks.map(({ seq, priority, ...payload }) => ({
+    [...queueJobs].map(([jobId, { data, priority }]) => ({
       name: "score" as const,
-      data: payload satisfies ChunkJob,
-      opts: { ...CHUNK_JOB_OPTIONS, jobId: payload.chunkId, priority: chunkPriority(priority, seq) },
+      data,
+      opts: { ...CHUNK_JOB_OPTIONS, jobId, priority },
     })),
   );
 }
 
 /**
  * Takes chunks of a job that ended early (cancelled, expired, deleted, a rejected upload) off the
- * queue. A chunk already taken by a worker cannot be removed; workers skip chunks of a job that is
- * no longer running, so that is harmless. Returns how many were removed.
+ * queue, by the ids of chunks that have a queue job of their own (a queue job shared with other
+ * jobs' chunks stays). A chunk already taken by a worker, or left in a shared queue job, is skipped
+ * by the worker since its job is no longer running. Returns how many were removed.
  */
 export async function unqueueChunks(queue: PredictQueue, chunkIds: readonly string[]): Promise<number> {
   const removed = await Promise.all(chunkIds.map((chunkId) => queue.remove(chunkId).catch(() => 0)));

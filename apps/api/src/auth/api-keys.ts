@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 
 export const API_KEY_PREFIX = "csk_";
 
@@ -8,5 +8,6 @@ export function generateApiKey(): string {
 }
 
 export function hashApiKey(secret: string): string {
-  return createHash("sha256").update(secret).digest("hex");
+  // One-shot hash: no Hash object per request.
+  return hash("sha256", secret, "hex");
 }

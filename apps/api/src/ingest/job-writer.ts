@@ -1,20 +1,31 @@
 import type { ChunkToEnqueue } from "@coalesce/contracts";
-import { createJobs, GroupCommit, type CreatedJob, type CreateJobInput, type Database } from "@coalesce/db";
+import { createJobs, GroupCommit, type CreatedJob, type CreateJobInput, type Database, type QueueSharing } from "@coalesce/db";
 import { enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { Logger } from "pino";
 
 /** Most jobs written by one statement; more wait for the next. */
 const MAX_JOBS_PER_WRITE = 256;
 
+/** Small chunks written together share BullMQ jobs of up to a full batch of rows. */
+const QUEUE_SHARING: QueueSharing = { maxRows: 256, maxChunks: 256 };
+
 /**
  * Stores JSON jobs and queues their chunks, concurrent submissions together: one INSERT statement
- * and one BullMQ addBulk per group (see GroupCommit). Resolves once a job is committed.
+ * and one BullMQ addBulk per group (see GroupCommit), in which small chunks share queue jobs (see
+ * QueueSharing). Resolves once a job is committed.
  */
 export function createJobWriter(db: Database, queue: PredictQueue, logger: Logger): GroupCommit<CreateJobInput, CreatedJob> {
   return new GroupCommit(async (inputs) => {
-    const created = await createJobs(db, inputs);
-    const chunks: ChunkToEnqueue[] = created.flatMap(({ job, chunkIds }) =>
-      chunkIds.map((chunkId, seq) => ({ chunkId, jobId: job.id, modelVersionId: job.modelVersionId, seq, priority: job.priority })),
+    const created = await createJobs(db, inputs, QUEUE_SHARING);
+    const chunks: ChunkToEnqueue[] = created.flatMap(({ job, chunks }) =>
+      chunks.map((chunk) => ({
+        chunkId: chunk.id,
+        jobId: job.id,
+        modelVersionId: job.modelVersionId,
+        seq: chunk.seq,
+        priority: job.priority,
+        queueJobId: chunk.queueJobId,
+      })),
     );
     try {
       await enqueueChunks(queue, chunks);

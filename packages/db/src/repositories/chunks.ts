@@ -258,17 +258,18 @@ export async function completeChunk(
 }
 
 /**
- * Chunks still waiting to be scored, of unfinished jobs created before `createdBefore`: the
- * candidates to enqueue again if Redis lost them (or never got them: the API answers 202 once the
+ * Chunks still waiting to be scored, of unfinished jobs created before `createdBefore`, with the
+ * queue job that should carry them: the candidates to enqueue again if Redis lost them (or never got them: the API answers 202 once the
  * rows are in Postgres, even when Redis was briefly unreachable).
  */
 export async function findUnfinishedChunks(
   db: DbClient,
   createdBefore: Date,
   limit: number,
-): Promise<{ chunkId: string; jobId: string; modelVersionId: string; seq: number; priority: JobPriority }[]> {
+): Promise<{ chunkId: string; jobId: string; modelVersionId: string; seq: number; priority: JobPriority; queueJobId: string | null }[]> {
   return db.$queryRaw`
-    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId", c.seq, j.priority::text AS priority
+    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId", c.seq, j.priority::text AS priority,
+           c.queue_job_id AS "queueJobId"
       FROM jobs j JOIN job_chunks c ON c.job_id = j.id
      WHERE j.status IN ('queued', 'running') AND j.created_at < ${createdBefore} AND c.status = 'queued'
      ORDER BY j.created_at, c.seq

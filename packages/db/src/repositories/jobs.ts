@@ -42,7 +42,18 @@ export type CreateJobInput = {
   webhookUrl?: string | undefined;
 };
 
-export type CreatedJob = { job: JobRecord; chunkIds: string[] };
+/** A stored chunk and the queue job that carries it (null: its own, with the chunk's id). */
+export type CreatedChunk = { id: string; seq: number; queueJobId: string | null };
+
+export type CreatedJob = { job: JobRecord; chunks: CreatedChunk[] };
+
+/**
+ * How createJobs lets small chunks share a BullMQ job: chunks of the same model version, lane and
+ * place in their job, up to `maxRows` rows and `maxChunks` chunks per queue job. Each queue job
+ * costs the API, Redis and the worker about as much as scoring a row, so single-row jobs that
+ * arrive together are queued together.
+ */
+export type QueueSharing = { maxRows: number; maxChunks: number };
 
 // The hot paths below (submit, poll) use pg directly: one statement each instead of Prisma's
 // three to five round trips and ~1 ms of client overhead per query, which capped single-row job
@@ -113,7 +124,7 @@ function fromSqlRow(row: JobSqlRow): JobRecord {
  * Writes jobs and all their rows (as chunks) in one statement, so atomically: nothing is queued
  * before it commits. Taking many jobs at once lets the API write concurrent submissions together.
  */
-export async function createJobs(db: Database, inputs: CreateJobInput[]): Promise<CreatedJob[]> {
+export async function createJobs(db: Database, inputs: CreateJobInput[], sharing?: QueueSharing): Promise<CreatedJob[]> {
   const jobs = inputs.map((input) => ({
     id: newId("job"),
     tenant_id: input.tenantId,
@@ -123,14 +134,15 @@ export async function createJobs(db: Database, inputs: CreateJobInput[]): Promis
     expires_after: input.expiresAfterSeconds ?? null,
     webhook_url: input.webhookUrl ?? null,
   }));
-  const chunks: { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] }[][] = inputs.map((input, i) => {
-    const jobChunks = [];
+  const chunks: ChunkRow[][] = inputs.map((input, i) => {
+    const jobChunks: ChunkRow[] = [];
     for (let first = 0, seq = 0; first < input.rows.length; first += input.chunkRows, seq++) {
       const rows = input.rows.slice(first, first + input.chunkRows);
-      jobChunks.push({ id: newId("chunk"), job_id: jobs[i]?.id as string, seq, first_row: first, row_count: rows.length, inputs: rows });
+      jobChunks.push({ id: newId("chunk"), job_id: jobs[i]?.id as string, seq, first_row: first, row_count: rows.length, inputs: rows, queue_job_id: null });
     }
     return jobChunks;
   });
+  if (sharing) shareQueueJobs(inputs, chunks, sharing);
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
        INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority, expires_at, webhook_url)
@@ -139,15 +151,40 @@ export async function createJobs(db: Database, inputs: CreateJobInput[]): Promis
          FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int, webhook_url text)
        RETURNING *
      ), c AS (
-       INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs)
-       SELECT c.id, c.job_id, c.seq, c.first_row, c.row_count, c.inputs
-         FROM json_to_recordset($2::json) AS c(id text, job_id text, seq int, first_row int, row_count int, inputs json)
+       INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, queue_job_id)
+       SELECT c.id, c.job_id, c.seq, c.first_row, c.row_count, c.inputs, c.queue_job_id
+         FROM json_to_recordset($2::json) AS c(id text, job_id text, seq int, first_row int, row_count int, inputs json, queue_job_id text)
      )
      SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
     [JSON.stringify(jobs), JSON.stringify(chunks.flat())],
   );
   const byId = new Map(rows.map((row) => [row.id, fromSqlRow(row)]));
-  return jobs.map((job, i) => ({ job: byId.get(job.id) as JobRecord, chunkIds: (chunks[i] ?? []).map((chunk) => chunk.id) }));
+  return jobs.map((job, i) => ({
+    job: byId.get(job.id) as JobRecord,
+    chunks: (chunks[i] ?? []).map((chunk) => ({ id: chunk.id, seq: chunk.seq, queueJobId: chunk.queue_job_id })),
+  }));
+}
+
+type ChunkRow = { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[]; queue_job_id: string | null };
+
+/** Gives chunks that can share a queue job (see QueueSharing) a common queue job id. */
+function shareQueueJobs(inputs: CreateJobInput[], chunks: ChunkRow[][], sharing: QueueSharing): void {
+  const open = new Map<string, { id: string; members: ChunkRow[]; rows: number }>();
+  chunks.forEach((jobChunks, i) => {
+    const input = inputs[i] as CreateJobInput;
+    for (const chunk of jobChunks) {
+      const key = `${input.modelVersionId}|${input.priority}|${chunk.seq}`;
+      let group = open.get(key);
+      if (!group || group.rows + chunk.row_count > sharing.maxRows || group.members.length >= sharing.maxChunks) {
+        group = { id: newId("queueJob"), members: [], rows: 0 };
+        open.set(key, group);
+      }
+      group.members.push(chunk);
+      group.rows += chunk.row_count;
+      // A chunk alone keeps a queue job of its own (id = chunk id), which a cancel can remove.
+      if (group.members.length > 1) for (const member of group.members) member.queue_job_id = group.id;
+    }
+  });
 }
 
 /** One job: see createJobs. */
@@ -227,8 +264,9 @@ export const ALL_ROWS_FAILED = JSON.stringify({
 
 /**
  * Cancels a tenant's unfinished job: it ends `cancelled` at once, rows already scored keep their
- * results, and the chunks still waiting are returned so the caller can take them off the queue
- * (a worker that picks one up anyway skips it). Null when there is no such job; `cancelled: false`
+ * results, and the chunks still waiting in queue jobs of their own are returned so the caller can
+ * take them off the queue (a worker that picks one up anyway, or finds one in a shared queue job,
+ * skips it). Null when there is no such job; `cancelled: false`
  * when it had already finished.
  */
 export async function cancelJob(
@@ -245,7 +283,7 @@ export async function cancelJob(
   if (!job) return null;
   const cancelled = (updated.rowCount ?? 0) > 0;
   const { rows } = cancelled
-    ? await db.pool.query<{ id: string }>(`SELECT id FROM job_chunks WHERE job_id = $1 AND status = 'queued'`, [id])
+    ? await db.pool.query<{ id: string }>(`SELECT id FROM job_chunks WHERE job_id = $1 AND status = 'queued' AND queue_job_id IS NULL`, [id])
     : { rows: [] };
   return { job, cancelled, queuedChunkIds: rows.map((row) => row.id) };
 }
@@ -258,7 +296,7 @@ export async function cancelJob(
 export async function deleteTenantJob(db: Database, tenantId: string, id: string): Promise<{ queuedChunkIds: string[] } | null> {
   const { rows } = await db.pool.query<{ chunk_id: string | null }>(
     `WITH gone AS (DELETE FROM jobs WHERE id = $1 AND tenant_id = $2 RETURNING id)
-     SELECT c.id AS chunk_id FROM gone LEFT JOIN job_chunks c ON c.job_id = gone.id AND c.status = 'queued'`,
+     SELECT c.id AS chunk_id FROM gone LEFT JOIN job_chunks c ON c.job_id = gone.id AND c.status = 'queued' AND c.queue_job_id IS NULL`,
     [id, tenantId],
   );
   if (rows.length === 0) return null;
@@ -294,7 +332,7 @@ export async function expireJobs(db: Database, limit = 1000): Promise<{ jobId: s
         RETURNING id
      )
      SELECT ended.id AS job_id, array_agg(c.id) AS chunk_ids
-       FROM ended LEFT JOIN job_chunks c ON c.job_id = ended.id AND c.status = 'queued'
+       FROM ended LEFT JOIN job_chunks c ON c.job_id = ended.id AND c.status = 'queued' AND c.queue_job_id IS NULL
       GROUP BY ended.id`,
     [limit],
   );

@@ -163,7 +163,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
     throw error;
   }
   if (idempotencyKey !== undefined) await recordIdempotentJob(deps.db, tenantId, idempotencyKey, created.job.id);
-  c.get("logger").info({ jobId: created.job.id, rows: created.job.totalRows, chunks: created.chunkIds.length, model: created.job.model }, "job accepted");
+  c.get("logger").info({ jobId: created.job.id, rows: created.job.totalRows, chunks: created.chunks.length, model: created.job.model }, "job accepted");
   return { job: created.job, replayed: false };
 }
 
