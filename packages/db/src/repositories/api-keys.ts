@@ -8,10 +8,11 @@ export type ApiKeyOwner = { keyId: string; tenantId: string };
  * through pg directly rather than Prisma (about a millisecond less each time).
  */
 export async function findApiKeyOwner(db: Database, hash: string): Promise<ApiKeyOwner | null> {
-  const { rows } = await db.pool.query<ApiKeyOwner>(
-    `SELECT id AS "keyId", tenant_id AS "tenantId" FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`,
-    [hash],
-  );
+  const { rows } = await db.pool.query<ApiKeyOwner>({
+    name: "find-api-key-owner",
+    text: `SELECT id AS "keyId", tenant_id AS "tenantId" FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`,
+    values: [hash],
+  });
   return rows[0] ?? null;
 }
 

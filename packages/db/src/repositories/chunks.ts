@@ -147,15 +147,16 @@ export async function loadChunk(db: Database, chunkId: string): Promise<ChunkWor
  * were still queued. Returns one entry per id, in order; null for a chunk (or job) that is gone.
  */
 export async function startChunks(db: Database, chunkIds: readonly string[]): Promise<(ChunkWork | null)[]> {
-  const { rows } = await db.pool.query<ChunkSqlRow>(
-    `WITH c AS (${CHUNK_SELECT} WHERE c.id = ANY($1::text[])),
+  const { rows } = await db.pool.query<ChunkSqlRow>({
+    name: "start-chunks",
+    text: `WITH c AS (${CHUNK_SELECT} WHERE c.id = ANY($1::text[])),
      started AS (
        UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
         WHERE id IN (SELECT job_id FROM c WHERE status = 'queued') AND status = 'queued'
      )
      SELECT * FROM c`,
-    [chunkIds],
-  );
+    values: [chunkIds],
+  });
   const byId = new Map(rows.map((row) => [row.id, fromChunkRow(row)]));
   return chunkIds.map((id) => byId.get(id) ?? null);
 }
@@ -200,15 +201,18 @@ export async function completeChunks(
       ran: c.execution?.ranRows ?? 0,
     };
   });
-  const { rows } = await db.pool.query<{ chunk_id: string; status: JobStatus | null; latency_seconds: number | null }>(
-    `WITH input AS (
+  const { rows } = await db.pool.query<{ chunk_id: string; status: JobStatus | null; latency_seconds: number | null }>({
+    name: "complete-chunks",
+    text: `WITH input AS (
        SELECT DISTINCT ON (x.chunk_id) x.* FROM json_to_recordset($1::json) AS x(
          chunk_id text, job_id text, results json, succeeded int, failed int, provider text,
          run_min int, run_max int, run_sum bigint, ran int)
      ), active AS (
        -- The jobs still running, locked first: a chunk of a job cancelled or expired meanwhile is
        -- not stored (nor counted), and a cancel waits for a completion that got here before it.
-       SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM input) AND j.status IN ('queued', 'running')
+       -- By primary key (an array, not the JSON: the planner cannot see how few rows that holds and
+       -- would scan every unfinished job instead).
+       SELECT j.id FROM jobs j WHERE j.id = ANY($3::text[]) AND j.status IN ('queued', 'running')
        ORDER BY j.id FOR UPDATE
      ), chunk AS (
        UPDATE job_chunks c SET status = 'done', results = i.results, completed_at = now(), attempts = c.attempts + 1
@@ -239,8 +243,8 @@ export async function completeChunks(
        RETURNING j.id, j.status, EXTRACT(EPOCH FROM (j.completed_at - j.created_at))::float8 AS latency_seconds
      )
      SELECT chunk.id AS chunk_id, job.status, job.latency_seconds FROM chunk JOIN job ON job.id = chunk.job_id`,
-    [JSON.stringify(input), ALL_ROWS_FAILED],
-  );
+    values: [JSON.stringify(input), ALL_ROWS_FAILED, [...new Set(completions.map((c) => c.jobId))]],
+  });
   const byChunk = new Map(rows.map((row) => [row.chunk_id, row]));
   return completions.map((c) => {
     const row = byChunk.get(c.chunkId);

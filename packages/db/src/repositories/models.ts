@@ -128,13 +128,14 @@ export async function resolveModelVersion(
     inputs: TensorSpec[];
     outputs: TensorSpec[];
     created_at: Date;
-  }>(
-    `SELECT v.id, v.version, v.sha256, v.size_bytes, v.inputs, v.outputs, v.created_at
+  }>({
+    name: "resolve-model-version",
+    text: `SELECT v.id, v.version, v.sha256, v.size_bytes, v.inputs, v.outputs, v.created_at
        FROM model_versions v JOIN models m ON m.id = v.model_id
       WHERE m.tenant_id = $1 AND m.name = $2 AND ($3::int IS NULL OR v.version = $3)
       ORDER BY v.version DESC LIMIT 1`,
-    [tenantId, name, version ?? null],
-  );
+    values: [tenantId, name, version ?? null],
+  });
   const row = rows[0];
   if (!row) return null;
   return {

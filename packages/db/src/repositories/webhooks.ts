@@ -193,8 +193,9 @@ type ClaimedSqlRow = {
  * mid-attempt only delays it. SKIP LOCKED lets many workers claim side by side.
  */
 export async function claimDueDeliveries(db: Database, limit: number, leaseSeconds: number): Promise<ClaimedDelivery[]> {
-  const { rows } = await db.pool.query<ClaimedSqlRow>(
-    `WITH due AS (
+  const { rows } = await db.pool.query<ClaimedSqlRow>({
+    name: "claim-due-deliveries",
+    text: `WITH due AS (
        SELECT d.id FROM webhook_deliveries d
         WHERE d.state = 'pending' AND d.next_attempt_at <= now()
           -- A paused endpoint's deliveries wait, and go out once it is enabled again.
@@ -214,8 +215,8 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseSecon
        FROM claimed c JOIN webhook_events ev ON ev.id = c.event_id
        LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id
        LEFT JOIN webhook_tenant_secrets t ON c.target = 'job_url' AND t.tenant_id = c.tenant_id`,
-    [limit, leaseSeconds],
-  );
+    values: [limit, leaseSeconds],
+  });
   return rows.map((row) => ({
     id: row.id,
     eventId: row.event_id,
