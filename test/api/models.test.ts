@@ -1,6 +1,6 @@
 import type { Model, ModelList, ModelVersion } from "@coalesce/contracts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { errorFields, expectJson, expectProblem, fixture, get, sha256, uploadModel } from "../support/http.ts";
+import { errorFields, expectJson, expectProblem, fixture, get, requestJson, sha256, uploadModel } from "../support/http.ts";
 import { useApiSuite } from "../support/api-suite.ts";
 import { createTestApi, type TestApi } from "../support/services.ts";
 
@@ -27,6 +27,7 @@ describe("POST /v1/models/{name}/versions", () => {
       sha256: sha256(IRIS),
       size_bytes: IRIS.byteLength,
       ...IRIS_SIGNATURE,
+      batching: { max_batch_rows: null, max_batch_delay_ms: null, max_batch_bytes: null },
       created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) as string,
     });
   });
@@ -95,6 +96,47 @@ describe("POST /v1/models/{name}/versions", () => {
   it("stores nothing for a refused upload", async () => {
     const list = await expectJson<ModelList>(await get(suite.api, suite.auth, "/v1/models"), 200);
     expect(list.data.map((model) => model.name)).toEqual(["cycle", "iris", "iris-params"]);
+  });
+});
+
+describe("batching limits per version", () => {
+  const TINY = fixture("iris.onnx");
+  const upload = (query: string) =>
+    suite.api.app.request(`/v1/models/limited/versions?${query}`, {
+      method: "POST",
+      headers: { Authorization: suite.auth, "Content-Type": "application/octet-stream" },
+      body: TINY,
+    });
+  const patch = (path: string, body: unknown) => requestJson(suite.api, suite.auth, "PATCH", path, body);
+
+  it("are set at registration from the query and shown on the version", async () => {
+    const version = await expectJson<ModelVersion>(await upload("max_batch_rows=32&max_batch_delay_ms=2"), 201);
+    expect(version.batching).toEqual({ max_batch_rows: 32, max_batch_delay_ms: 2, max_batch_bytes: null });
+    const model = await expectJson<Model>(await get(suite.api, suite.auth, "/v1/models/limited"), 200);
+    expect(model.versions[0]?.batching).toEqual(version.batching);
+  });
+
+  it("refuses a limit out of range at registration with 422 naming it, storing nothing", async () => {
+    const problem = await expectProblem(await upload("max_batch_rows=0&max_batch_delay_ms=abc"), 422, "validation_failed");
+    expect(errorFields(problem).sort()).toEqual(["max_batch_delay_ms", "max_batch_rows"]);
+    const model = await expectJson<Model>(await get(suite.api, suite.auth, "/v1/models/limited"), 200);
+    expect(model.versions).toHaveLength(1);
+  });
+
+  it("change with PATCH: a key given changes, a key left out stays, null goes back to the workers' default", async () => {
+    const changed = await expectJson<ModelVersion>(await patch("/v1/models/limited/versions/1", { batching: { max_batch_rows: 1, max_batch_bytes: 4096 } }), 200);
+    expect(changed.batching).toEqual({ max_batch_rows: 1, max_batch_delay_ms: 2, max_batch_bytes: 4096 });
+    const reset = await expectJson<ModelVersion>(await patch("/v1/models/limited/versions/1", { batching: { max_batch_delay_ms: null } }), 200);
+    expect(reset.batching).toEqual({ max_batch_rows: 1, max_batch_delay_ms: null, max_batch_bytes: 4096 });
+  });
+
+  it("refuses a bad PATCH with 422 naming the field, and an unknown version with 404", async () => {
+    const tooBig = await expectProblem(await patch("/v1/models/limited/versions/1", { batching: { max_batch_rows: 1_000_000 } }), 422, "validation_failed");
+    expect(errorFields(tooBig)).toEqual(["batching.max_batch_rows"]);
+    const unknown = await expectProblem(await patch("/v1/models/limited/versions/1", { batching: { max_rows: 3 } }), 422, "validation_failed");
+    expect(errorFields(unknown)).toEqual(["batching"]);
+    await expectProblem(await patch("/v1/models/limited/versions/9", { batching: { max_batch_rows: 3 } }), 404, "not_found");
+    await expectProblem(await patch("/v1/models/nothing-here/versions/1", { batching: { max_batch_rows: 3 } }), 404, "not_found");
   });
 });
 

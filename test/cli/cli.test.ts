@@ -84,6 +84,17 @@ describe("coalesce against running API and worker processes", () => {
     expect(run.stdout).toMatch(/^iris\s+1\s+features float32\[batch,4\]/m);
   });
 
+  it("models batching sets a version's limits, and --default puts them back", async () => {
+    const set = await coalesce(["models", "batching", "iris@1", "--max-rows", "64", "--max-delay-ms", "2"]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout.trim()).toBe("iris version 1: max rows 64, max delay 2 ms, max bytes worker default");
+    const reset = await coalesce(["models", "batching", "iris@1", "--default"]);
+    expect(reset.stdout.trim()).toBe("iris version 1: max rows worker default, max delay worker default, max bytes worker default");
+    const noVersion = await coalesce(["models", "batching", "iris", "--max-rows", "8"]);
+    expect(noVersion.code).toBe(2);
+    expect(noVersion.stderr).toContain("NAME@VERSION");
+  });
+
   it("status and results of a job submitted as JSON through the client", async () => {
     const submitted = await client.createJob({ model: "iris", inputs: irisRows(10) });
     const job = await client.waitForJob(submitted.id, { intervalMs: 100, timeoutMs: 60_000 });
@@ -236,7 +247,7 @@ describe("coalesce says what is wrong", () => {
   it("--help lists the commands, and each command has its own", async () => {
     const help = await coalesce(["--help"]);
     expect(help.code).toBe(0);
-    for (const command of ["submit", "status", "results", "models push", "models list", "jobs list"]) {
+    for (const command of ["submit", "status", "results", "models push", "models list", "models batching", "jobs list"]) {
       expect(help.stdout).toContain(`  ${command} `);
     }
     const submitHelp = await coalesce(["submit", "--help"]);

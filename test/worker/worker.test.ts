@@ -1,6 +1,6 @@
 // The worker in process on the real Postgres, Redis and onnxruntime, fed by writing jobs straight
 // into Postgres (as the API would, but without its validation) and enqueueing their chunks.
-import { cancelJob, completeChunks, createJob, createJobs, startChunks, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
+import { cancelJob, completeChunks, createJob, createJobs, startChunks, updateModelVersionBatching, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
 import { createModelStore, inspectModel } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { TensorRow } from "@coalesce/contracts";
@@ -33,7 +33,7 @@ beforeAll(async () => {
   const { version } = await createModelVersion(db.prisma, { tenantId, name: "iris", ...stored, ...signature });
   modelVersionId = version.id;
   ({ features } = await readFeatureCsv("iris"));
-  const env = loadWorkerEnv({ ...services.env, RECONCILE_INTERVAL_MS: "300", MIGRATE_ON_START: "false" });
+  const env = loadWorkerEnv({ ...services.env, RECONCILE_INTERVAL_MS: "300", BATCHING_REFRESH_MS: "100", MIGRATE_ON_START: "false" });
   worker = await startWorker(env, pino({ level: "silent" }));
 });
 
@@ -174,5 +174,20 @@ describe("worker", () => {
       expect(skipped).toMatchObject({ status: "cancelled", succeededRows: 0, failedRows: 0 });
       expect((await readResults(db, second, { cursor: 0, limit: 10 })).rows).toEqual([]);
     });
+  });
+  it("batches a version by its own limits, and picks up a change to them while running", async () => {
+    const bytes = await readModel("iris");
+    const stored = await createModelStore(services.modelStoreDir).put(bytes);
+    const { version } = await createModelVersion(db.prisma, { tenantId, name: "iris-limited", ...stored, ...(await inspectModel(bytes)), batching: { maxBatchRows: 2 } });
+    const run = async () => {
+      const { job, chunks } = await createJob(db, { tenantId, modelVersionId: version.id, rows: features.slice(0, 12).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
+      await enqueueChunks(queue, chunks.map((chunk) => ({ chunkId: chunk.id, jobId: job.id, modelVersionId: version.id, seq: chunk.seq, priority: "batch" })));
+      return finished(job.id);
+    };
+    // Chunks of 4 rows hand the batcher more rows than the limit at once, so runs are exactly the limit.
+    expect(await run()).toMatchObject({ status: "succeeded", succeededRows: 12, batchRowsMax: 2 });
+    await updateModelVersionBatching(db, tenantId, "iris-limited", 1, { maxBatchRows: 3 });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(await run()).toMatchObject({ status: "succeeded", succeededRows: 12, batchRowsMax: 3 });
   });
 });

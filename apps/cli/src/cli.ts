@@ -1,7 +1,7 @@
 import { GLOBAL_OPTIONS } from "./args.ts";
 import type { Command } from "./command.ts";
 import { jobsListCommand } from "./commands/jobs.ts";
-import { modelsListCommand, modelsPushCommand } from "./commands/models.ts";
+import { modelsBatchingCommand, modelsListCommand, modelsPushCommand } from "./commands/models.ts";
 import { resultsCommand } from "./commands/results.ts";
 import { cancelCommand } from "./commands/cancel.ts";
 import { statusCommand } from "./commands/status.ts";
@@ -18,6 +18,7 @@ export const COMMANDS: Command[] = [
   cancelCommand,
   modelsPushCommand,
   modelsListCommand,
+  modelsBatchingCommand,
   jobsListCommand,
   ...WEBHOOK_COMMANDS,
 ];

@@ -16,6 +16,8 @@ export const WorkerEnvSchema = z.object({
   ADAPTIVE_BATCHING: boolVar(true),
   /** Largest batch input, in bytes: image-sized rows get smaller batches instead of exhausting memory. */
   MAX_BATCH_BYTES: intVar(64 * 1024 * 1024, 1),
+  /** How often a worker re-reads the batching limits of the model versions it holds (changed by PATCH); 0: never. */
+  BATCHING_REFRESH_MS: intVar(5_000, 0, 3_600_000),
   /** Ordered preference, comma-separated: the first that can start is used (cpu always can). */
   EXECUTION_PROVIDERS: z
     .string()

@@ -92,10 +92,14 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
 
   const batchers = new BatcherRegistry<RowWork, RowOutcome>((key) => {
     const { modelVersionId, rowBytes } = parseBatcherKey(key);
+    // The version's own limits where it has them (the model is loaded before its batchers exist).
+    const batching = models.peek(modelVersionId)?.version.batching;
+    const maxRows = batching?.maxBatchRows ?? env.MAX_BATCH_ROWS;
+    const maxBytes = batching?.maxBatchBytes ?? env.MAX_BATCH_BYTES;
     return {
-      // Image-sized rows get fewer rows per batch, so one batch never outgrows MAX_BATCH_BYTES.
-      maxRows: Math.max(1, Math.min(env.MAX_BATCH_ROWS, Math.floor(env.MAX_BATCH_BYTES / Math.max(rowBytes, 1)))),
-      maxDelayMs: env.MAX_BATCH_DELAY_MS,
+      // Image-sized rows get fewer rows per batch, so one batch never outgrows the byte limit.
+      maxRows: Math.max(1, Math.min(maxRows, Math.floor(maxBytes / Math.max(rowBytes, 1)))),
+      maxDelayMs: batching?.maxBatchDelayMs ?? env.MAX_BATCH_DELAY_MS,
       adaptive: env.ADAPTIVE_BATCHING,
       run: async (items) => {
         const model = await models.get(modelVersionId);
@@ -150,6 +154,18 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const heartbeat = () => publishWorkerStatus(connection, env.QUEUE_PREFIX, status).catch((error: unknown) => logger.warn({ err: error }, "heartbeat failed"));
   await heartbeat();
   const heartbeatTimer = setInterval(() => void heartbeat(), 10_000);
+  // Batching limits changed through the API reach this worker's live batchers without a restart.
+  const refreshBatching = () =>
+    models.refreshBatching().then(
+      (changed) => {
+        for (const id of changed) {
+          batchers.reconfigure(`${id}|`);
+          logger.info({ modelVersionId: id, batching: models.peek(id)?.version.batching }, "model version batching changed");
+        }
+      },
+      (error: unknown) => logger.warn({ err: error }, "could not re-read batching limits; will try again"),
+    );
+  const batchingTimer = env.BATCHING_REFRESH_MS > 0 ? setInterval(() => void refreshBatching(), env.BATCHING_REFRESH_MS) : undefined;
   const stopExpiry = startExpiry(db, queue, onJobFinished, logger);
   const stopRetention = env.RETENTION_DAYS > 0 ? startRetention(db, env.RETENTION_DAYS, logger) : () => {};
   const stopReconciler =
@@ -177,6 +193,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     })(),
     async close() {
       clearInterval(heartbeatTimer);
+      clearInterval(batchingTimer);
       await removeWorkerStatus(connection, env.QUEUE_PREFIX, status.id).catch(() => {});
       stopReconciler();
       stopRetention();

@@ -19,6 +19,7 @@ import {
   type ModelList,
   type ModelVersion,
   type ResultRow,
+  type UpdateModelVersionRequest,
   CreatedWebhookSchema,
   WebhookDeliveryListSchema,
   WebhookEndpointSchema,
@@ -188,6 +189,16 @@ export function createClient(options: ClientOptions) {
         path: `/v1/models/${encodeURIComponent(name)}/versions`,
         headers: { "Content-Type": "application/octet-stream" },
         body: bytes as RequestInit["body"],
+      });
+    },
+
+    /** Changes a version's batching limits (`null` restores the workers' default; keys left out stay). */
+    async updateModelVersion(name: string, version: number, changes: UpdateModelVersionRequest): Promise<ModelVersion> {
+      return callJson(ModelVersionSchema, {
+        method: "PATCH",
+        path: `/v1/models/${encodeURIComponent(name)}/versions/${version}`,
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(changes),
       });
     },
 

@@ -8,6 +8,48 @@ export const ModelNameSchema = z
   .regex(MODEL_NAME_PATTERN, "a model name is 1-64 characters: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
   .openapi({ example: "iris" });
 
+/** Largest batch a version may ask for, in rows. */
+export const MAX_BATCH_ROWS_LIMIT = 65_536;
+
+const BatchRowsSchema = z.number().int().min(1).max(MAX_BATCH_ROWS_LIMIT).openapi({
+  description: "Most rows in one onnxruntime run of this version (as MAX_BATCH_ROWS). 1 turns coalescing off.",
+  example: 64,
+});
+const BatchDelaySchema = z.number().int().min(0).max(60_000).openapi({
+  description: "Longest a row waits for its batch to fill, in ms (as MAX_BATCH_DELAY_MS).",
+  example: 5,
+});
+const BatchBytesSchema = z.number().int().min(1).openapi({
+  description: "Largest input tensor bytes per run (as MAX_BATCH_BYTES): fewer rows per batch for big rows.",
+  example: 67_108_864,
+});
+
+/** A version's batching limits as stored: null where the worker's default (its env) applies. */
+export const BatchingSchema = z
+  .object({
+    max_batch_rows: BatchRowsSchema.nullable(),
+    max_batch_delay_ms: BatchDelaySchema.nullable(),
+    max_batch_bytes: BatchBytesSchema.nullable(),
+  })
+  .openapi("Batching", {
+    description: "How the workers batch this version's rows. null: the worker's default (MAX_BATCH_ROWS, MAX_BATCH_DELAY_MS, MAX_BATCH_BYTES).",
+  });
+export type Batching = z.infer<typeof BatchingSchema>;
+
+/** PATCH /v1/models/{name}/versions/{version}: keys left out stay; null restores the worker's default. */
+export const UpdateModelVersionRequestSchema = z
+  .object({ batching: BatchingSchema.partial().strict() })
+  .strict()
+  .openapi("UpdateModelVersionRequest");
+export type UpdateModelVersionRequest = z.infer<typeof UpdateModelVersionRequestSchema>;
+
+/** Batching limits given when a version is registered (query parameters, since the body is the file). */
+export const CreateModelVersionQuerySchema = z.object({
+  max_batch_rows: z.coerce.number().pipe(BatchRowsSchema).optional(),
+  max_batch_delay_ms: z.coerce.number().pipe(BatchDelaySchema).optional(),
+  max_batch_bytes: z.coerce.number().pipe(BatchBytesSchema).optional(),
+});
+
 export const ModelVersionSchema = z
   .object({
     name: z.string().openapi({ example: "iris" }),
@@ -16,6 +58,7 @@ export const ModelVersionSchema = z
     size_bytes: z.number().int(),
     inputs: z.array(TensorSpecSchema),
     outputs: z.array(TensorSpecSchema),
+    batching: BatchingSchema,
     created_at: z.iso.datetime(),
   })
   .openapi("ModelVersion");

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
-import { expectPositionals, parseCommandArgs, type OptionSpecs } from "../args.ts";
+import { expectPositionals, parseCommandArgs, parseWholeNumber, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
-import { EXIT_OK, fileError } from "../errors.ts";
+import { EXIT_OK, fileError, UsageError } from "../errors.ts";
 import { formatBytes, formatJson, formatTable, formatTensor } from "../format.ts";
 
 const PUSH = "models push";
@@ -70,6 +70,52 @@ Options:
       });
       context.io.stdout.write(`${formatTable(["NAME", "LATEST", "INPUTS", "OUTPUTS"], rows)}\n`);
     }
+    return EXIT_OK;
+  },
+};
+
+const BATCHING = "models batching";
+const BATCHING_OPTIONS = {
+  "max-rows": { type: "string" },
+  "max-delay-ms": { type: "string" },
+  "max-bytes": { type: "string" },
+  default: { type: "boolean" },
+} as const satisfies OptionSpecs;
+
+export const modelsBatchingCommand: Command = {
+  name: BATCHING,
+  summary: "set how the workers batch a model version's rows",
+  options: BATCHING_OPTIONS,
+  help: `Usage: coalesce models batching NAME@VERSION [--max-rows N] [--max-delay-ms MS] [--max-bytes N] [--default]
+
+Sets the version's batching limits: most rows per onnxruntime run (1 turns coalescing off), longest
+wait for a batch to fill, largest input bytes per run. Limits not given stay as they are; --default
+puts every limit back to the workers' own (MAX_BATCH_ROWS, MAX_BATCH_DELAY_MS, MAX_BATCH_BYTES).
+Running workers apply the change within a few seconds.
+
+Example:
+  coalesce models batching iris@2 --max-rows 64 --max-delay-ms 2`,
+
+  async run(args, context) {
+    const { values, positionals } = parseCommandArgs(BATCHING, args, BATCHING_OPTIONS);
+    const [ref = ""] = expectPositionals(BATCHING, positionals, ["NAME@VERSION"]);
+    const match = /^([^@]+)@([1-9][0-9]*)$/.exec(ref);
+    if (!match) throw new UsageError(`name the version as NAME@VERSION, e.g. iris@2; got '${ref}'`, BATCHING);
+    const limit = (option: keyof typeof BATCHING_OPTIONS, min: number) =>
+      values.default ? null : parseWholeNumber(BATCHING, `--${option}`, values[option] as string | undefined, min);
+    const batching = {
+      max_batch_rows: limit("max-rows", 1),
+      max_batch_delay_ms: limit("max-delay-ms", 0),
+      max_batch_bytes: limit("max-bytes", 1),
+    };
+    const changes = Object.fromEntries(Object.entries(batching).filter(([, value]) => value !== undefined));
+    if (Object.keys(changes).length === 0) throw new UsageError("give at least one of --max-rows, --max-delay-ms, --max-bytes or --default", BATCHING);
+    const version = await context.connect(values, BATCHING).updateModelVersion(match[1] as string, Number(match[2]), { batching: changes });
+    const show = (value: number | null, unit = "") => (value === null ? "worker default" : `${value}${unit}`);
+    context.io.stdout.write(
+      `${version.name} version ${version.version}: max rows ${show(version.batching.max_batch_rows)}, ` +
+        `max delay ${show(version.batching.max_batch_delay_ms, " ms")}, max bytes ${show(version.batching.max_batch_bytes)}\n`,
+    );
     return EXIT_OK;
   },
 };

@@ -30,6 +30,16 @@ export class BatcherRegistry<I, O> {
   }
 
   /**
+   * Applies fresh options (from `createOptions` again) to the live batchers whose key starts with
+   * `prefix`, e.g. every batcher of a model version whose limits changed.
+   */
+  reconfigure(prefix: string): void {
+    for (const [key, batcher] of this.batchers) {
+      if (key.startsWith(prefix)) batcher.configure(this.createOptions(key));
+    }
+  }
+
+  /**
    * Flushes and forgets one key's batcher, e.g. when a model version is unloaded. A later `get`
    * creates a fresh one.
    */

@@ -46,6 +46,20 @@ afterEach(() => {
 });
 
 describe("DynamicBatcher", () => {
+  it("applies new limits to rows already waiting (configure), and refuses nonsense ones", async () => {
+    const probe = probeRunner();
+    const batcher = new DynamicBatcher({ run: probe.run, maxRows: 8, maxDelayMs: 1_000 });
+    const first = batcher.submit(range(0, 3));
+    // 3 rows would wait up to 1 s for more; a limit of 2 sends two of them at once.
+    batcher.configure({ maxRows: 2, maxDelayMs: 0 });
+    const second = batcher.submit(range(10, 3));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(values(await first)).toEqual([0, 2, 4]);
+    expect(values(await second)).toEqual([20, 22, 24]);
+    expect(probe.calls.every((call) => call.length <= 2)).toBe(true);
+    expect(() => batcher.configure({ maxRows: 0, maxDelayMs: 0 })).toThrow(RangeError);
+  });
+
   it("never hands the runner more than maxRows items", async () => {
     const probe = probeRunner();
     const batcher = new DynamicBatcher({ run: probe.run, maxRows: 8, maxDelayMs: 5 });

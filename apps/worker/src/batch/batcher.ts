@@ -67,14 +67,14 @@ type Slot<I, O> = { source: Source<I, O>; index: number };
 
 export class DynamicBatcher<I, O> {
   private readonly run: BatchRunner<I, O>;
-  private readonly maxRows: number;
-  private readonly maxDelayMs: number;
+  private maxRows: number;
+  private maxDelayMs: number;
   private readonly onBatch: ((stats: BatchStats) => void) | undefined;
-  private readonly adaptive: boolean;
+  private adaptive: boolean;
   /** Rows submitted recently, decayed exponentially over rateWindowMs: rate = recentRows / rateWindowMs. */
   private recentRows = 0;
   private lastArrival = 0;
-  private readonly rateWindowMs: number;
+  private rateWindowMs: number;
 
   /** Sources with rows not yet taken, in submission order; the head holds the oldest row. */
   private queue: Source<I, O>[] = [];
@@ -87,12 +87,7 @@ export class DynamicBatcher<I, O> {
   private resolveClosed: (() => void) | undefined;
 
   constructor(options: BatcherOptions<I, O>) {
-    if (!Number.isInteger(options.maxRows) || options.maxRows < 1) {
-      throw new RangeError(`maxRows must be a positive integer, got ${options.maxRows}`);
-    }
-    if (!Number.isFinite(options.maxDelayMs) || options.maxDelayMs < 0) {
-      throw new RangeError(`maxDelayMs must be a finite number >= 0, got ${options.maxDelayMs}`);
-    }
+    checkLimits(options);
     this.run = options.run;
     this.maxRows = options.maxRows;
     this.maxDelayMs = options.maxDelayMs;
@@ -100,6 +95,19 @@ export class DynamicBatcher<I, O> {
     this.adaptive = options.adaptive ?? false;
     // Long enough to see a steady stream, short enough to notice it stopped.
     this.rateWindowMs = Math.max(10, 2 * options.maxDelayMs);
+  }
+
+  /**
+   * Changes the limits of a live batcher (a model version's batching was changed): rows waiting
+   * now go out under the new limits; the batch in flight, if any, runs as it was.
+   */
+  configure(limits: Pick<BatcherOptions<I, O>, "maxRows" | "maxDelayMs" | "adaptive">): void {
+    checkLimits(limits);
+    this.maxRows = limits.maxRows;
+    this.maxDelayMs = limits.maxDelayMs;
+    this.adaptive = limits.adaptive ?? false;
+    this.rateWindowMs = Math.max(10, 2 * limits.maxDelayMs);
+    this.wake();
   }
 
   /** Rows submitted but not yet taken into a batch (rows of the batch in flight are not counted). */
@@ -344,4 +352,13 @@ export class DynamicBatcher<I, O> {
 function toError(value: unknown): Error {
   if (value instanceof Error) return value;
   return new Error(`Batch runner failed: ${String(value)}`, { cause: value });
+}
+
+function checkLimits(limits: { maxRows: number; maxDelayMs: number }): void {
+  if (!Number.isInteger(limits.maxRows) || limits.maxRows < 1) {
+    throw new RangeError(`maxRows must be a positive integer, got ${limits.maxRows}`);
+  }
+  if (!Number.isFinite(limits.maxDelayMs) || limits.maxDelayMs < 0) {
+    throw new RangeError(`maxDelayMs must be a finite number >= 0, got ${limits.maxDelayMs}`);
+  }
 }

@@ -1,4 +1,4 @@
-import { getModelVersion, type Database, type ModelVersionRecord } from "@coalesce/db";
+import { getModelVersion, readBatchingSettings, type BatchingSettings, type Database, type ModelVersionRecord } from "@coalesce/db";
 import { loadSessionWithFallback, maxBatchRows, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
 import type { Logger } from "pino";
 import { ThreadSession, type ModelSession } from "./thread-session.ts";
@@ -57,6 +57,23 @@ export class ModelCache {
     return this.#loaded.get(modelVersionId);
   }
 
+  /**
+   * Re-reads the batching limits of the versions loaded here (they can be changed through the API
+   * while the worker runs) and returns the ids of those whose limits changed.
+   */
+  async refreshBatching(): Promise<string[]> {
+    if (this.#loaded.size === 0) return [];
+    const current = await readBatchingSettings(this.#db, [...this.#loaded.keys()]);
+    const changed: string[] = [];
+    for (const [id, batching] of current) {
+      const loaded = this.#loaded.get(id);
+      if (!loaded || sameBatching(loaded.version.batching, batching)) continue;
+      loaded.version = { ...loaded.version, batching };
+      changed.push(id);
+    }
+    return changed;
+  }
+
   async #load(modelVersionId: string): Promise<LoadedModel> {
     const started = performance.now();
     const version = await getModelVersion(this.#db.prisma, modelVersionId);
@@ -95,4 +112,8 @@ export class ModelCache {
       loaded.map((result) => (result.status === "fulfilled" ? result.value.session.release() : undefined)),
     );
   }
+}
+
+function sameBatching(a: BatchingSettings, b: BatchingSettings): boolean {
+  return a.maxBatchRows === b.maxBatchRows && a.maxBatchDelayMs === b.maxBatchDelayMs && a.maxBatchBytes === b.maxBatchBytes;
 }

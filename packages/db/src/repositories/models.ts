@@ -3,6 +3,9 @@ import type { Database, DbClient } from "../connection.ts";
 import type { PrismaClient } from "../generated/client.ts";
 import { newId } from "../ids.ts";
 
+/** A version's own batching limits; null where the worker's default applies. */
+export type BatchingSettings = { maxBatchRows: number | null; maxBatchDelayMs: number | null; maxBatchBytes: number | null };
+
 export type ModelVersionRecord = {
   id: string;
   modelName: string;
@@ -12,6 +15,7 @@ export type ModelVersionRecord = {
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   createdAt: Date;
+  batching: BatchingSettings;
 };
 
 export type ModelRecord = { name: string; createdAt: Date; versions: ModelVersionRecord[] };
@@ -24,6 +28,9 @@ type VersionRow = {
   inputs: unknown;
   outputs: unknown;
   createdAt: Date;
+  maxBatchRows: number | null;
+  maxBatchDelayMs: number | null;
+  maxBatchBytes: bigint | null;
 };
 
 function toVersionRecord(modelName: string, row: VersionRow): ModelVersionRecord {
@@ -37,6 +44,11 @@ function toVersionRecord(modelName: string, row: VersionRow): ModelVersionRecord
     inputs: row.inputs as TensorSpec[],
     outputs: row.outputs as TensorSpec[],
     createdAt: row.createdAt,
+    batching: {
+      maxBatchRows: row.maxBatchRows,
+      maxBatchDelayMs: row.maxBatchDelayMs,
+      maxBatchBytes: row.maxBatchBytes === null ? null : Number(row.maxBatchBytes),
+    },
   };
 }
 
@@ -47,6 +59,8 @@ export type CreateModelVersionInput = {
   sizeBytes: number;
   inputs: TensorSpec[];
   outputs: TensorSpec[];
+  /** Omitted limits stay null (the worker's defaults). */
+  batching?: Partial<BatchingSettings>;
 };
 
 /**
@@ -78,6 +92,9 @@ export async function createModelVersion(
         sizeBytes: BigInt(input.sizeBytes),
         inputs: input.inputs,
         outputs: input.outputs,
+        maxBatchRows: input.batching?.maxBatchRows ?? null,
+        maxBatchDelayMs: input.batching?.maxBatchDelayMs ?? null,
+        maxBatchBytes: input.batching?.maxBatchBytes == null ? null : BigInt(input.batching.maxBatchBytes),
       },
     });
     return { version: toVersionRecord(model.name, row), created: true };
@@ -120,34 +137,99 @@ export async function resolveModelVersion(
   name: string,
   version?: number,
 ): Promise<ModelVersionRecord | null> {
-  const { rows } = await db.pool.query<{
-    id: string;
-    version: number;
-    sha256: string;
-    size_bytes: string;
-    inputs: TensorSpec[];
-    outputs: TensorSpec[];
-    created_at: Date;
-  }>({
+  const { rows } = await db.pool.query<VersionSqlRow>({
     name: "resolve-model-version",
-    text: `SELECT v.id, v.version, v.sha256, v.size_bytes, v.inputs, v.outputs, v.created_at
+    text: `SELECT ${VERSION_COLUMNS}
        FROM model_versions v JOIN models m ON m.id = v.model_id
       WHERE m.tenant_id = $1 AND m.name = $2 AND ($3::int IS NULL OR v.version = $3)
       ORDER BY v.version DESC LIMIT 1`,
     values: [tenantId, name, version ?? null],
   });
   const row = rows[0];
-  if (!row) return null;
+  return row ? fromVersionSqlRow(name, row) : null;
+}
+
+type VersionSqlRow = {
+  id: string;
+  version: number;
+  sha256: string;
+  size_bytes: string;
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  created_at: Date;
+  max_batch_rows: number | null;
+  max_batch_delay_ms: number | null;
+  max_batch_bytes: string | null;
+};
+
+const VERSION_COLUMNS = `v.id, v.version, v.sha256, v.size_bytes, v.inputs, v.outputs, v.created_at,
+  v.max_batch_rows, v.max_batch_delay_ms, v.max_batch_bytes`;
+
+function fromVersionSqlRow(modelName: string, row: VersionSqlRow): ModelVersionRecord {
   return {
     id: row.id,
-    modelName: name,
+    modelName,
     version: row.version,
     sha256: row.sha256,
     sizeBytes: Number(row.size_bytes),
     inputs: row.inputs,
     outputs: row.outputs,
     createdAt: row.created_at,
+    batching: fromBatchingColumns(row),
   };
+}
+
+function fromBatchingColumns(row: Pick<VersionSqlRow, "max_batch_rows" | "max_batch_delay_ms" | "max_batch_bytes">): BatchingSettings {
+  return {
+    maxBatchRows: row.max_batch_rows,
+    maxBatchDelayMs: row.max_batch_delay_ms,
+    maxBatchBytes: row.max_batch_bytes === null ? null : Number(row.max_batch_bytes),
+  };
+}
+
+/**
+ * Changes a version's batching limits: a key given as null goes back to the worker's default, a
+ * key left out stays as it is. Null when the tenant has no such version. Workers pick the change
+ * up within their refresh interval, without a restart.
+ */
+export async function updateModelVersionBatching(
+  db: Database,
+  tenantId: string,
+  name: string,
+  version: number,
+  patch: Partial<BatchingSettings>,
+): Promise<ModelVersionRecord | null> {
+  const { rows } = await db.pool.query<VersionSqlRow>(
+    `UPDATE model_versions v SET
+        max_batch_rows = CASE WHEN $4 THEN $5::int ELSE v.max_batch_rows END,
+        max_batch_delay_ms = CASE WHEN $6 THEN $7::int ELSE v.max_batch_delay_ms END,
+        max_batch_bytes = CASE WHEN $8 THEN $9::bigint ELSE v.max_batch_bytes END
+       FROM models m
+      WHERE m.id = v.model_id AND m.tenant_id = $1 AND m.name = $2 AND v.version = $3
+      RETURNING ${VERSION_COLUMNS}`,
+    [
+      tenantId,
+      name,
+      version,
+      patch.maxBatchRows !== undefined,
+      patch.maxBatchRows ?? null,
+      patch.maxBatchDelayMs !== undefined,
+      patch.maxBatchDelayMs ?? null,
+      patch.maxBatchBytes !== undefined,
+      patch.maxBatchBytes ?? null,
+    ],
+  );
+  const row = rows[0];
+  return row ? fromVersionSqlRow(name, row) : null;
+}
+
+/** The current batching limits of the given versions (a worker refreshing the models it holds). */
+export async function readBatchingSettings(db: Database, ids: readonly string[]): Promise<Map<string, BatchingSettings>> {
+  const { rows } = await db.pool.query<{ id: string; max_batch_rows: number | null; max_batch_delay_ms: number | null; max_batch_bytes: string | null }>(
+    `SELECT id, max_batch_rows, max_batch_delay_ms, max_batch_bytes FROM model_versions WHERE id = ANY($1::text[])`,
+    [ids],
+  );
+  return new Map(rows.map((row) => [row.id, fromBatchingColumns(row)]));
 }
 
 export async function getModelVersion(db: DbClient, id: string): Promise<ModelVersionRecord | null> {

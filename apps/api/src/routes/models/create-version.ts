@@ -1,4 +1,4 @@
-import { ModelNameSchema, ModelVersionSchema } from "@coalesce/contracts";
+import { CreateModelVersionQuerySchema, ModelNameSchema, ModelVersionSchema } from "@coalesce/contracts";
 import { createModelVersion } from "@coalesce/db";
 import { InvalidModelError, inspectModel } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
@@ -16,9 +16,12 @@ export const createModelVersionRoute = createRoute({
   description:
     "Upload an ONNX file as the next version of the named model (1, 2, 3, ...). The file is loaded in " +
     "onnxruntime to check it and to read its input and output signature. Uploading the same bytes as the " +
-    "latest version again returns that version with status 200.",
+    "latest version again returns that version with status 200.\n\n" +
+    "`max_batch_rows`, `max_batch_delay_ms` and `max_batch_bytes` set this version's batching limits (the workers' " +
+    "defaults otherwise); PATCH /v1/models/{name}/versions/{version} changes them later.",
   request: {
     params: z.object({ name: ModelNameSchema }),
+    query: CreateModelVersionQuerySchema,
     body: {
       required: true,
       content: { "application/octet-stream": { schema: z.string().openapi({ type: "string", format: "binary" }) } },
@@ -37,6 +40,7 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
   app.use(createModelVersionRoute.getRoutingPath(), limitBody(deps.limits.maxModelBytes, "the model file"));
   app.openapi(createModelVersionRoute, async (c) => {
     const { name } = c.req.valid("param");
+    const limits = c.req.valid("query");
     const contentType = c.req.header("content-type")?.split(";")[0]?.trim().toLowerCase();
     if (contentType !== "application/octet-stream") {
       throw new ApiError(
@@ -63,6 +67,7 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
       sizeBytes: stored.sizeBytes,
       inputs: signature.inputs,
       outputs: signature.outputs,
+      batching: { maxBatchRows: limits.max_batch_rows, maxBatchDelayMs: limits.max_batch_delay_ms, maxBatchBytes: limits.max_batch_bytes },
     });
     c.get("logger").info({ model: name, version: version.version, sha256: stored.sha256, created }, "model version registered");
     return c.json(presentModelVersion(version), created ? 201 : 200);

@@ -3,9 +3,11 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { registerCreateModelVersion } from "./create-version.ts";
 import { registerGetModel } from "./get.ts";
 import { registerListModels } from "./list.ts";
+import { registerUpdateModelVersion } from "./update-version.ts";
 
 export function registerModelRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   registerCreateModelVersion(app, deps);
   registerListModels(app, deps);
   registerGetModel(app, deps);
+  registerUpdateModelVersion(app, deps);
 }

@@ -10,6 +10,11 @@ export function presentModelVersion(record: ModelVersionRecord): ModelVersion {
     size_bytes: record.sizeBytes,
     inputs: record.inputs,
     outputs: record.outputs,
+    batching: {
+      max_batch_rows: record.batching.maxBatchRows,
+      max_batch_delay_ms: record.batching.maxBatchDelayMs,
+      max_batch_bytes: record.batching.maxBatchBytes,
+    },
     created_at: record.createdAt.toISOString(),
   });
 }

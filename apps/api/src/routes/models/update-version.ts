@@ -1,0 +1,42 @@
+import { ModelNameSchema, ModelVersionSchema, UpdateModelVersionRequestSchema } from "@coalesce/contracts";
+import { updateModelVersionBatching } from "@coalesce/db";
+import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps, AppEnv } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { problem } from "../responses.ts";
+import { presentModelVersion } from "./present.ts";
+
+export const updateModelVersionRoute = createRoute({
+  method: "patch",
+  path: "/v1/models/{name}/versions/{version}",
+  tags: ["Models"],
+  summary: "Change a model version's batching",
+  description:
+    "Sets how the workers batch this version's rows: `max_batch_rows` (1 turns coalescing off), `max_batch_delay_ms`, " +
+    "`max_batch_bytes`. A key left out stays as it is; null goes back to the workers' default. Running workers apply " +
+    "the change within a few seconds (BATCHING_REFRESH_MS), without a restart.",
+  request: {
+    params: z.object({ name: ModelNameSchema, version: z.coerce.number().int().min(1).openapi({ example: 1 }) }),
+    body: { required: true, content: { "application/json": { schema: UpdateModelVersionRequestSchema } } },
+  },
+  responses: {
+    200: { description: "The version with its new limits", content: { "application/json": { schema: ModelVersionSchema } } },
+    404: problem("No such model or version"),
+    422: problem("A limit is out of range or not a limit"),
+  },
+});
+
+export function registerUpdateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.openapi(updateModelVersionRoute, async (c) => {
+    const { name, version } = c.req.valid("param");
+    const { batching } = c.req.valid("json");
+    const updated = await updateModelVersionBatching(deps.db, c.get("tenantId"), name, version, {
+      maxBatchRows: batching.max_batch_rows,
+      maxBatchDelayMs: batching.max_batch_delay_ms,
+      maxBatchBytes: batching.max_batch_bytes,
+    });
+    if (!updated) throw new ApiError("not_found", `model '${name}' has no version ${version}`);
+    c.get("logger").info({ model: name, version, batching }, "model version batching changed");
+    return c.json(presentModelVersion(updated), 200);
+  });
+}
