@@ -4,11 +4,14 @@
 //   2. many single-row jobs through the real API and a real worker, submitted `concurrency` at a
 //      time, with coalescing on and with MAX_BATCH_ROWS=1: rows/s, latency from creation to
 //      completion (p50/p95/p99, server timestamps), the mean batch size, the worker's worst
-//      event-loop delay;
+//      event-loop delay. One worker serves both: the model is registered twice, once with the
+//      version limit max_batch_rows=1, and the two take turns over `--rounds` rounds, so a slow
+//      spell of a shared machine hits both sides alike (rows/s is the median over the rounds);
 //   3. single-row jobs one at a time at low load: their latency;
 //   4. where the time goes: CPU milliseconds per job of the API, the worker, Postgres, Redis and this
 //      load generator (from /proc, on Linux).
-// Prints a table and writes bench/results/batching.json. `--jobs N` sets the jobs per run.
+// Prints a table and writes bench/results/batching.json. `--jobs N` sets the coalescing jobs per
+// load over all rounds (a third of that for MAX_BATCH_ROWS=1).
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -27,8 +30,10 @@ const { values: args } = parseArgs({
     jobs: { type: "string", default: "3000" },
     "max-batch": { type: "string", default: "256" },
     models: { type: "string", default: "mlp_wide,heavy" },
+    rounds: { type: "string", default: "3" },
   },
 });
+const ROUNDS = Math.max(1, Number(args.rounds));
 const JOBS = Number(args.jobs);
 const MAX_BATCH = Number(args["max-batch"]);
 const CONCURRENCY = [64, 256];
@@ -90,10 +95,10 @@ async function submit(bench: Bench, model: string): Promise<string> {
   return (JSON.parse(text) as Job).id;
 }
 
-type RunStats = { provider: string; rows_s: number; p50_ms: number; p95_ms: number; p99_ms: number; mean_batch: number };
+/** One run's jobs as Postgres recorded them, once every job has finished. */
+type RunRecord = { provider: string; rows_s: number; latencies: number[]; batchRowsSum: number; ranRows: number };
 
-/** Job latencies and throughput from Postgres' own timestamps, once every job has finished. */
-async function statsOf(bench: Bench, ids: string[]): Promise<RunStats> {
+async function recordOf(bench: Bench, ids: string[]): Promise<RunRecord> {
   for (;;) {
     const { rows } = await bench.db.query<{ n: string }>(
       `SELECT count(*) AS n FROM jobs WHERE id = ANY($1) AND status IN ('succeeded', 'failed')`,
@@ -107,18 +112,39 @@ async function statsOf(bench: Bench, ids: string[]): Promise<RunStats> {
     `SELECT created_at AS created, completed_at AS completed, batch_rows_sum AS sum, batched_rows AS ran, provider FROM jobs WHERE id = ANY($1)`,
     [ids],
   );
-  const latencies = rows.map((r) => r.completed.getTime() - r.created.getTime()).sort((a, b) => a - b);
   const first = Math.min(...rows.map((r) => r.created.getTime()));
   const last = Math.max(...rows.map((r) => r.completed.getTime()));
-  const ran = rows.reduce((sum, r) => sum + r.ran, 0);
   return {
     // The provider(s) the worker scored these jobs on, as recorded on each job.
     provider: [...new Set(rows.map((r) => r.provider ?? "none"))].sort().join("+"),
     rows_s: Math.round(ids.length / ((last - first) / 1000)),
+    latencies: rows.map((r) => r.completed.getTime() - r.created.getTime()),
+    batchRowsSum: rows.reduce((sum, r) => sum + Number(r.sum), 0),
+    ranRows: rows.reduce((sum, r) => sum + r.ran, 0),
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+const round1 = (value: number) => Math.round(value * 10) / 10;
+
+type RunStats = { provider: string; rows_s: number; rows_s_by_round: number[]; p50_ms: number; p95_ms: number; p99_ms: number; mean_batch: number };
+
+/** The runs of one mode and load over the rounds: median rows/s, latencies over all their jobs. */
+function combine(records: RunRecord[]): RunStats {
+  const latencies = records.flatMap((r) => r.latencies).sort((a, b) => a - b);
+  return {
+    provider: [...new Set(records.map((r) => r.provider))].join("+"),
+    rows_s: Math.round(median(records.map((r) => r.rows_s))),
+    rows_s_by_round: records.map((r) => r.rows_s),
     p50_ms: percentile(latencies, 50),
     p95_ms: percentile(latencies, 95),
     p99_ms: percentile(latencies, 99),
-    mean_batch: Math.round((rows.reduce((sum, r) => sum + Number(r.sum), 0) / Math.max(ran, 1)) * 10) / 10,
+    mean_batch: round1(records.reduce((sum, r) => sum + r.batchRowsSum, 0) / Math.max(1, records.reduce((sum, r) => sum + r.ranRows, 0))),
   };
 }
 
@@ -162,37 +188,65 @@ async function main(): Promise<void> {
       const { session, provider } = await loadSessionWithFallback(bytes, (process.env.EXECUTION_PROVIDERS ?? "cpu").split(",").map((p) => p.trim()));
       const raw = { batch1: await rawRowsPerSecond(session, 1), batchMax: await rawRowsPerSecond(session, MAX_BATCH) };
       console.log(`${model}: raw onnxruntime on ${provider}: ${raw.batch1} rows/s at batch 1, ${raw.batchMax} at batch ${MAX_BATCH}`);
+      const modes = [
+        { name: "coalescing", model, share: 1 },
+        // The same model as a version with coalescing off: one row per onnxruntime run.
+        { name: "MAX_BATCH_ROWS=1", model: `${model}-b1`, share: 1 / 3 },
+      ];
       await registerModel(bench, model, bytes);
+      await registerModel(bench, `${model}-b1`, bytes, "max_batch_rows=1&max_batch_delay_ms=0");
 
-      for (const mode of [
-        { name: "coalescing", env: { MAX_BATCH_ROWS: String(MAX_BATCH), MAX_BATCH_DELAY_MS: "5" } },
-        { name: "MAX_BATCH_ROWS=1", env: { MAX_BATCH_ROWS: "1", MAX_BATCH_DELAY_MS: "0" } },
-      ]) {
-        const { worker, metricsPort } = await startWorker(bench, mode.env);
-        try {
-          const port = await metricsPort;
-          // Warm up: the model loads on the first job.
-          await statsOf(bench, await loadRun(bench, model, 16, 16));
-          const runs: [string, () => Promise<string[]>][] = CONCURRENCY.map((c) => [`c=${c}`, () => loadRun(bench, model, mode.name === "coalescing" ? JOBS : Math.ceil(JOBS / 3), c)]);
-          if (mode.name === "coalescing") runs.push(["low load", () => lowLoadRun(bench, model, 100)]);
-          for (const [load, run] of runs) {
-            await eventLoopMaxMs(port);
-            const pids = { api: bench.api.child.pid, worker: worker.child.pid };
-            const cpuBefore = await snapshotCpu(pids);
-            const ids = await run();
-            const stats = await statsOf(bench, ids);
-            // At low load the CPU goes to waiting (this process polls every millisecond), not to jobs.
-            const cpu = load === "low load" ? {} : cpuPerJob(cpuBefore, await snapshotCpu(pids), ids.length);
-            const row = { model, mode: mode.name, load, ...stats, worst_event_loop_ms: Math.round(await eventLoopMaxMs(port) * 10) / 10, ...cpu };
-            results.push(row);
-            console.log(row);
+      const { worker, metricsPort } = await startWorker(bench, { MAX_BATCH_ROWS: String(MAX_BATCH), MAX_BATCH_DELAY_MS: "5" });
+      const runs = new Map<string, { records: RunRecord[]; cpu: Record<string, number>[]; eventLoopMs: number[] }>();
+      try {
+        const port = await metricsPort;
+        // Warm up: each model loads on its first job.
+        for (const mode of modes) await recordOf(bench, await loadRun(bench, mode.model, 16, 16));
+        const pids = { api: bench.api.child.pid, worker: worker.child.pid };
+        for (let round = 1; round <= ROUNDS; round++) {
+          for (const concurrency of CONCURRENCY) {
+            for (const mode of modes) {
+              const load = `c=${concurrency}`;
+              await eventLoopMaxMs(port);
+              const cpuBefore = await snapshotCpu(pids);
+              const ids = await loadRun(bench, mode.model, Math.ceil((JOBS * mode.share) / ROUNDS), concurrency);
+              const record = await recordOf(bench, ids);
+              const key = `${mode.name}|${load}`;
+              const entry = runs.get(key) ?? { records: [], cpu: [], eventLoopMs: [] };
+              entry.records.push(record);
+              entry.cpu.push(cpuPerJob(cpuBefore, await snapshotCpu(pids), ids.length));
+              entry.eventLoopMs.push(await eventLoopMaxMs(port));
+              runs.set(key, entry);
+              console.log(`${model} round ${round}/${ROUNDS} ${mode.name} ${load}: ${record.rows_s} rows/s`);
+            }
           }
-        } finally {
-          await stopProcess(worker);
         }
+        await eventLoopMaxMs(port);
+        const lowLoad = await recordOf(bench, await lowLoadRun(bench, model, 100));
+        // At low load the CPU goes to waiting (this process polls every millisecond), not to jobs.
+        runs.set("coalescing|low load", { records: [lowLoad], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)] });
+      } finally {
+        await stopProcess(worker);
+      }
+      for (const [key, entry] of runs) {
+        const [mode = "", load = ""] = key.split("|");
+        const cpu: Record<string, number> = {};
+        for (const part of entry.cpu) for (const [name, value] of Object.entries(part)) cpu[name] = (cpu[name] ?? 0) + value / entry.cpu.length;
+        const row = {
+          model,
+          mode,
+          load,
+          ...combine(entry.records),
+          worst_event_loop_ms: round1(Math.max(...entry.eventLoopMs)),
+          ...Object.fromEntries(Object.entries(cpu).map(([name, value]) => [name, Math.round(value * 100) / 100])),
+        };
+        results.push(row);
+        console.log(row);
       }
       const coalesced = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === "c=256") as RunStats | undefined;
       const single = results.find((r) => r.model === model && r.mode === "MAX_BATCH_ROWS=1" && r.load === "c=256") as RunStats | undefined;
+      // Each round's own ratio too: both sides of a round ran back to back.
+      const ratios = (coalesced?.rows_s_by_round ?? []).map((rows, i) => round1(rows / (single?.rows_s_by_round[i] ?? Number.NaN)));
       const achieved = Math.max(1, Math.round(coalesced?.mean_batch ?? 1));
       const rawAtAchieved = await rawRowsPerSecond(session, achieved);
       await session.release();
@@ -202,7 +256,8 @@ async function main(): Promise<void> {
         raw_batch1_rows_s: raw.batch1,
         [`raw_batch${MAX_BATCH}_rows_s`]: raw.batchMax,
         [`raw_at_achieved_batch_${achieved}_rows_s`]: rawAtAchieved,
-        coalescing_vs_batch1_x: coalesced && single ? Math.round((coalesced.rows_s / single.rows_s) * 10) / 10 : null,
+        coalescing_vs_batch1_x: coalesced && single ? round1(coalesced.rows_s / single.rows_s) : null,
+        coalescing_vs_batch1_x_by_round: ratios.join(" "),
         e2e_vs_raw_at_achieved_pct: coalesced ? Math.round((100 * coalesced.rows_s) / rawAtAchieved) : null,
       };
       results.push(summary);
@@ -210,8 +265,8 @@ async function main(): Promise<void> {
     }
     console.log("");
     const runRows = results.filter((r) => "mode" in r);
-    console.table(runRows.map(({ model, mode, load, provider, rows_s, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms }) =>
-      ({ model, mode, load, provider, rows_s, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms })));
+    console.table(runRows.map(({ model, mode, load, provider, rows_s, rows_s_by_round, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms }) =>
+      ({ model, mode, load, provider, rows_s, by_round: (rows_s_by_round as number[]).join(" "), p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms })));
     if (runRows.some((r) => "api_cpu_ms" in r)) {
       // Where the time goes: CPU milliseconds per job by process (the worker's include onnxruntime).
       console.log("CPU per job, ms (from /proc; the client is this load generator, on the same cores):");

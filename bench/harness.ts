@@ -58,8 +58,9 @@ export async function openBench(extraEnv: Record<string, string> = {}): Promise<
   };
 }
 
-export async function registerModel(bench: Bench, name: string, bytes: Uint8Array): Promise<void> {
-  const response = await fetch(`${bench.baseUrl}/v1/models/${name}/versions`, {
+/** Registers `bytes` as model `name`; `query` may set the version's batching (`max_batch_rows=1&...`). */
+export async function registerModel(bench: Bench, name: string, bytes: Uint8Array, query = ""): Promise<void> {
+  const response = await fetch(`${bench.baseUrl}/v1/models/${name}/versions${query ? `?${query}` : ""}`, {
     method: "POST",
     headers: { ...bench.headers, "Content-Type": "application/octet-stream" },
     body: bytes,
