@@ -31,33 +31,43 @@ async function pidsNamed(comm: string): Promise<number[]> {
   return pids;
 }
 
-export type CpuSnapshot = Map<CpuPart, number>;
+/** CPU seconds so far, per process, of each part. */
+export type CpuSnapshot = Map<CpuPart, Map<number, number>>;
 
-/** CPU seconds used so far by each part; null without /proc. */
+/** CPU seconds used so far by each part's processes; null without /proc. */
 export async function snapshotCpu(pids: { api: number | undefined; worker: number | undefined }): Promise<CpuSnapshot | null> {
   if ((await processTicks(process.pid)) === null) return null;
-  const sum = async (list: (number | undefined)[]) => {
-    let ticks = 0;
-    for (const pid of list) if (pid !== undefined) ticks += (await processTicks(pid)) ?? 0;
-    return ticks / TICKS_PER_SECOND;
+  const seconds = async (list: (number | undefined)[]) => {
+    const byPid = new Map<number, number>();
+    for (const pid of list) {
+      const ticks = pid === undefined ? null : await processTicks(pid);
+      if (pid !== undefined && ticks !== null) byPid.set(pid, ticks / TICKS_PER_SECOND);
+    }
+    return byPid;
   };
   const usage = process.cpuUsage();
-  return new Map<CpuPart, number>([
-    ["api", await sum([pids.api])],
-    ["worker", await sum([pids.worker])],
-    ["postgres", await sum(await pidsNamed("postgres"))],
-    ["redis", await sum(await pidsNamed("redis-server"))],
+  return new Map<CpuPart, Map<number, number>>([
+    ["api", await seconds([pids.api])],
+    ["worker", await seconds([pids.worker])],
+    ["postgres", await seconds(await pidsNamed("postgres"))],
+    ["redis", await seconds(await pidsNamed("redis-server"))],
     // The load generator (this process): its HTTP client shares the cores with the service.
-    ["client", (usage.user + usage.system) / 1e6],
+    ["client", new Map([[process.pid, (usage.user + usage.system) / 1e6]])],
   ]);
 }
 
-/** Milliseconds of CPU per job for each part between two snapshots, e.g. { api_cpu_ms: 1.1, ... }. */
+/**
+ * Milliseconds of CPU per job for each part between two snapshots, e.g. { api_cpu_ms: 1.1, ... }.
+ * Per process: one that started meanwhile counts from zero; one that ended meanwhile (a Postgres
+ * autovacuum worker, a closed connection) is left out, as its last figures cannot be read.
+ */
 export function cpuPerJob(before: CpuSnapshot | null, after: CpuSnapshot | null, jobs: number): Record<string, number> {
   if (!before || !after) return {};
   const out: Record<string, number> = {};
-  for (const [part, seconds] of after) {
-    out[`${part}_cpu_ms`] = Math.round(((seconds - (before.get(part) ?? 0)) * 1000 * 100) / jobs) / 100;
+  for (const [part, byPid] of after) {
+    let seconds = 0;
+    for (const [pid, now] of byPid) seconds += now - (before.get(part)?.get(pid) ?? 0);
+    out[`${part}_cpu_ms`] = Math.round((seconds * 1000 * 100) / jobs) / 100;
   }
   return out;
 }
