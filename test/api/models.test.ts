@@ -116,6 +116,11 @@ describe("batching limits per version", () => {
     expect(model.versions[0]?.batching).toEqual(version.batching);
   });
 
+  it("apply to the existing version when the same bytes are registered again with limits", async () => {
+    const again = await expectJson<ModelVersion>(await upload("max_batch_rows=16"), 200);
+    expect(again).toMatchObject({ version: 1, batching: { max_batch_rows: 16, max_batch_delay_ms: 2, max_batch_bytes: null } });
+  });
+
   it("refuses a limit out of range at registration with 422 naming it, storing nothing", async () => {
     const problem = await expectProblem(await upload("max_batch_rows=0&max_batch_delay_ms=abc"), 422, "validation_failed");
     expect(errorFields(problem).sort()).toEqual(["max_batch_delay_ms", "max_batch_rows"]);

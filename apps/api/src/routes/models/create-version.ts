@@ -1,5 +1,5 @@
 import { CreateModelVersionQuerySchema, ModelNameSchema, ModelVersionSchema } from "@coalesce/contracts";
-import { createModelVersion } from "@coalesce/db";
+import { createModelVersion, updateModelVersionBatching } from "@coalesce/db";
 import { InvalidModelError, inspectModel } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
@@ -16,7 +16,7 @@ export const createModelVersionRoute = createRoute({
   description:
     "Upload an ONNX file as the next version of the named model (1, 2, 3, ...). The file is loaded in " +
     "onnxruntime to check it and to read its input and output signature. Uploading the same bytes as the " +
-    "latest version again returns that version with status 200.\n\n" +
+    "latest version again returns that version with status 200 (with any limits given applied to it).\n\n" +
     "`max_batch_rows`, `max_batch_delay_ms` and `max_batch_bytes` set this version's batching limits (the workers' " +
     "defaults otherwise); PATCH /v1/models/{name}/versions/{version} changes them later.",
   request: {
@@ -60,6 +60,7 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
       throw error;
     }
     const stored = await deps.modelStore.put(bytes);
+    const given = { maxBatchRows: limits.max_batch_rows, maxBatchDelayMs: limits.max_batch_delay_ms, maxBatchBytes: limits.max_batch_bytes };
     const { version, created } = await createModelVersion(deps.db.prisma, {
       tenantId: c.get("tenantId"),
       name,
@@ -67,9 +68,14 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
       sizeBytes: stored.sizeBytes,
       inputs: signature.inputs,
       outputs: signature.outputs,
-      batching: { maxBatchRows: limits.max_batch_rows, maxBatchDelayMs: limits.max_batch_delay_ms, maxBatchBytes: limits.max_batch_bytes },
+      batching: given,
     });
+    // The same bytes again: the existing version, with any limits given now applied to it.
+    const relimited =
+      !created && Object.values(given).some((value) => value !== undefined)
+        ? await updateModelVersionBatching(deps.db, c.get("tenantId"), name, version.version, given)
+        : null;
     c.get("logger").info({ model: name, version: version.version, sha256: stored.sha256, created }, "model version registered");
-    return c.json(presentModelVersion(version), created ? 201 : 200);
+    return c.json(presentModelVersion(relimited ?? version), created ? 201 : 200);
   });
 }
