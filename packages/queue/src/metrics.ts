@@ -1,11 +1,14 @@
 import { Gauge, type Registry } from "prom-client";
 import type { PredictQueue } from "./predict-queue.ts";
 
-/** `coalesce_queue_jobs{queue, state}`: chunks in the prediction queue by state, read at scrape time. */
+/**
+ * `coalesce_queue_jobs{queue, state}`: BullMQ jobs in the prediction queue by state, read at scrape
+ * time. Each carries one chunk, or several small chunks submitted together.
+ */
 export function registerQueueGauge(registry: Registry, queue: PredictQueue): void {
   new Gauge({
     name: "coalesce_queue_jobs",
-    help: "Chunks in the prediction queue by state",
+    help: "BullMQ jobs in the prediction queue by state (each carries one chunk, or several small ones submitted together)",
     labelNames: ["queue", "state"],
     registers: [registry],
     async collect() {
