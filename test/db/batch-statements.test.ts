@@ -1,0 +1,69 @@
+// The statements a worker runs per batch must find their rows by key however many jobs the tables
+// hold: a plan that scans the whole table gets slower with every job ever submitted (it did, once
+// jobs held ~10,000 rows). Checked with Postgres' own counters of sequential scans per table.
+import { completeChunks, connectDatabase, startChunks, type Database } from "@coalesce/db";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestServices, type TestServices } from "../support/services.ts";
+
+const JOBS = 20_000;
+const BATCH = 200;
+
+let services: TestServices;
+let db: Database;
+
+const id = (n: number) => String(n).padStart(8, "0");
+
+beforeAll(async () => {
+  services = await createTestServices();
+  // One connection: the statements and the counter reads share a session, so its statistics can be flushed.
+  db = connectDatabase(services.databaseUrl, { max: 1 });
+  await db.pool.query(`INSERT INTO tenants (id, name) VALUES ('ten_plan', 'plan')`);
+  await db.pool.query(`INSERT INTO models (id, tenant_id, name) VALUES ('mdl_plan', 'ten_plan', 'm')`);
+  await db.pool.query(
+    `INSERT INTO model_versions (id, model_id, version, sha256, size_bytes, inputs, outputs) VALUES ('mv_plan', 'mdl_plan', 1, 'x', 1, '[]', '[]')`,
+  );
+  // Mostly finished history, and a batch's worth of jobs still queued at the end.
+  await db.pool.query(
+    `INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, status, priority)
+     SELECT 'job_' || lpad(g::text, 8, '0'), 'ten_plan', 'mv_plan', 1,
+            (CASE WHEN g <= $1 - $2 THEN 'succeeded' ELSE 'queued' END)::job_status, 'interactive'
+       FROM generate_series(1, $1) g`,
+    [JOBS, BATCH],
+  );
+  await db.pool.query(
+    `INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, status)
+     SELECT 'chk_' || lpad(g::text, 8, '0'), 'job_' || lpad(g::text, 8, '0'), 0, 0, 1, '[{"x":[1]}]',
+            (CASE WHEN g <= $1 - $2 THEN 'done' ELSE 'queued' END)::chunk_status
+       FROM generate_series(1, $1) g`,
+    [JOBS, BATCH],
+  );
+  await db.pool.query(`ANALYZE jobs, job_chunks`);
+});
+
+afterAll(async () => {
+  await db?.close();
+  await services?.cleanup();
+});
+
+async function sequentialScans(): Promise<Record<string, number>> {
+  await db.pool.query(`SELECT pg_stat_force_next_flush()`);
+  const { rows } = await db.pool.query<{ relname: string; seq_scan: string }>(
+    `SELECT relname, seq_scan FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname IN ('jobs', 'job_chunks')`,
+  );
+  return Object.fromEntries(rows.map((row) => [row.relname, Number(row.seq_scan)]));
+}
+
+describe(`with ${JOBS.toLocaleString("en")} jobs in the tables`, () => {
+  it("starting and completing a batch of chunks reads them by key, never the whole table", async () => {
+    const batch = Array.from({ length: BATCH }, (_, i) => JOBS - BATCH + 1 + i);
+    const before = await sequentialScans();
+    const started = await startChunks(db, batch.map((n) => `chk_${id(n)}`));
+    expect(started.every((chunk) => chunk !== null && !chunk.done)).toBe(true);
+    const done = await completeChunks(
+      db,
+      batch.map((n) => ({ chunkId: `chk_${id(n)}`, jobId: `job_${id(n)}`, results: [{ outputs: { y: [n] } }] })),
+    );
+    expect(done.every((outcome) => outcome?.status === "succeeded")).toBe(true);
+    expect(await sequentialScans()).toEqual(before);
+  });
+});
