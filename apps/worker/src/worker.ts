@@ -78,17 +78,16 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
         )
       : null;
 
-  // Jobs finishing together (a batch's worth) are announced in one message.
+  // Jobs finishing together (a batch's worth) are announced in one message, and wake the webhook
+  // dispatcher once (their events were written with them).
   const announcements = new GroupCommit(async (jobIds: string[]) => {
+    webhooks?.wake();
     await publishJobsFinished(connection, env.QUEUE_PREFIX, jobIds).catch((error: unknown) =>
       logger.warn({ err: error, jobs: jobIds.length }, "could not announce finished jobs; long-polls answer at their next check"),
     );
     return jobIds.map(() => undefined);
   }, 1024);
-  const onJobFinished = (jobId: string) => {
-    webhooks?.wake();
-    void announcements.add(jobId);
-  };
+  const onJobFinished = (jobId: string) => void announcements.add(jobId);
 
   const batchers = new BatcherRegistry<RowWork, RowOutcome>((key) => {
     const { modelVersionId, rowBytes } = parseBatcherKey(key);

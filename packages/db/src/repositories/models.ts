@@ -44,12 +44,13 @@ function toVersionRecord(modelName: string, row: VersionRow): ModelVersionRecord
     inputs: row.inputs as TensorSpec[],
     outputs: row.outputs as TensorSpec[],
     createdAt: row.createdAt,
-    batching: {
-      maxBatchRows: row.maxBatchRows,
-      maxBatchDelayMs: row.maxBatchDelayMs,
-      maxBatchBytes: row.maxBatchBytes === null ? null : Number(row.maxBatchBytes),
-    },
+    batching: toBatching(row.maxBatchRows, row.maxBatchDelayMs, row.maxBatchBytes),
   };
+}
+
+/** The limits as stored (Prisma gives bigint, pg a decimal string for max_batch_bytes). */
+function toBatching(rows: number | null, delayMs: number | null, bytes: bigint | string | null): BatchingSettings {
+  return { maxBatchRows: rows, maxBatchDelayMs: delayMs, maxBatchBytes: bytes === null ? null : Number(bytes) };
 }
 
 export type CreateModelVersionInput = {
@@ -175,15 +176,7 @@ function fromVersionSqlRow(modelName: string, row: VersionSqlRow): ModelVersionR
     inputs: row.inputs,
     outputs: row.outputs,
     createdAt: row.created_at,
-    batching: fromBatchingColumns(row),
-  };
-}
-
-function fromBatchingColumns(row: Pick<VersionSqlRow, "max_batch_rows" | "max_batch_delay_ms" | "max_batch_bytes">): BatchingSettings {
-  return {
-    maxBatchRows: row.max_batch_rows,
-    maxBatchDelayMs: row.max_batch_delay_ms,
-    maxBatchBytes: row.max_batch_bytes === null ? null : Number(row.max_batch_bytes),
+    batching: toBatching(row.max_batch_rows, row.max_batch_delay_ms, row.max_batch_bytes),
   };
 }
 
@@ -229,7 +222,7 @@ export async function readBatchingSettings(db: Database, ids: readonly string[])
     `SELECT id, max_batch_rows, max_batch_delay_ms, max_batch_bytes FROM model_versions WHERE id = ANY($1::text[])`,
     [ids],
   );
-  return new Map(rows.map((row) => [row.id, fromBatchingColumns(row)]));
+  return new Map(rows.map((row) => [row.id, toBatching(row.max_batch_rows, row.max_batch_delay_ms, row.max_batch_bytes)]));
 }
 
 export async function getModelVersion(db: DbClient, id: string): Promise<ModelVersionRecord | null> {

@@ -178,20 +178,18 @@ type ModelResolver = (tenantId: string, ref: string) => Promise<ModelVersionReco
 function createModelResolver(deps: ApiDeps): ModelResolver {
   // Submissions arriving together for the same model share one lookup (no cache: a new version counts at once).
   const lookups = new SingleFlight<ModelVersionRecord | null>();
-  return (tenantId, ref) => resolveModelRef(deps, lookups, tenantId, ref);
-}
-
-async function resolveModelRef(deps: ApiDeps, lookups: SingleFlight<ModelVersionRecord | null>, tenantId: string, ref: string): Promise<ModelVersionRecord> {
-  const [name = "", versionText] = ref.split("@");
-  const version = versionText ? Number(versionText) : undefined;
-  const modelVersion = await lookups.run(`${tenantId}|${ref}`, () => resolveModelVersion(deps.db, tenantId, name, version));
-  if (!modelVersion) {
-    throw new ApiError(
-      "not_found",
-      versionText ? `model '${name}' has no version ${versionText}` : `no model named '${name}'; register it first`,
-    );
-  }
-  return modelVersion;
+  return async (tenantId, ref) => {
+    const [name = "", versionText] = ref.split("@");
+    const version = versionText ? Number(versionText) : undefined;
+    const modelVersion = await lookups.run(`${tenantId}|${ref}`, () => resolveModelVersion(deps.db, tenantId, name, version));
+    if (!modelVersion) {
+      throw new ApiError(
+        "not_found",
+        versionText ? `model '${name}' has no version ${versionText}` : `no model named '${name}'; register it first`,
+      );
+    }
+    return modelVersion;
+  };
 }
 
 /** `map.features=a,b&map.mask=c` -> { features: ["a", "b"], mask: ["c"] } */
