@@ -7,11 +7,15 @@
 //      event-loop delay. One worker serves both: the model is registered twice, once with the
 //      version limit max_batch_rows=1, and the two take turns over `--rounds` rounds, so a slow
 //      spell of a shared machine hits both sides alike (rows/s is the median over the rounds);
-//   3. single-row jobs one at a time at low load: their latency;
-//   4. where the time goes: CPU milliseconds per job of the API, the worker, Postgres, Redis and this
-//      load generator (from /proc, on Linux).
-// Prints a table and writes bench/results/batching.json. `--jobs N` sets the coalescing jobs per
-// load over all rounds (a third of that for MAX_BATCH_ROWS=1).
+//   3. jobs of 64 rows, 16 in flight, coalescing on: what the service costs once the per-request
+//      costs (HTTP, the job's own rows in Postgres) are shared by many rows;
+//   4. single-row jobs one at a time at low load: their latency;
+//   5. where the time goes: CPU milliseconds per row of the API, the worker (its event loop and its
+//      other threads: onnxruntime's), Postgres, Redis and this load generator (from /proc, on Linux);
+//   6. end to end against raw onnxruntime at the batch size each run achieved, measured in the same
+//      round as the run (this shared machine's speed drifts by tens of percent within minutes).
+// Prints a table and writes bench/results/batching.json. `--jobs N` sets the coalescing rows per
+// load over all rounds (a third of that for MAX_BATCH_ROWS=1, four times that for 64-row jobs).
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -36,7 +40,15 @@ const { values: args } = parseArgs({
 const ROUNDS = Math.max(1, Number(args.rounds));
 const JOBS = Number(args.jobs);
 const MAX_BATCH = Number(args["max-batch"]);
-const CONCURRENCY = [64, 256];
+
+/** A load: jobs of `rowsPerJob` rows, `concurrency` submissions in flight; `both`: also with coalescing off. */
+type Load = { name: string; rowsPerJob: number; concurrency: number; both: boolean; share: number };
+const LOADS: Load[] = [
+  { name: "c=64", rowsPerJob: 1, concurrency: 64, both: true, share: 1 },
+  { name: "c=256", rowsPerJob: 1, concurrency: 256, both: true, share: 1 },
+  // Coalescing off would take minutes here and says nothing new: batch 1 is batch 1.
+  { name: "64 rows/job, c=16", rowsPerJob: 64, concurrency: 16, both: false, share: 4 },
+];
 
 async function loadModel(name: string): Promise<Uint8Array> {
   if (name === "heavy") return buildRandomMlp([64, 4096, 4096, 10]);
@@ -82,13 +94,18 @@ async function eventLoopMaxMs(port: number): Promise<number> {
 }
 
 // The load generator shares the 2 cores with the service, so it uses undici's request API on a
-// pool of kept-alive connections: per job it costs about 0.4 ms of CPU, against 0.6 ms for
-// node:http and about as much as the API itself for fetch.
+// pool of kept-alive connections (per job about 0.1-0.2 ms of CPU, against 0.6 ms for node:http
+// and about as much as the API itself for fetch), and sends bodies made before the clock starts.
 let pool: Pool | undefined;
 
-async function submit(bench: Bench, model: string): Promise<string> {
+/** Request bodies of `rowsPerJob` random 64-feature rows for `model`, made once and sent in turn. */
+function makeBodies(model: string, rowsPerJob: number, count: number): string[] {
+  const row = () => ({ x: Array.from({ length: 64 }, () => Math.random()) });
+  return Array.from({ length: count }, () => JSON.stringify({ model, inputs: Array.from({ length: rowsPerJob }, row) }));
+}
+
+async function submit(bench: Bench, body: string): Promise<string> {
   pool ??= new Pool(bench.baseUrl, { connections: 256 });
-  const body = JSON.stringify({ model, inputs: [{ x: Array.from({ length: 64 }, () => Math.random()) }] });
   const response = await pool.request({ path: "/v1/jobs", method: "POST", headers: { ...bench.headers, "content-type": "application/json" }, body });
   const text = await response.body.text();
   if (response.statusCode !== 202) throw new Error(`submit: ${response.statusCode} ${text}`);
@@ -97,6 +114,10 @@ async function submit(bench: Bench, model: string): Promise<string> {
 
 /** One run's jobs as Postgres recorded them, once every job has finished. */
 type RunRecord = { provider: string; rows_s: number; latencies: number[]; batchRowsSum: number; ranRows: number };
+
+/** The mean onnxruntime batch the rows of some runs were part of. */
+const meanBatch = (records: RunRecord[]) =>
+  records.reduce((sum, r) => sum + r.batchRowsSum, 0) / Math.max(1, records.reduce((sum, r) => sum + r.ranRows, 0));
 
 async function recordOf(bench: Bench, ids: string[]): Promise<RunRecord> {
   for (;;) {
@@ -108,8 +129,9 @@ async function recordOf(bench: Bench, ids: string[]): Promise<RunRecord> {
     // Timings come from Postgres' timestamps, so polling slowly costs no accuracy (and less CPU).
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  const { rows } = await bench.db.query<{ created: Date; completed: Date; sum: string; ran: number; provider: string | null }>(
-    `SELECT created_at AS created, completed_at AS completed, batch_rows_sum AS sum, batched_rows AS ran, provider FROM jobs WHERE id = ANY($1)`,
+  const { rows } = await bench.db.query<{ created: Date; completed: Date; sum: string; ran: number; total: number; provider: string | null }>(
+    `SELECT created_at AS created, completed_at AS completed, batch_rows_sum AS sum, batched_rows AS ran, total_rows AS total, provider
+       FROM jobs WHERE id = ANY($1)`,
     [ids],
   );
   const first = Math.min(...rows.map((r) => r.created.getTime()));
@@ -117,7 +139,7 @@ async function recordOf(bench: Bench, ids: string[]): Promise<RunRecord> {
   return {
     // The provider(s) the worker scored these jobs on, as recorded on each job.
     provider: [...new Set(rows.map((r) => r.provider ?? "none"))].sort().join("+"),
-    rows_s: Math.round(ids.length / ((last - first) / 1000)),
+    rows_s: Math.round(rows.reduce((sum, r) => sum + r.total, 0) / ((last - first) / 1000)),
     latencies: rows.map((r) => r.completed.getTime() - r.created.getTime()),
     batchRowsSum: rows.reduce((sum, r) => sum + Number(r.sum), 0),
     ranRows: rows.reduce((sum, r) => sum + r.ran, 0),
@@ -144,19 +166,18 @@ function combine(records: RunRecord[]): RunStats {
     p50_ms: percentile(latencies, 50),
     p95_ms: percentile(latencies, 95),
     p99_ms: percentile(latencies, 99),
-    mean_batch: round1(records.reduce((sum, r) => sum + r.batchRowsSum, 0) / Math.max(1, records.reduce((sum, r) => sum + r.ranRows, 0))),
+    mean_batch: round1(meanBatch(records)),
   };
 }
 
-/** `count` single-row jobs with `concurrency` submissions in flight. */
-async function loadRun(bench: Bench, model: string, count: number, concurrency: number): Promise<string[]> {
+/** `count` jobs, the bodies in turn, with `concurrency` submissions in flight. */
+async function loadRun(bench: Bench, bodies: string[], count: number, concurrency: number): Promise<string[]> {
   const ids: string[] = [];
   let next = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < count) {
-        next++;
-        ids.push(await submit(bench, model));
+        ids.push(await submit(bench, bodies[next++ % bodies.length] as string));
       }
     }),
   );
@@ -166,8 +187,8 @@ async function loadRun(bench: Bench, model: string, count: number, concurrency: 
 /** Single-row jobs one at a time, each waited for: latency at low load. */
 async function lowLoadRun(bench: Bench, model: string, count: number): Promise<string[]> {
   const ids: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const id = await submit(bench, model);
+  for (const body of makeBodies(model, 1, count)) {
+    const id = await submit(bench, body);
     ids.push(id);
     for (;;) {
       const { rows } = await bench.db.query<{ status: string }>(`SELECT status FROM jobs WHERE id = $1`, [id]);
@@ -177,6 +198,9 @@ async function lowLoadRun(bench: Bench, model: string, count: number): Promise<s
   }
   return ids;
 }
+
+/** One mode of one load: each round's record, CPU per row and worst event-loop delay, and raw onnxruntime beside it. */
+type Entry = { records: RunRecord[]; cpu: Record<string, number>[]; eventLoopMs: number[]; rawAtAchieved: number[] };
 
 async function main(): Promise<void> {
   const bench = await openBench();
@@ -197,81 +221,88 @@ async function main(): Promise<void> {
       await registerModel(bench, `${model}-b1`, bytes, "max_batch_rows=1&max_batch_delay_ms=0");
 
       const { worker, metricsPort } = await startWorker(bench, { MAX_BATCH_ROWS: String(MAX_BATCH), MAX_BATCH_DELAY_MS: "5" });
-      const runs = new Map<string, { records: RunRecord[]; cpu: Record<string, number>[]; eventLoopMs: number[] }>();
+      const runs = new Map<string, Entry>();
       try {
         const port = await metricsPort;
         // Warm up: each model loads on its first job.
-        for (const mode of modes) await recordOf(bench, await loadRun(bench, mode.model, 16, 16));
+        for (const mode of modes) await recordOf(bench, await loadRun(bench, makeBodies(mode.model, 1, 16), 16, 16));
         const pids = { api: bench.api.child.pid, worker: worker.child.pid };
+        const plan = LOADS.flatMap((load) =>
+          modes.filter((mode) => load.both || mode.name === "coalescing").map((mode) => {
+            const jobs = Math.ceil((JOBS * mode.share * load.share) / load.rowsPerJob / ROUNDS);
+            return { load, mode, jobs, bodies: makeBodies(mode.model, load.rowsPerJob, Math.min(jobs, 2048)) };
+          }),
+        );
         for (let round = 1; round <= ROUNDS; round++) {
-          for (const concurrency of CONCURRENCY) {
-            for (const mode of modes) {
-              const load = `c=${concurrency}`;
-              await eventLoopMaxMs(port);
-              const cpuBefore = await snapshotCpu(pids);
-              const ids = await loadRun(bench, mode.model, Math.ceil((JOBS * mode.share) / ROUNDS), concurrency);
-              const record = await recordOf(bench, ids);
-              const key = `${mode.name}|${load}`;
-              const entry = runs.get(key) ?? { records: [], cpu: [], eventLoopMs: [] };
-              entry.records.push(record);
-              entry.cpu.push(cpuPerJob(cpuBefore, await snapshotCpu(pids), ids.length));
-              entry.eventLoopMs.push(await eventLoopMaxMs(port));
-              runs.set(key, entry);
-              console.log(`${model} round ${round}/${ROUNDS} ${mode.name} ${load}: ${record.rows_s} rows/s`);
-            }
+          for (const { load, mode, jobs, bodies } of plan) {
+            await eventLoopMaxMs(port);
+            const cpuBefore = await snapshotCpu(pids);
+            const ids = await loadRun(bench, bodies, jobs, load.concurrency);
+            const record = await recordOf(bench, ids);
+            const key = `${mode.name}|${load.name}`;
+            const entry = runs.get(key) ?? { records: [], cpu: [], eventLoopMs: [], rawAtAchieved: [] };
+            entry.records.push(record);
+            entry.cpu.push(cpuPerJob(cpuBefore, await snapshotCpu(pids), ids.length * load.rowsPerJob));
+            entry.eventLoopMs.push(await eventLoopMaxMs(port));
+            // The limit at this run's batch size, measured now: the machine's speed drifts between rounds.
+            if (mode.name === "coalescing") entry.rawAtAchieved.push(await rawRowsPerSecond(session, Math.max(1, Math.round(meanBatch([record]))), 1.5));
+            runs.set(key, entry);
+            console.log(`${model} round ${round}/${ROUNDS} ${mode.name} ${load.name}: ${record.rows_s} rows/s`);
           }
         }
         await eventLoopMaxMs(port);
         const lowLoad = await recordOf(bench, await lowLoadRun(bench, model, 100));
         // At low load the CPU goes to waiting (this process polls every millisecond), not to jobs.
-        runs.set("coalescing|low load", { records: [lowLoad], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)] });
+        runs.set("coalescing|low load", { records: [lowLoad], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)], rawAtAchieved: [] });
       } finally {
         await stopProcess(worker);
       }
+      await session.release();
       for (const [key, entry] of runs) {
         const [mode = "", load = ""] = key.split("|");
         const cpu: Record<string, number> = {};
         for (const part of entry.cpu) for (const [name, value] of Object.entries(part)) cpu[name] = (cpu[name] ?? 0) + value / entry.cpu.length;
+        // End to end against raw onnxruntime at the batch each round achieved, round by round.
+        const vsRaw = entry.rawAtAchieved.map((rawRows, i) => (100 * (entry.records[i]?.rows_s ?? 0)) / rawRows);
         const row = {
           model,
           mode,
           load,
           ...combine(entry.records),
           worst_event_loop_ms: round1(Math.max(...entry.eventLoopMs)),
+          ...(vsRaw.length > 0 ? { raw_at_achieved_rows_s: Math.round(median(entry.rawAtAchieved)), e2e_vs_raw_pct: Math.round(median(vsRaw)) } : {}),
           ...Object.fromEntries(Object.entries(cpu).map(([name, value]) => [name, Math.round(value * 100) / 100])),
         };
         results.push(row);
         console.log(row);
       }
-      const coalesced = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === "c=256") as RunStats | undefined;
+      const coalesced = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === "c=256") as (RunStats & { e2e_vs_raw_pct?: number }) | undefined;
       const single = results.find((r) => r.model === model && r.mode === "MAX_BATCH_ROWS=1" && r.load === "c=256") as RunStats | undefined;
+      const manyRows = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === LOADS[2]?.name) as { e2e_vs_raw_pct?: number } | undefined;
       // Each round's own ratio too: both sides of a round ran back to back.
       const ratios = (coalesced?.rows_s_by_round ?? []).map((rows, i) => round1(rows / (single?.rows_s_by_round[i] ?? Number.NaN)));
-      const achieved = Math.max(1, Math.round(coalesced?.mean_batch ?? 1));
-      const rawAtAchieved = await rawRowsPerSecond(session, achieved);
-      await session.release();
       const summary = {
         model,
         raw_provider: provider,
         raw_batch1_rows_s: raw.batch1,
         [`raw_batch${MAX_BATCH}_rows_s`]: raw.batchMax,
-        [`raw_at_achieved_batch_${achieved}_rows_s`]: rawAtAchieved,
         coalescing_vs_batch1_x: coalesced && single ? round1(coalesced.rows_s / single.rows_s) : null,
         coalescing_vs_batch1_x_by_round: ratios.join(" "),
-        e2e_vs_raw_at_achieved_pct: coalesced ? Math.round((100 * coalesced.rows_s) / rawAtAchieved) : null,
+        e2e_vs_raw_at_achieved_pct: coalesced?.e2e_vs_raw_pct ?? null,
+        e2e_vs_raw_64_rows_per_job_pct: manyRows?.e2e_vs_raw_pct ?? null,
       };
       results.push(summary);
       console.log(summary);
     }
     console.log("");
     const runRows = results.filter((r) => "mode" in r);
-    console.table(runRows.map(({ model, mode, load, provider, rows_s, rows_s_by_round, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms }) =>
-      ({ model, mode, load, provider, rows_s, by_round: (rows_s_by_round as number[]).join(" "), p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms })));
+    console.table(runRows.map(({ model, mode, load, provider, rows_s, rows_s_by_round, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms, e2e_vs_raw_pct }) =>
+      ({ model, mode, load, provider, rows_s, by_round: (rows_s_by_round as number[]).join(" "), p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms, e2e_vs_raw_pct })));
     if (runRows.some((r) => "api_cpu_ms" in r)) {
-      // Where the time goes: CPU milliseconds per job by process (the worker's include onnxruntime).
-      console.log("CPU per job, ms (from /proc; the client is this load generator, on the same cores):");
-      console.table(runRows.map(({ model, mode, load, api_cpu_ms, worker_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms }) =>
-        ({ model, mode, load, api_cpu_ms, worker_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms })));
+      // Where the time goes: CPU milliseconds per row by process (the worker's other threads are onnxruntime's, mostly).
+      console.log("CPU per row, ms (from /proc; the client is this load generator, on the same cores):");
+      console.table(runRows.map(({ model, mode, load, api_cpu_ms, worker_loop_cpu_ms, worker_threads_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms }) =>
+        ({ model, mode, load, api_cpu_ms, worker_loop_cpu_ms, worker_threads_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms })));
     }
     console.table(results.filter((r) => !("mode" in r)));
     console.log(`written to ${await writeResults("batching", results)}`);

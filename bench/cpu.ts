@@ -3,15 +3,20 @@
 // without /proc the accounting is skipped.
 import { readdir, readFile } from "node:fs/promises";
 
-/** The parts of a run, each a set of processes. */
-export type CpuPart = "api" | "worker" | "postgres" | "redis" | "client";
+/**
+ * The parts of a run, each a set of processes (or threads): the worker is split into its event
+ * loop (queue, Postgres and Redis I/O, the batcher) and its other threads (onnxruntime's, which run
+ * the batches, and V8's and libuv's helpers).
+ */
+export type CpuPart = "api" | "worker_loop" | "worker_threads" | "postgres" | "redis" | "client";
 
 /** Clock ticks per second of /proc's utime/stime: 100 on every Linux this runs on (USER_HZ). */
 const TICKS_PER_SECOND = 100;
 
-async function processTicks(pid: number): Promise<number | null> {
+/** utime + stime of a process (all its threads, ended ones included) or, with `thread`, of one thread. */
+async function processTicks(pid: number, thread?: number): Promise<number | null> {
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const stat = await readFile(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, "utf8");
     // Fields after the command name (which may hold spaces) start at state; utime and stime are 14 and 15.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return Number(fields[11]) + Number(fields[12]);
@@ -37,27 +42,31 @@ export type CpuSnapshot = Map<CpuPart, Map<number, number>>;
 /** CPU seconds used so far by each part's processes; null without /proc. */
 export async function snapshotCpu(pids: { api: number | undefined; worker: number | undefined }): Promise<CpuSnapshot | null> {
   if ((await processTicks(process.pid)) === null) return null;
-  const seconds = async (list: (number | undefined)[]) => {
+  /** CPU seconds by pid, of the processes (or threads) whose ticks could be read. */
+  const seconds = (ticks: [number | undefined, number | null][]) => {
     const byPid = new Map<number, number>();
-    for (const pid of list) {
-      const ticks = pid === undefined ? null : await processTicks(pid);
-      if (pid !== undefined && ticks !== null) byPid.set(pid, ticks / TICKS_PER_SECOND);
-    }
+    for (const [pid, value] of ticks) if (pid !== undefined && value !== null) byPid.set(pid, value / TICKS_PER_SECOND);
     return byPid;
   };
+  const ofProcesses = async (list: (number | undefined)[]) =>
+    seconds(await Promise.all(list.map(async (pid) => [pid, pid === undefined ? null : await processTicks(pid)] as [number | undefined, number | null])));
   const usage = process.cpuUsage();
+  const worker = pids.worker === undefined ? null : await processTicks(pids.worker);
+  // A Linux process's main thread has the process's id.
+  const workerLoop = pids.worker === undefined ? null : await processTicks(pids.worker, pids.worker);
   return new Map<CpuPart, Map<number, number>>([
-    ["api", await seconds([pids.api])],
-    ["worker", await seconds([pids.worker])],
-    ["postgres", await seconds(await pidsNamed("postgres"))],
-    ["redis", await seconds(await pidsNamed("redis-server"))],
+    ["api", await ofProcesses([pids.api])],
+    ["worker_loop", seconds([[pids.worker, workerLoop]])],
+    ["worker_threads", seconds([[pids.worker, worker === null || workerLoop === null ? null : worker - workerLoop]])],
+    ["postgres", await ofProcesses(await pidsNamed("postgres"))],
+    ["redis", await ofProcesses(await pidsNamed("redis-server"))],
     // The load generator (this process): its HTTP client shares the cores with the service.
     ["client", new Map([[process.pid, (usage.user + usage.system) / 1e6]])],
   ]);
 }
 
 /**
- * Milliseconds of CPU per job for each part between two snapshots, e.g. { api_cpu_ms: 1.1, ... }.
+ * Milliseconds of CPU per job (or row) for each part between two snapshots, e.g. { api_cpu_ms: 1.1, ... }.
  * Per process: one that started meanwhile counts from zero; one that ended meanwhile (a Postgres
  * autovacuum worker, a closed connection) is left out, as its last figures cannot be read.
  */
