@@ -1,7 +1,7 @@
 // `npm run bench:providers`: onnxruntime alone on each execution provider, through the worker's own
 // code path: the model opens with loadSessionWithFallback in the order given (as a worker's model
-// cache does), and every timed run goes buildBatch -> session.run -> splitOutputs on JSON rows (as
-// runBatch does). For each provider: whether it opened (or why not), rows/s at each batch size
+// cache does), and every timed run goes buildPackedBatch -> session.run -> splitOutputs on rows
+// packed as chunks store them (as runBatch does). For each provider: whether it opened (or why not), rows/s at each batch size
 // (whole path and session.run alone) and the largest difference of its outputs from the CPU
 // provider's on the same rows. Needs no Postgres or Redis. Models: a weight-heavy 64 -> 4096 ->
 // 4096 -> 10 perceptron generated here with random weights ("heavy", 68 MB, never written to disk),
@@ -15,9 +15,12 @@ import { parseArgs } from "node:util";
 import type { ModelSignature, TensorRow, TensorSpec, TensorValue } from "@coalesce/contracts";
 import {
   buildBatch,
+  buildPackedBatch,
   EXECUTION_PROVIDERS,
   inspectModel,
   loadSessionWithFallback,
+  packRows,
+  PackedRows,
   probeExecutionProviders,
   splitOutputs,
   type FallbackSession,
@@ -88,7 +91,7 @@ type Measurement = {
   model: string;
   provider: string;
   batch: number;
-  /** Rows/s through buildBatch, session.run and splitOutputs: what a worker gets at this batch size. */
+  /** Rows/s through buildPackedBatch, session.run and splitOutputs: what a worker gets at this batch size. */
   rows_s: number;
   /** Rows/s counting session.run alone. */
   run_rows_s: number;
@@ -98,14 +101,16 @@ type Measurement = {
 };
 
 /** Runs `rows` through the worker's path for about SECONDS, after one untimed run (the output returned). */
-async function measure(session: OrtInferenceSession, signature: ModelSignature, rows: TensorRow[]) {
-  const runOnce = async () => splitOutputs(await session.run(buildBatch(rows, signature.inputs)), signature.outputs, rows.length);
+async function measure(session: OrtInferenceSession, signature: ModelSignature, jsonRows: TensorRow[]) {
+  const packed = PackedRows.decode(packRows(jsonRows, signature.inputs), signature.inputs);
+  const rows = jsonRows.map((_, index) => ({ rows: packed, index }));
+  const runOnce = async () => splitOutputs(await session.run(buildPackedBatch(rows, signature.inputs)), signature.outputs, rows.length);
   const outputs = await runOnce(); // also compiles WebGPU's shaders for this shape
   let runs = 0;
   let runMs = 0;
   const started = performance.now();
   while (performance.now() - started < SECONDS * 1000) {
-    const feeds = buildBatch(rows, signature.inputs);
+    const feeds = buildPackedBatch(rows, signature.inputs);
     const before = performance.now();
     const results = await session.run(feeds);
     runMs += performance.now() - before;

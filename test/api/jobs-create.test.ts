@@ -1,4 +1,5 @@
-import type { Job, JobList } from "@coalesce/contracts";
+import type { Job, JobList, TensorSpec } from "@coalesce/contracts";
+import { PackedRows } from "@coalesce/models";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errorFields, expectJson, expectProblem, get, irisRows, requestJson, submitJob } from "../support/http.ts";
 import { useApiSuite } from "../support/api-suite.ts";
@@ -68,8 +69,16 @@ describe("an accepted job", () => {
       [1, 64, 64, "queued"],
       [2, 128, 22, "queued"],
     ]);
-    const stored = chunks.flatMap((chunk) => chunk.inputs as unknown[]);
-    expect(stored).toEqual(irisRows(ROWS));
+    // Stored packed: the values as the float32 the model takes.
+    const { modelVersionId } = await suite.api.db.prisma.job.findUniqueOrThrow({ where: { id: job.id } });
+    const version = await suite.api.db.prisma.modelVersion.findUniqueOrThrow({ where: { id: modelVersionId } });
+    const inputs = version.inputs as TensorSpec[];
+    const stored = chunks.flatMap((chunk) => {
+      expect(chunk.inputs).toBeNull();
+      const rows = PackedRows.decode(chunk.inputsPacked as Uint8Array, inputs);
+      return Array.from({ length: rows.rowCount }, (_, r) => ({ features: Array.from(rows.values(0, r) as Float32Array) }));
+    });
+    expect(stored).toEqual(irisRows(ROWS).map((row) => ({ features: row.features.map(Math.fround) })));
   });
 
   it("has one BullMQ job per chunk (a job alone shares with none) queued in its lane, keyed by the chunk id", async () => {

@@ -108,12 +108,14 @@ describe("worker", () => {
     const { job, chunks } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 6).map((f) => ({ features: f })), chunkRows: 4, priority: "batch" });
     const [a, b] = chunks.map((chunk) => chunk.id) as [string, string];
     const started = await startChunks(db, [b, "chunk_missing", a]);
-    expect(started.map((chunk) => chunk && { id: chunk.id, firstRow: chunk.firstRow, rows: chunk.inputs.length, done: chunk.done })).toEqual([
+    expect(started.map((chunk) => chunk && { id: chunk.id, firstRow: chunk.firstRow, rows: chunk.rowCount, done: chunk.done })).toEqual([
       { id: b, firstRow: 4, rows: 2, done: false },
       null,
       { id: a, firstRow: 0, rows: 4, done: false },
     ]);
-    expect(started[2]?.inputs[0]).toEqual({ features: features[0] });
+    // Written without packRows, as chunks were before rows were packed: JSON rows.
+    expect(started[2]?.inputs?.[0]).toEqual({ features: features[0] });
+    expect(started[2]?.packedInputs).toBeNull();
     expect(await findJob(db, tenantId, job.id)).toMatchObject({ status: "running" });
   });
 

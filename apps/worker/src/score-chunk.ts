@@ -1,4 +1,4 @@
-import type { ChunkJob, RowError, TensorRow } from "@coalesce/contracts";
+import type { ChunkJob, RowError, TensorRow, TensorSpec } from "@coalesce/contracts";
 import {
   completeChunk,
   loadChunk,
@@ -10,14 +10,15 @@ import {
   type JobStatus,
   type StoredRowResult,
 } from "@coalesce/db";
-import { rowBytes, rowShapeKey, validateRow } from "@coalesce/models";
+import { packRows, PackedRows, validateRow, type PackedRowRef } from "@coalesce/models";
+import { UnrecoverableError } from "bullmq";
 import type { Logger } from "pino";
 import type { BatcherRegistry } from "./batch/batcher-registry.ts";
 import type { ModelCache } from "./inference/model-cache.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 
-/** What a batcher is handed: one row (every row of a batcher has the same model and shape). */
-export type RowWork = { row: TensorRow };
+/** What a batcher is handed: one row of a chunk (every row of a batcher has the same model and shape). */
+export type RowWork = PackedRowRef;
 
 /** What comes back for a row: its outputs and the size of the onnxruntime run it was part of. */
 export type RowOutcome = { outputs: TensorRow; runRows: number };
@@ -74,31 +75,28 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise
   if (!chunk || chunk.done || (chunk.jobStatus !== "queued" && chunk.jobStatus !== "running")) return;
   const model = await deps.models.get(chunk.modelVersionId);
 
-  const results: StoredRowResult[] = new Array(chunk.inputs.length);
+  const results: StoredRowResult[] = new Array(chunk.rowCount);
+  const rows = readRows(chunk, model.version.inputs, results);
   const groups = new Map<string, { indexes: number[]; rows: RowWork[] }>();
-  chunk.inputs.forEach((row, index) => {
+  for (let index = 0; index < chunk.rowCount; index++) {
+    if (results[index]) continue;
     const parseError = chunk.inputErrors?.[index];
-    if (parseError || row === null) {
+    if (parseError || !rows.isPresent(index)) {
       results[index] = { error: parseError ?? { code: "invalid_row", message: "the row has no input values" } };
-      return;
+      continue;
     }
-    // Rows the API accepted are valid; this guards rows written by other paths, one row at a time.
-    const issues = validateRow(row, model.version.inputs, `inputs[${chunk.firstRow + index}]`);
-    if (issues.length > 0) {
-      results[index] = { error: { code: "invalid_row", message: issues.map((i) => `${i.path}: ${i.message}`).join("; ") } };
-      return;
-    }
-    const shape = rowShapeKey(row, model.version.inputs);
+    const shape = rows.shapeKey(index);
     let group = groups.get(shape);
     if (!group) groups.set(shape, (group = { indexes: [], rows: [] }));
     group.indexes.push(index);
-    group.rows.push({ row });
-  });
+    group.rows.push({ rows, index });
+  }
 
   const execution: ChunkExecution = { provider: model.provider, ranRows: 0, runRowsMin: null, runRowsMax: null, runRowsSum: 0 };
   await Promise.all(
     [...groups].map(async ([shape, group]) => {
-      const key = batcherKey(chunk.modelVersionId, shape, rowBytes(group.rows[0]?.row ?? {}, model.version.inputs));
+      const first = group.rows[0] as RowWork;
+      const key = batcherKey(chunk.modelVersionId, shape, first.rows.rowBytes(first.index));
       const outcomes = await deps.batchers.get(key).submit(group.rows);
       outcomes.forEach((outcome, i) => {
         const index = group.indexes[i] as number;
@@ -127,6 +125,33 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise
   }
 }
 
+/**
+ * A chunk's rows, packed. Rows the API stored are packed already (and were validated before they
+ * were); a chunk stored as JSON rows (written before rows were packed) is validated row by row here,
+ * each invalid row's error put in `results`, and the rest packed.
+ */
+function readRows(chunk: ChunkWork, inputs: readonly TensorSpec[], results: StoredRowResult[]): PackedRows {
+  if (chunk.packedInputs) {
+    let rows: PackedRows;
+    try {
+      rows = PackedRows.decode(chunk.packedInputs, inputs);
+    } catch (error) {
+      // The bytes will not read any better on a retry.
+      throw new UnrecoverableError((error as Error).message);
+    }
+    if (rows.rowCount !== chunk.rowCount) throw new UnrecoverableError(`stored rows cannot be read: ${rows.rowCount} rows where the chunk has ${chunk.rowCount}`);
+    return rows;
+  }
+  const valid = (chunk.inputs ?? []).map((row, index) => {
+    if (row === null || chunk.inputErrors?.[index]) return null;
+    const issues = validateRow(row, inputs, `inputs[${chunk.firstRow + index}]`);
+    if (issues.length === 0) return row;
+    results[index] = { error: { code: "invalid_row", message: issues.map((i) => `${i.path}: ${i.message}`).join("; ") } };
+    return null;
+  });
+  return PackedRows.decode(packRows(valid, inputs), inputs);
+}
+
 function inferenceError(error: Error): RowError {
   // onnxruntime's messages run to several lines of C++ context; the first says what went wrong.
   const message = error.message.split("\n")[0] ?? "inference failed";
@@ -141,6 +166,6 @@ export async function failChunk(db: Database, chunkId: string, reason: string): 
   const chunk = await loadChunk(db, chunkId);
   if (!chunk || chunk.done) return null;
   const error: RowError = { code: "chunk_failed", message: reason };
-  const done = await completeChunk(db, { chunkId, jobId: chunk.jobId, results: chunk.inputs.map(() => ({ error })) });
+  const done = await completeChunk(db, { chunkId, jobId: chunk.jobId, results: Array.from({ length: chunk.rowCount }, () => ({ error })) });
   return done && (done.status === "succeeded" || done.status === "failed") ? chunk.jobId : null;
 }

@@ -100,9 +100,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       maxRows: Math.max(1, Math.min(maxRows, Math.floor(maxBytes / Math.max(rowBytes, 1)))),
       maxDelayMs: batching?.maxBatchDelayMs ?? env.MAX_BATCH_DELAY_MS,
       adaptive: env.ADAPTIVE_BATCHING,
-      run: async (items) => {
+      run: async (rows) => {
         const model = await models.get(modelVersionId);
-        const rows = items.map((item) => item.row);
         if (model.maxBatchRows >= rows.length) {
           return (await runBatch(model, rows)).map((outputs) => ({ outputs, runRows: rows.length }));
         }

@@ -1,8 +1,8 @@
 import * as ort from "onnxruntime-node";
 import type { TensorRow, TensorSpec, TensorValue } from "@coalesce/contracts";
+import { ELEMENT_KINDS, elementKind } from "./elements.ts";
+import type { PackedRows } from "./packed-rows.ts";
 import { isFixedDim, perRowDims } from "./validate-row.ts";
-
-type NumberArray = Float32Array | Float64Array | Int32Array;
 
 /**
  * Stacks rows into one tensor per input, shaped `[rows.length, ...per-row dims]`. The rows must
@@ -17,6 +17,7 @@ export function buildBatch(rows: readonly TensorRow[], inputs: readonly TensorSp
 }
 
 function buildInputTensor(rows: readonly TensorRow[], input: TensorSpec): ort.Tensor {
+  const kind = elementKind(input.type, input.name);
   const rank = Math.max(0, input.shape.length - 1);
   const observed = perRowDims(rows[0]![input.name], rank);
   const rowDims: number[] = [];
@@ -28,93 +29,46 @@ function buildInputTensor(rows: readonly TensorRow[], input: TensorSpec): ort.Te
   }
   let perRow = 1;
   for (const size of rowDims) perRow *= size;
-  const dims = [rows.length, ...rowDims];
-  const total = rows.length * perRow;
-
-  switch (input.type) {
-    case "float32":
-      return new ort.Tensor("float32", fillRows(rows, input.name, rank, perRow, new Float32Array(total), fillNumbers), dims);
-    case "float64":
-      return new ort.Tensor("float64", fillRows(rows, input.name, rank, perRow, new Float64Array(total), fillNumbers), dims);
-    case "int32":
-      return new ort.Tensor("int32", fillRows(rows, input.name, rank, perRow, new Int32Array(total), fillNumbers), dims);
-    case "int64":
-      return new ort.Tensor("int64", fillRows(rows, input.name, rank, perRow, new BigInt64Array(total), fillInt64), dims);
-    case "bool":
-      // ORT's bool tensors are one byte per element, 0 or 1.
-      return new ort.Tensor("bool", fillRows(rows, input.name, rank, perRow, new Uint8Array(total), fillBool), dims);
-    default:
-      throw new Error(`input '${input.name}' has element type ${input.type}, which rows cannot carry`);
-  }
-}
-
-/** Writes `value` (nested `depth` deep) into `data` from `offset`; returns the offset after it. */
-type Fill<A> = (value: TensorValue, depth: number, data: A, offset: number) => number;
-
-function fillRows<A>(
-  rows: readonly TensorRow[],
-  name: string,
-  rank: number,
-  perRow: number,
-  data: A,
-  fill: Fill<A>,
-): A {
+  const data = kind.create(new ArrayBuffer(rows.length * perRow * kind.bytes), 0, rows.length * perRow);
   let offset = 0;
   for (let r = 0; r < rows.length; r++) {
-    const value = rows[r]![name];
-    if (value === undefined) throw new Error(`rows[${r}] has no input '${name}'`);
-    const end = fill(value, rank, data, offset);
+    const value = rows[r]![input.name];
+    if (value === undefined) throw new Error(`rows[${r}] has no input '${input.name}'`);
+    const end = kind.fill(value, rank, data, offset);
     // Typed arrays silently drop out-of-range writes, so a misfit row would otherwise shift or
     // zero-fill its neighbours' data without any error.
     if (end !== offset + perRow) {
-      throw new Error(`rows[${r}].${name} has ${end - offset} values where the batch needs ${perRow}; rows must be validated and grouped by rowShapeKey`);
+      throw new Error(`rows[${r}].${input.name} has ${end - offset} values where the batch needs ${perRow}; rows must be validated and grouped by rowShapeKey`);
     }
     offset = end;
   }
-  return data;
+  return new ort.Tensor(input.type as ort.Tensor.Type, data, [rows.length, ...rowDims]);
 }
 
-function fillNumbers(value: TensorValue, depth: number, data: NumberArray, offset: number): number {
-  if (depth === 0) {
-    data[offset] = value as number;
-    return offset + 1;
-  }
-  const values = value as TensorValue[];
-  if (depth === 1) {
-    for (let i = 0; i < values.length; i++) data[offset + i] = values[i] as number;
-    return offset + values.length;
-  }
-  for (let i = 0; i < values.length; i++) offset = fillNumbers(values[i]!, depth - 1, data, offset);
-  return offset;
-}
+/** One row of a chunk's packed rows: what the worker's batchers carry. */
+export type PackedRowRef = { rows: PackedRows; index: number };
 
-function fillInt64(value: TensorValue, depth: number, data: BigInt64Array, offset: number): number {
-  if (depth === 0) {
-    // Validated int64 values are safe integers or decimal strings; BigInt takes both exactly.
-    data[offset] = BigInt(value as number | string);
-    return offset + 1;
-  }
-  const values = value as TensorValue[];
-  if (depth === 1) {
-    for (let i = 0; i < values.length; i++) data[offset + i] = BigInt(values[i] as number | string);
-    return offset + values.length;
-  }
-  for (let i = 0; i < values.length; i++) offset = fillInt64(values[i]!, depth - 1, data, offset);
-  return offset;
-}
-
-function fillBool(value: TensorValue, depth: number, data: Uint8Array, offset: number): number {
-  if (depth === 0) {
-    data[offset] = value === true ? 1 : 0;
-    return offset + 1;
-  }
-  const values = value as TensorValue[];
-  if (depth === 1) {
-    for (let i = 0; i < values.length; i++) data[offset + i] = values[i] === true ? 1 : 0;
-    return offset + values.length;
-  }
-  for (let i = 0; i < values.length; i++) offset = fillBool(values[i]!, depth - 1, data, offset);
-  return offset;
+/**
+ * buildBatch for packed rows: each input's tensor is the rows' values copied one after the other
+ * (no per-element work). The rows must share one `shapeKey`; a row of another shape throws.
+ */
+export function buildPackedBatch(items: readonly PackedRowRef[], inputs: readonly TensorSpec[]): Record<string, ort.Tensor> {
+  if (items.length === 0) throw new Error("cannot build a batch of 0 rows");
+  const first = items[0]!;
+  const feeds: Record<string, ort.Tensor> = {};
+  inputs.forEach((input, i) => {
+    const kind = elementKind(input.type, input.name);
+    const rowDims = first.rows.rowDims(i, first.index);
+    const perRow = rowDims.reduce((product, size) => product * size, 1);
+    const data = kind.create(new ArrayBuffer(items.length * perRow * kind.bytes), 0, items.length * perRow);
+    items.forEach(({ rows, index }, r) => {
+      const values = rows.values(i, index);
+      if (values.length !== perRow) throw new Error(`rows[${r}].${input.name} has ${values.length} values where the batch needs ${perRow}; rows must be grouped by shapeKey`);
+      (data as Float32Array).set(values as Float32Array, r * perRow);
+    });
+    feeds[input.name] = new ort.Tensor(input.type as ort.Tensor.Type, data, [items.length, ...rowDims]);
+  });
+  return feeds;
 }
 
 /** What splitOutputs reads of an output: an onnxruntime tensor, or one passed back from another thread. */
@@ -218,12 +172,10 @@ function halfToNumber(bits: number): number {
   return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
 }
 
-const ELEMENT_BYTES: Record<string, number> = { float32: 4, float64: 8, int32: 4, int64: 8, bool: 1 };
-
 /** Bytes one (valid) row adds to a batch's input tensors: what MAX_BATCH_BYTES is weighed in. */
 export function rowBytes(row: TensorRow, inputs: readonly TensorSpec[]): number {
   let bytes = 0;
-  for (const input of inputs) bytes += countElements(row[input.name]) * (ELEMENT_BYTES[input.type] ?? 8);
+  for (const input of inputs) bytes += countElements(row[input.name]) * ((ELEMENT_KINDS as Record<string, { bytes: number } | undefined>)[input.type]?.bytes ?? 8);
   return bytes;
 }
 

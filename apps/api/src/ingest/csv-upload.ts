@@ -1,5 +1,6 @@
 import type { FieldError, JobPriority, RowError, TensorRow } from "@coalesce/contracts";
 import { deleteJob, insertChunk, openUploadJob, sealJob, type JobRecord, type ModelVersionRecord } from "@coalesce/db";
+import { packRows } from "@coalesce/models";
 import { enqueueChunks, publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { parse } from "csv-parse";
 import type { Readable } from "node:stream";
@@ -66,7 +67,8 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
       jobId,
       seq: chunkSeq,
       firstRow,
-      inputs: chunk.inputs,
+      rowCount: chunk.inputs.length,
+      packedInputs: packRows(chunk.inputs, input.modelVersion.inputs),
       rowIds: mapping?.idIndex === null ? null : chunk.ids,
       inputErrors: chunk.failed > 0 ? chunk.errors : null,
     });

@@ -2,7 +2,7 @@ import type { RowError, TensorRow } from "@coalesce/contracts";
 import type { Database, DbClient } from "../connection.ts";
 import type { JobPriority, JobStatus } from "../generated/client.ts";
 import { newId } from "../ids.ts";
-import { ALL_ROWS_FAILED } from "./jobs.ts";
+import { ALL_ROWS_FAILED, toBuffer } from "./jobs.ts";
 
 /** What the worker stores for one row of a chunk, in row order. */
 export type StoredRowResult = { outputs: TensorRow } | { error: RowError };
@@ -14,28 +14,26 @@ export type NewChunk = {
   jobId: string;
   seq: number;
   firstRow: number;
-  /** One entry per row; null for a row that could not be parsed (its error is in inputErrors). */
-  inputs: (TensorRow | null)[];
+  rowCount: number;
+  /** The rows packed (packRows of @coalesce/models); a row that could not be parsed is absent, its error in inputErrors. */
+  packedInputs: Uint8Array;
   rowIds?: string[] | null;
   inputErrors?: (RowError | null)[] | null;
 };
 
-/**
- * Inserts one chunk of an upload through pg directly: the rows arrive as one JSON text each, which
- * Prisma would parse and re-serialise for nothing on the bulk path.
- */
+/** Inserts one chunk of an upload through pg directly (Prisma would copy the bytes for nothing on the bulk path). */
 export async function insertChunk(db: Database, chunk: NewChunk): Promise<string> {
   const id = newId("chunk");
   await db.pool.query(
-    `INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, row_ids, input_errors)
-     VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8::json)`,
+    `INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs_packed, row_ids, input_errors)
+     VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::json)`,
     [
       id,
       chunk.jobId,
       chunk.seq,
       chunk.firstRow,
-      chunk.inputs.length,
-      JSON.stringify(chunk.inputs),
+      chunk.rowCount,
+      toBuffer(chunk.packedInputs),
       chunk.rowIds ? JSON.stringify(chunk.rowIds) : null,
       chunk.inputErrors ? JSON.stringify(chunk.inputErrors) : null,
     ],
@@ -103,8 +101,12 @@ export type ChunkWork = {
   jobStatus: JobStatus;
   modelVersionId: string;
   firstRow: number;
+  rowCount: number;
   done: boolean;
-  inputs: (TensorRow | null)[];
+  /** The rows packed (packRows of @coalesce/models), or null for a chunk stored as JSON rows. */
+  packedInputs: Buffer | null;
+  /** A chunk written before rows were packed: one JSON row each (null for a row that could not be parsed). */
+  inputs: (TensorRow | null)[] | null;
   inputErrors: (RowError | null)[] | null;
 };
 
@@ -115,12 +117,15 @@ type ChunkSqlRow = {
   job_status: JobStatus;
   model_version_id: string;
   first_row: number;
+  row_count: number;
   status: string;
-  inputs: (TensorRow | null)[];
+  inputs_packed: Buffer | null;
+  inputs: (TensorRow | null)[] | null;
   input_errors: (RowError | null)[] | null;
 };
 
-const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.model_version_id, c.first_row, c.status, c.inputs, c.input_errors
+const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.model_version_id, c.first_row, c.row_count, c.status,
+       c.inputs_packed, c.inputs, c.input_errors
   FROM job_chunks c JOIN jobs j ON j.id = c.job_id`;
 
 function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
@@ -130,7 +135,9 @@ function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
     jobStatus: chunk.job_status,
     modelVersionId: chunk.model_version_id,
     firstRow: chunk.first_row,
+    rowCount: chunk.row_count,
     done: chunk.status === "done",
+    packedInputs: chunk.inputs_packed,
     inputs: chunk.inputs,
     inputErrors: chunk.input_errors,
   };

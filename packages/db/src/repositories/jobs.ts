@@ -40,6 +40,12 @@ export type CreateJobInput = {
   expiresAfterSeconds?: number | undefined;
   /** Receives the job's final event, signed with the tenant's default webhook secret. */
   webhookUrl?: string | undefined;
+  /**
+   * Stores each chunk's rows in the packed binary form (`packRows` of @coalesce/models, given the
+   * model's inputs) rather than as JSON. The API always packs; without it rows are stored as JSON,
+   * the form chunks had before, which workers still read.
+   */
+  packRows?: ((rows: TensorRow[]) => Uint8Array) | undefined;
 };
 
 /** A stored chunk and the queue job that carries it (null: its own, with the chunk's id). */
@@ -136,11 +142,22 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
     expires_after: input.expiresAfterSeconds ?? null,
     webhook_url: input.webhookUrl ?? null,
   }));
+  // Packed rows travel as a bytea[] beside the JSON recordset, matched by position.
+  const packed: (Uint8Array | null)[] = [];
   const chunks: ChunkRow[][] = inputs.map((input, i) => {
     const jobChunks: ChunkRow[] = [];
     for (let first = 0, seq = 0; first < input.rows.length; first += input.chunkRows, seq++) {
       const rows = input.rows.slice(first, first + input.chunkRows);
-      jobChunks.push({ id: newId("chunk"), job_id: jobs[i]?.id as string, seq, first_row: first, row_count: rows.length, inputs: rows, queue_job_id: null });
+      packed.push(input.packRows ? input.packRows(rows) : null);
+      jobChunks.push({
+        id: newId("chunk"),
+        job_id: jobs[i]?.id as string,
+        seq,
+        first_row: first,
+        row_count: rows.length,
+        inputs: input.packRows ? null : rows,
+        queue_job_id: null,
+      });
     }
     return jobChunks;
   });
@@ -154,12 +171,14 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
          FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int, webhook_url text)
        RETURNING *
      ), c AS (
-       INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, queue_job_id)
-       SELECT c.id, c.job_id, c.seq, c.first_row, c.row_count, c.inputs, c.queue_job_id
-         FROM json_to_recordset($2::json) AS c(id text, job_id text, seq int, first_row int, row_count int, inputs json, queue_job_id text)
+       INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, inputs_packed, queue_job_id)
+       SELECT c.id, c.job_id, c.seq, c.first_row, c.row_count, c.inputs, p.inputs_packed, c.queue_job_id
+         FROM ROWS FROM (json_to_recordset($2::json) AS (id text, job_id text, seq int, first_row int, row_count int, inputs json, queue_job_id text))
+              WITH ORDINALITY AS c(id, job_id, seq, first_row, row_count, inputs, queue_job_id, n)
+         JOIN unnest($3::bytea[]) WITH ORDINALITY AS p(inputs_packed, n) USING (n)
      )
      SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
-    values: [JSON.stringify(jobs), JSON.stringify(chunks.flat())],
+    values: [JSON.stringify(jobs), JSON.stringify(chunks.flat()), packed.map(toBuffer)],
   });
   const byId = new Map(rows.map((row) => [row.id, fromSqlRow(row)]));
   return jobs.map((job, i) => ({
@@ -168,7 +187,13 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
   }));
 }
 
-type ChunkRow = { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[]; queue_job_id: string | null };
+type ChunkRow = { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] | null; queue_job_id: string | null };
+
+/** pg sends a Buffer as bytea; other byte arrays it would send as JSON. */
+export function toBuffer(bytes: Uint8Array | null): Buffer | null {
+  if (bytes === null || Buffer.isBuffer(bytes)) return bytes;
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
 
 /** Gives chunks that can share a queue job (see QueueSharing) a common queue job id. */
 function shareQueueJobs(inputs: CreateJobInput[], chunks: ChunkRow[][], sharing: QueueSharing): void {

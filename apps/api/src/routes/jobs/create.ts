@@ -15,7 +15,7 @@ import {
   type JobRecord,
   type ModelVersionRecord,
 } from "@coalesce/db";
-import { validateRow } from "@coalesce/models";
+import { packRows, validateRow } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
@@ -154,6 +154,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
       // validateRow checked every row against the signature above.
       rows: body.inputs as TensorRow[],
       chunkRows: deps.limits.chunkRows,
+      packRows: (rows) => packRows(rows, modelVersion.inputs),
       priority,
       expiresAfterSeconds: body.expires_after,
       webhookUrl,

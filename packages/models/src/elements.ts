@@ -1,0 +1,79 @@
+import type { InputTensorType, TensorValue } from "@coalesce/contracts";
+
+/** A typed array that holds one input type's elements. */
+export type ElementArray = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+
+/**
+ * Writes `value` (nested `depth` deep) into `data` from `offset`; returns the offset after it.
+ * The value must have been validated for the input's type.
+ */
+export type Fill<A extends ElementArray = ElementArray> = (value: TensorValue, depth: number, data: A, offset: number) => number;
+
+/** How rows of one input type are stored: bytes per element, the typed array, and how to fill it. */
+export type ElementKind = {
+  bytes: number;
+  create(buffer: ArrayBuffer, byteOffset: number, length: number): ElementArray;
+  fill: Fill;
+};
+
+function fillNumbers(value: TensorValue, depth: number, data: ElementArray, offset: number): number {
+  const out = data as Float32Array;
+  if (depth === 0) {
+    out[offset] = value as number;
+    return offset + 1;
+  }
+  const values = value as TensorValue[];
+  if (depth === 1) {
+    for (let i = 0; i < values.length; i++) out[offset + i] = values[i] as number;
+    return offset + values.length;
+  }
+  for (let i = 0; i < values.length; i++) offset = fillNumbers(values[i]!, depth - 1, data, offset);
+  return offset;
+}
+
+function fillInt64(value: TensorValue, depth: number, data: ElementArray, offset: number): number {
+  const out = data as BigInt64Array;
+  if (depth === 0) {
+    // Validated int64 values are safe integers or decimal strings; BigInt takes both exactly.
+    out[offset] = BigInt(value as number | string);
+    return offset + 1;
+  }
+  const values = value as TensorValue[];
+  if (depth === 1) {
+    for (let i = 0; i < values.length; i++) out[offset + i] = BigInt(values[i] as number | string);
+    return offset + values.length;
+  }
+  for (let i = 0; i < values.length; i++) offset = fillInt64(values[i]!, depth - 1, data, offset);
+  return offset;
+}
+
+function fillBool(value: TensorValue, depth: number, data: ElementArray, offset: number): number {
+  const out = data as Uint8Array;
+  if (depth === 0) {
+    out[offset] = value === true ? 1 : 0;
+    return offset + 1;
+  }
+  const values = value as TensorValue[];
+  if (depth === 1) {
+    for (let i = 0; i < values.length; i++) out[offset + i] = values[i] === true ? 1 : 0;
+    return offset + values.length;
+  }
+  for (let i = 0; i < values.length; i++) offset = fillBool(values[i]!, depth - 1, data, offset);
+  return offset;
+}
+
+/** Every input type rows can carry; ORT's bool tensors are one byte per element, 0 or 1. */
+export const ELEMENT_KINDS: Record<InputTensorType, ElementKind> = {
+  float32: { bytes: 4, create: (b, o, n) => new Float32Array(b, o, n), fill: fillNumbers },
+  float64: { bytes: 8, create: (b, o, n) => new Float64Array(b, o, n), fill: fillNumbers },
+  int32: { bytes: 4, create: (b, o, n) => new Int32Array(b, o, n), fill: fillNumbers },
+  int64: { bytes: 8, create: (b, o, n) => new BigInt64Array(b, o, n), fill: fillInt64 },
+  bool: { bytes: 1, create: (b, o, n) => new Uint8Array(b, o, n), fill: fillBool },
+};
+
+/** The element kind of an input type, or an error naming the input when rows cannot carry it. */
+export function elementKind(type: string, inputName: string): ElementKind {
+  const kind = (ELEMENT_KINDS as Record<string, ElementKind | undefined>)[type];
+  if (!kind) throw new Error(`input '${inputName}' has element type ${type}, which rows cannot carry`);
+  return kind;
+}
