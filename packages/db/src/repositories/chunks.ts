@@ -282,7 +282,7 @@ export async function findUnfinishedChunks(
     SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId", c.seq, j.priority::text AS priority,
            c.queue_job_id AS "queueJobId"
       FROM jobs j JOIN job_chunks c ON c.job_id = j.id
-     WHERE j.status IN ('queued', 'running') AND j.created_at < ${createdBefore} AND c.status = 'queued'
+     WHERE j.completed_at IS NULL AND j.created_at < ${createdBefore} AND j.status IN ('queued', 'running') AND c.status = 'queued'
      ORDER BY j.created_at, c.seq
      LIMIT ${limit}`;
 }

@@ -343,7 +343,7 @@ export async function deleteExpiredJobs(db: Database, olderThanDays: number, lim
   const result = await db.pool.query(
     `DELETE FROM jobs WHERE id IN (
        SELECT id FROM jobs
-        WHERE status IN ('succeeded', 'failed', 'cancelled', 'expired') AND completed_at < now() - make_interval(days => $1)
+        WHERE completed_at < now() - make_interval(days => $1) AND status IN ('succeeded', 'failed', 'cancelled', 'expired')
         LIMIT $2)`,
     [olderThanDays, limit],
   );
@@ -358,7 +358,8 @@ export async function expireJobs(db: Database, limit = 1000): Promise<{ jobId: s
   const { rows } = await db.pool.query<{ job_id: string; chunk_ids: (string | null)[] }>(
     `WITH ended AS (
        UPDATE jobs SET status = 'expired', completed_at = now()
-        WHERE id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running') AND expires_at < now() LIMIT $1)
+        -- completed_at IS NULL (unfinished) matches the sweep's partial index.
+        WHERE id IN (SELECT id FROM jobs WHERE completed_at IS NULL AND expires_at < now() AND status IN ('queued', 'running') LIMIT $1)
           -- Checked again once the row is locked, so two sweepers never both end one job.
           AND status IN ('queued', 'running')
         RETURNING id
