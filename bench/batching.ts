@@ -31,7 +31,7 @@ import { writeResults } from "./results.ts";
 
 const { values: args } = parseArgs({
   options: {
-    jobs: { type: "string", default: "9000" },
+    jobs: { type: "string", default: "15000" },
     "max-batch": { type: "string", default: "256" },
     models: { type: "string", default: "mlp_wide,heavy" },
     rounds: { type: "string", default: "3" },
