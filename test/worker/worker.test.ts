@@ -1,9 +1,9 @@
 // The worker in process on the real Postgres, Redis and onnxruntime, fed by writing jobs straight
 // into Postgres (as the API would, but without its validation) and enqueueing their chunks.
 import { cancelJob, completeChunks, createJob, createJobs, startChunks, updateModelVersionBatching, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
-import { createModelStore, inspectModel } from "@coalesce/models";
+import { createModelStore, inspectModel, packRows } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, type PredictQueue } from "@coalesce/queue";
-import type { TensorRow } from "@coalesce/contracts";
+import type { TensorRow, TensorSpec } from "@coalesce/contracts";
 import type { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +20,7 @@ let worker: RunningWorker;
 let tenantId: string;
 let modelVersionId: string;
 let features: number[][];
+let inputs: TensorSpec[];
 
 beforeAll(async () => {
   services = await createTestServices();
@@ -30,6 +31,7 @@ beforeAll(async () => {
   const bytes = await readModel("iris");
   const stored = await createModelStore(services.modelStoreDir).put(bytes);
   const signature = await inspectModel(bytes);
+  inputs = signature.inputs;
   const { version } = await createModelVersion(db.prisma, { tenantId, name: "iris", ...stored, ...signature });
   modelVersionId = version.id;
   ({ features } = await readFeatureCsv("iris"));
@@ -62,6 +64,29 @@ async function finished(jobId: string): Promise<JobRecord> {
 }
 
 describe("worker", () => {
+  it("scores rows stored packed (as the API stores them) exactly as the same rows stored as JSON", async () => {
+    const rows = features.slice(0, 10).map((f) => ({ features: f }));
+    const json = await finished(await submit(rows, { enqueue: true }));
+    const { job, chunks } = await createJob(db, { tenantId, modelVersionId, rows, chunkRows: 4, priority: "batch", packRows: (r) => packRows(r, inputs) });
+    await enqueueChunks(queue, chunks.map((chunk) => ({ chunkId: chunk.id, jobId: job.id, modelVersionId, seq: chunk.seq, priority: "batch" })));
+    const packed = await finished(job.id);
+    expect(packed).toMatchObject({ status: "succeeded", succeededRows: 10 });
+    const page = async (id: string) => (await readResults(db, id, { cursor: 0, limit: 100 })).rows;
+    expect(await page(packed.id)).toEqual(await page(json.id));
+  });
+
+  it("fails every row of a chunk whose stored rows cannot be read, saying so, without retrying it", async () => {
+    const { job, chunks } = await createJob(db, { tenantId, modelVersionId, rows: features.slice(0, 3).map((f) => ({ features: f })), chunkRows: 4, priority: "batch", packRows: (r) => packRows(r, inputs) });
+    await db.pool.query(`UPDATE job_chunks SET inputs_packed = $1 WHERE id = $2`, [Buffer.from("not packed rows"), chunks[0]?.id]);
+    await enqueueChunks(queue, chunks.map((chunk) => ({ chunkId: chunk.id, jobId: job.id, modelVersionId, seq: chunk.seq, priority: "batch" })));
+    expect(await finished(job.id)).toMatchObject({ status: "failed", failedRows: 3 });
+    const { rows: results } = await readResults(db, job.id, { cursor: 0, limit: 100 });
+    expect(results.map((row) => ("error" in row ? row.error : null))).toEqual(
+      Array.from({ length: 3 }, () => ({ code: "chunk_failed", message: expect.stringContaining("stored rows cannot be read") })),
+    );
+    expect(results[0]).toMatchObject({ error: { message: expect.stringContaining("gave up after 1 attempts") } });
+  });
+
   it("fails a malformed row alone; the rest of its chunk and batch is scored", async () => {
     const rows: unknown[] = features.slice(0, 10).map((f) => ({ features: f }));
     rows[3] = { features: [1, 2, 3] };

@@ -16,51 +16,29 @@ export type ElementKind = {
   fill: Fill;
 };
 
-function fillNumbers(value: TensorValue, depth: number, data: ElementArray, offset: number): number {
-  const out = data as Float32Array;
-  if (depth === 0) {
-    out[offset] = value as number;
-    return offset + 1;
-  }
-  const values = value as TensorValue[];
-  if (depth === 1) {
-    for (let i = 0; i < values.length; i++) out[offset + i] = values[i] as number;
-    return offset + values.length;
-  }
-  for (let i = 0; i < values.length; i++) offset = fillNumbers(values[i]!, depth - 1, data, offset);
-  return offset;
+/** A Fill that writes each scalar of a nested value as `toElement` makes it. */
+function filler(toElement: (value: TensorValue) => number | bigint): Fill {
+  const fill: Fill = (value, depth, data, offset) => {
+    const out = data as unknown as { [index: number]: number | bigint };
+    if (depth === 0) {
+      out[offset] = toElement(value);
+      return offset + 1;
+    }
+    const values = value as TensorValue[];
+    if (depth === 1) {
+      for (let i = 0; i < values.length; i++) out[offset + i] = toElement(values[i]!);
+      return offset + values.length;
+    }
+    for (let i = 0; i < values.length; i++) offset = fill(values[i]!, depth - 1, data, offset);
+    return offset;
+  };
+  return fill;
 }
 
-function fillInt64(value: TensorValue, depth: number, data: ElementArray, offset: number): number {
-  const out = data as BigInt64Array;
-  if (depth === 0) {
-    // Validated int64 values are safe integers or decimal strings; BigInt takes both exactly.
-    out[offset] = BigInt(value as number | string);
-    return offset + 1;
-  }
-  const values = value as TensorValue[];
-  if (depth === 1) {
-    for (let i = 0; i < values.length; i++) out[offset + i] = BigInt(values[i] as number | string);
-    return offset + values.length;
-  }
-  for (let i = 0; i < values.length; i++) offset = fillInt64(values[i]!, depth - 1, data, offset);
-  return offset;
-}
-
-function fillBool(value: TensorValue, depth: number, data: ElementArray, offset: number): number {
-  const out = data as Uint8Array;
-  if (depth === 0) {
-    out[offset] = value === true ? 1 : 0;
-    return offset + 1;
-  }
-  const values = value as TensorValue[];
-  if (depth === 1) {
-    for (let i = 0; i < values.length; i++) out[offset + i] = values[i] === true ? 1 : 0;
-    return offset + values.length;
-  }
-  for (let i = 0; i < values.length; i++) offset = fillBool(values[i]!, depth - 1, data, offset);
-  return offset;
-}
+const fillNumbers = filler((value) => value as number);
+// Validated int64 values are safe integers or decimal strings; BigInt takes both exactly.
+const fillInt64 = filler((value) => BigInt(value as number | string));
+const fillBool = filler((value) => (value === true ? 1 : 0));
 
 /** Every input type rows can carry; ORT's bool tensors are one byte per element, 0 or 1. */
 export const ELEMENT_KINDS: Record<InputTensorType, ElementKind> = {
