@@ -1,5 +1,6 @@
 import type { TensorRow, TensorSpec } from "@coalesce/contracts";
 import { describe, expect, it } from "vitest";
+import type { ElementArray } from "./elements.ts";
 import { packRows, PackedRows } from "./packed-rows.ts";
 import { buildBatch, buildPackedBatch, rowBytes } from "./tensor.ts";
 import { rowShapeKey, validateRow } from "./validate-row.ts";
@@ -13,6 +14,9 @@ const INPUTS: TensorSpec[] = [
   { name: "mask", type: "bool", shape: ["batch", 2] },
 ];
 
+/** A typed array's elements as a plain array (numbers, or bigints for int64). */
+const list = (values: ElementArray) => Array.from(values as ArrayLike<number | bigint>);
+
 const ROWS: TensorRow[] = [
   { features: [0.1, -2.5, 3e30], tokens: [1, "9007199254740993", -7], grid: [[1.5, 2.5], [3.5, 4.5]], count: 7, mask: [true, false] },
   { features: [4, 5, 6], tokens: [42], grid: [[0.25], [1e-300]], count: -2147483648, mask: [false, false] },
@@ -24,12 +28,12 @@ describe("packed rows", () => {
     for (const [i, row] of ROWS.entries()) expect(validateRow(row, INPUTS, `inputs[${i}]`)).toEqual([]);
     const packed = PackedRows.decode(packRows(ROWS, INPUTS), INPUTS);
     expect(packed.rowCount).toBe(3);
-    expect(Array.from(packed.values(0, 0))).toEqual([Math.fround(0.1), -2.5, Math.fround(3e30)]);
+    expect(list(packed.values(0, 0))).toEqual([Math.fround(0.1), -2.5, Math.fround(3e30)]);
     // int64 beyond 2^53 stays exact.
-    expect(Array.from(packed.values(1, 0))).toEqual([1n, 9007199254740993n, -7n]);
-    expect(Array.from(packed.values(2, 1))).toEqual([0.25, 1e-300]);
-    expect(Array.from(packed.values(3, 1))).toEqual([-2147483648]);
-    expect(Array.from(packed.values(4, 0))).toEqual([1, 0]);
+    expect(list(packed.values(1, 0))).toEqual([1n, 9007199254740993n, -7n]);
+    expect(list(packed.values(2, 1))).toEqual([0.25, 1e-300]);
+    expect(list(packed.values(3, 1))).toEqual([-2147483648]);
+    expect(list(packed.values(4, 0))).toEqual([1, 0]);
     expect(packed.rowDims(1, 1)).toEqual([1]);
     expect(packed.rowDims(2, 1)).toEqual([2, 1]);
     expect(packed.rowDims(3, 0)).toEqual([]);
@@ -64,7 +68,7 @@ describe("packed rows", () => {
     const packed = PackedRows.decode(packRows([ROWS[0]!, null, ROWS[2]!], INPUTS), INPUTS);
     expect([packed.isPresent(0), packed.isPresent(1), packed.isPresent(2)]).toEqual([true, false, true]);
     expect(packed.values(0, 1)).toHaveLength(0);
-    expect(Array.from(packed.values(0, 2))).toEqual([7, 8, 9]);
+    expect(list(packed.values(0, 2))).toEqual([7, 8, 9]);
   });
 
   it("read from any byte offset, as a Buffer sliced out of a pool may start", () => {
@@ -72,7 +76,7 @@ describe("packed rows", () => {
     const shifted = new Uint8Array(bytes.length + 3);
     shifted.set(bytes, 3);
     const packed = PackedRows.decode(shifted.subarray(3), INPUTS);
-    expect(Array.from(packed.values(0, 2))).toEqual([7, 8, 9]);
+    expect(list(packed.values(0, 2))).toEqual([7, 8, 9]);
   });
 
   it("refuse bytes that are not packed rows of this signature, or are cut short", () => {
