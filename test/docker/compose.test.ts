@@ -12,13 +12,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { ApiEnvSchema, loadApiEnv } from "../../apps/api/src/env.ts";
 import { WorkerEnvSchema, loadWorkerEnv } from "../../apps/worker/src/env.ts";
-import { freePort, ROOT, stopProcess, waitUntilReady, type ServiceProcess } from "../../scripts/processes.ts";
+import { freePort, ROOT, SERVICE_NODE_ARGS, stopProcess, waitUntilReady, type ServiceProcess } from "../../scripts/processes.ts";
 import { readFeatureCsv, readModel } from "../support/fixtures.ts";
 import { createTestServices, type TestServices } from "../support/services.ts";
 import { COMPOSE_FILE, readComposeFile, readContainerSpec, type ComposeFile, type ContainerSpec } from "./container-spec.ts";
 
 const WORKERS = 3;
 const CHUNK_ROWS = 32;
+/** Node's own variables, which the images set and no env.ts reads. */
+const NODE_VARIABLES = ["NODE_ENV", "NODE_OPTIONS"];
+
 /** Only what a container would also have; the rest of the environment comes from the image and compose. */
 const BASE_ENV = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp" };
 
@@ -73,8 +76,10 @@ describe("docker/compose.yaml", () => {
     }
     expect(apiSpec.env).toMatchObject({ HOST: "0.0.0.0", PORT: "3000", BOOTSTRAP_API_KEY: expect.any(String) });
     // Every variable is one the process reads, and each value passes its env.ts.
-    expect(Object.keys(apiSpec.env).filter((key) => !(key in ApiEnvSchema.shape) && key !== "NODE_ENV")).toEqual([]);
-    expect(Object.keys(workerSpec.env).filter((key) => !(key in WorkerEnvSchema.shape) && key !== "NODE_ENV")).toEqual([]);
+    expect(Object.keys(apiSpec.env).filter((key) => !(key in ApiEnvSchema.shape) && !NODE_VARIABLES.includes(key))).toEqual([]);
+    expect(Object.keys(workerSpec.env).filter((key) => !(key in WorkerEnvSchema.shape) && !NODE_VARIABLES.includes(key))).toEqual([]);
+    // The images run Node with the flags `npm start` passes.
+    for (const spec of [apiSpec, workerSpec]) expect(spec.env.NODE_OPTIONS?.split(" ")).toEqual(SERVICE_NODE_ARGS);
     expect(() => loadApiEnv(apiSpec.env)).not.toThrow();
     expect(() => loadWorkerEnv(workerSpec.env)).not.toThrow();
   });
