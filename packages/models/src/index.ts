@@ -13,6 +13,6 @@ export {
   type LoadSessionOptions,
 } from "./session.ts";
 export { MAX_ISSUES_PER_ROW, rowShapeKey, validateRow, type RowIssue } from "./validate-row.ts";
-export { buildBatch, buildPackedBatch, rowBytes, splitOutputs, type OutputTensor, type PackedRowRef } from "./tensor.ts";
+export { buildBatch, buildPackedBatch, splitOutputs, type OutputTensor, type PackedRowRef } from "./tensor.ts";
 export { packRows, PackedRows } from "./packed-rows.ts";
 export { DEFAULT_MODEL_STORE_DIR } from "./defaults.ts";

@@ -1,6 +1,6 @@
 import * as ort from "onnxruntime-node";
 import type { TensorRow, TensorSpec, TensorValue } from "@coalesce/contracts";
-import { ELEMENT_KINDS, elementKind } from "./elements.ts";
+import { elementKind } from "./elements.ts";
 import type { PackedRows } from "./packed-rows.ts";
 import { isFixedDim, perRowDims } from "./validate-row.ts";
 
@@ -170,18 +170,4 @@ function halfToNumber(bits: number): number {
   if (exponent === 0) return sign * fraction * 2 ** -24;
   if (exponent === 0x1f) return fraction === 0 ? sign * Infinity : NaN;
   return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
-}
-
-/** Bytes one (valid) row adds to a batch's input tensors: what MAX_BATCH_BYTES is weighed in. */
-export function rowBytes(row: TensorRow, inputs: readonly TensorSpec[]): number {
-  let bytes = 0;
-  for (const input of inputs) bytes += countElements(row[input.name]) * ((ELEMENT_KINDS as Record<string, { bytes: number } | undefined>)[input.type]?.bytes ?? 8);
-  return bytes;
-}
-
-function countElements(value: TensorValue | undefined): number {
-  if (value === undefined) return 0;
-  if (!Array.isArray(value)) return 1;
-  // Rows are rectangular (validated), so the first element's size times the length counts them all.
-  return value.length === 0 ? 0 : value.length * countElements(value[0]);
 }

@@ -1,8 +1,9 @@
 import type { RowError, TensorRow } from "@coalesce/contracts";
 import type { Database, DbClient } from "../connection.ts";
 import type { JobPriority, JobStatus } from "../generated/client.ts";
+import { toBuffer } from "../bytes.ts";
 import { newId } from "../ids.ts";
-import { ALL_ROWS_FAILED, toBuffer } from "./jobs.ts";
+import { ALL_ROWS_FAILED } from "./jobs.ts";
 
 /** What the worker stores for one row of a chunk, in row order. */
 export type StoredRowResult = { outputs: TensorRow } | { error: RowError };

@@ -1,6 +1,7 @@
 import type { RowError, TensorRow } from "@coalesce/contracts";
 import type { Database, DbClient } from "../connection.ts";
 import type { JobPriority, JobStatus } from "../generated/client.ts";
+import { toBuffer } from "../bytes.ts";
 import { newId } from "../ids.ts";
 
 export type JobRecord = {
@@ -188,12 +189,6 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
 }
 
 type ChunkRow = { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] | null; queue_job_id: string | null };
-
-/** pg sends a Buffer as bytea; other byte arrays it would send as JSON. */
-export function toBuffer(bytes: Uint8Array | null): Buffer | null {
-  if (bytes === null || Buffer.isBuffer(bytes)) return bytes;
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
 
 /** Gives chunks that can share a queue job (see QueueSharing) a common queue job id. */
 function shareQueueJobs(inputs: CreateJobInput[], chunks: ChunkRow[][], sharing: QueueSharing): void {
