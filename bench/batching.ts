@@ -43,11 +43,12 @@ const MAX_BATCH = Number(args["max-batch"]);
 
 /** A load: jobs of `rowsPerJob` rows, `concurrency` submissions in flight; `both`: also with coalescing off. */
 type Load = { name: string; rowsPerJob: number; concurrency: number; both: boolean; share: number };
+const MANY_ROWS_LOAD = "64 rows/job, c=16";
 const LOADS: Load[] = [
   { name: "c=64", rowsPerJob: 1, concurrency: 64, both: true, share: 1 },
   { name: "c=256", rowsPerJob: 1, concurrency: 256, both: true, share: 1 },
   // Coalescing off would take minutes here and says nothing new: batch 1 is batch 1.
-  { name: "64 rows/job, c=16", rowsPerJob: 64, concurrency: 16, both: false, share: 4 },
+  { name: MANY_ROWS_LOAD, rowsPerJob: 64, concurrency: 16, both: false, share: 4 },
 ];
 
 async function loadModel(name: string): Promise<Uint8Array> {
@@ -278,7 +279,7 @@ async function main(): Promise<void> {
       }
       const coalesced = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === "c=256") as (RunStats & { e2e_vs_raw_pct?: number }) | undefined;
       const single = results.find((r) => r.model === model && r.mode === "MAX_BATCH_ROWS=1" && r.load === "c=256") as RunStats | undefined;
-      const manyRows = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === LOADS[2]?.name) as { e2e_vs_raw_pct?: number } | undefined;
+      const manyRows = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === MANY_ROWS_LOAD) as { e2e_vs_raw_pct?: number } | undefined;
       // Each round's own ratio too: both sides of a round ran back to back.
       const ratios = (coalesced?.rows_s_by_round ?? []).map((rows, i) => round1(rows / (single?.rows_s_by_round[i] ?? Number.NaN)));
       const summary = {

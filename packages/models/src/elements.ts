@@ -12,7 +12,8 @@ export type Fill<A extends ElementArray = ElementArray> = (value: TensorValue, d
 /** How rows of one input type are stored: bytes per element, the typed array, and how to fill it. */
 export type ElementKind = {
   bytes: number;
-  create(buffer: ArrayBuffer, byteOffset: number, length: number): ElementArray;
+  /** The typed array: `new Array(length)`, or a view `new Array(buffer, byteOffset, length)`. */
+  Array: { new (length: number): ElementArray; new (buffer: ArrayBuffer, byteOffset: number, length: number): ElementArray };
   fill: Fill;
 };
 
@@ -42,11 +43,11 @@ const fillBool = filler((value) => (value === true ? 1 : 0));
 
 /** Every input type rows can carry; ORT's bool tensors are one byte per element, 0 or 1. */
 export const ELEMENT_KINDS: Record<InputTensorType, ElementKind> = {
-  float32: { bytes: 4, create: (b, o, n) => new Float32Array(b, o, n), fill: fillNumbers },
-  float64: { bytes: 8, create: (b, o, n) => new Float64Array(b, o, n), fill: fillNumbers },
-  int32: { bytes: 4, create: (b, o, n) => new Int32Array(b, o, n), fill: fillNumbers },
-  int64: { bytes: 8, create: (b, o, n) => new BigInt64Array(b, o, n), fill: fillInt64 },
-  bool: { bytes: 1, create: (b, o, n) => new Uint8Array(b, o, n), fill: fillBool },
+  float32: { bytes: 4, Array: Float32Array, fill: fillNumbers },
+  float64: { bytes: 8, Array: Float64Array, fill: fillNumbers },
+  int32: { bytes: 4, Array: Int32Array, fill: fillNumbers },
+  int64: { bytes: 8, Array: BigInt64Array, fill: fillInt64 },
+  bool: { bytes: 1, Array: Uint8Array, fill: fillBool },
 };
 
 /** The element kind of an input type, or an error naming the input when rows cannot carry it. */

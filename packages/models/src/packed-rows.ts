@@ -77,7 +77,7 @@ export function packRows(rows: readonly (TensorRow | null)[], inputs: readonly T
     const start = at[i] as number;
     new Uint32Array(buffer, start, 2).set([layout.open, elements]);
     new Uint32Array(buffer, start + 8, dims.length).set(dims);
-    const data = layout.kind.create(buffer, start + 8 + align8(dims.byteLength), elements);
+    const data = new layout.kind.Array(buffer, start + 8 + align8(dims.byteLength), elements);
     let offset = 0;
     for (let r = 0; r < count; r++) {
       const row = rows[r];
@@ -137,7 +137,7 @@ export class PackedRows {
       const dims = words(offset + 8, rowCount * layout.open);
       const dataAt = offset + 8 + align8(dims.byteLength);
       if (dataAt + elements * layout.kind.bytes > source.byteLength) fail("they end early");
-      const data = layout.kind.create(buffer, base + dataAt, elements);
+      const data = new layout.kind.Array(buffer, base + dataAt, elements);
       const starts = new Uint32Array(rowCount + 1);
       for (let r = 0; r < rowCount; r++) {
         let size = present[r] ? 1 : 0;

@@ -29,7 +29,7 @@ function buildInputTensor(rows: readonly TensorRow[], input: TensorSpec): ort.Te
   }
   let perRow = 1;
   for (const size of rowDims) perRow *= size;
-  const data = kind.create(new ArrayBuffer(rows.length * perRow * kind.bytes), 0, rows.length * perRow);
+  const data = new kind.Array(rows.length * perRow);
   let offset = 0;
   for (let r = 0; r < rows.length; r++) {
     const value = rows[r]![input.name];
@@ -60,7 +60,7 @@ export function buildPackedBatch(items: readonly PackedRowRef[], inputs: readonl
     const kind = elementKind(input.type, input.name);
     const rowDims = first.rows.rowDims(i, first.index);
     const perRow = rowDims.reduce((product, size) => product * size, 1);
-    const data = kind.create(new ArrayBuffer(items.length * perRow * kind.bytes), 0, items.length * perRow);
+    const data = new kind.Array(items.length * perRow);
     items.forEach(({ rows, index }, r) => {
       const values = rows.values(i, index);
       if (values.length !== perRow) throw new Error(`rows[${r}].${input.name} has ${values.length} values where the batch needs ${perRow}; rows must be grouped by shapeKey`);

@@ -149,14 +149,15 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
     const jobChunks: ChunkRow[] = [];
     for (let first = 0, seq = 0; first < input.rows.length; first += input.chunkRows, seq++) {
       const rows = input.rows.slice(first, first + input.chunkRows);
-      packed.push(input.packRows ? input.packRows(rows) : null);
+      const packedRows = input.packRows?.(rows) ?? null;
+      packed.push(packedRows);
       jobChunks.push({
         id: newId("chunk"),
         job_id: jobs[i]?.id as string,
         seq,
         first_row: first,
         row_count: rows.length,
-        inputs: input.packRows ? null : rows,
+        inputs: packedRows ? null : rows,
         queue_job_id: null,
       });
     }
