@@ -3,6 +3,7 @@ import { DEFAULT_DATABASE_URL } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS } from "@coalesce/models";
 import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
 import { WebhookDeliveryEnvShape } from "@coalesce/webhooks";
+import { availableParallelism } from "node:os";
 import { z } from "zod";
 
 export const WorkerEnvSchema = z.object({
@@ -34,7 +35,7 @@ export const WorkerEnvSchema = z.object({
   METRICS_HOST: z.string().default("127.0.0.1"),
   /** Chunks in flight per worker process: a batch can only coalesce rows of chunks being processed. */
   WORKER_CONCURRENCY: intVar(64, 1, 10_000),
-  /** 0 lets onnxruntime choose (one thread per core). */
+  /** Threads of one instance's runs; 0: cores / MODEL_INSTANCES (with one instance, onnxruntime's own choice: one per core). */
   INTRA_OP_THREADS: intVar(0, 0, 1024),
   /** onnxruntime's intra-op threads busy-wait between operators (faster runs, a core kept busy). */
   INTRA_OP_SPINNING: boolVar(false),
@@ -43,6 +44,12 @@ export const WorkerEnvSchema = z.object({
    * results while a batch runs (onnxruntime-node's run blocks the thread it is called on).
    */
   INFERENCE_THREADS: boolVar(true),
+  /**
+   * Instances of each model, each a session on a thread of its own, running batches side by side
+   * (Triton's instance count); each holds its own copy of the weights. Unless INTRA_OP_THREADS is
+   * set, each instance gets cores / instances intra-op threads.
+   */
+  MODEL_INSTANCES: intVar(Math.min(2, availableParallelism()), 1, 64),
   /** How often to re-enqueue chunks Postgres has and Redis lost; 0 turns it off. */
   RECONCILE_INTERVAL_MS: intVar(30_000, 0),
   /** Finished jobs (inputs and results) are deleted this many days after they finish; 0 keeps them. */
@@ -50,9 +57,23 @@ export const WorkerEnvSchema = z.object({
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
   ...WebhookDeliveryEnvShape,
+}).superRefine((env, ctx) => {
+  if (env.MODEL_INSTANCES > 1 && !env.INFERENCE_THREADS) {
+    ctx.addIssue({ code: "custom", path: ["MODEL_INSTANCES"], message: "more than one instance needs INFERENCE_THREADS=true (in process, runs block the event loop one at a time)" });
+  }
 });
 export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
 
 export function loadWorkerEnv(env: NodeJS.ProcessEnv = process.env): WorkerEnv {
   return parseEnv(WorkerEnvSchema, env);
+}
+
+/**
+ * Intra-op threads per model instance: INTRA_OP_THREADS, else the cores shared out among the
+ * instances (so N instances do not each start a thread per core), else 0 for onnxruntime's own
+ * choice when one instance has the cores to itself.
+ */
+export function intraOpThreads(env: Pick<WorkerEnv, "INTRA_OP_THREADS" | "MODEL_INSTANCES">, cores = availableParallelism()): number {
+  if (env.INTRA_OP_THREADS > 0 || env.MODEL_INSTANCES === 1) return env.INTRA_OP_THREADS;
+  return Math.max(1, Math.floor(cores / env.MODEL_INSTANCES));
 }

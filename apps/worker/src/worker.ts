@@ -15,7 +15,7 @@ import { UnrecoverableError, Worker } from "bullmq";
 import type { Logger } from "pino";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
 import { startExpiry } from "./expiry.ts";
-import type { WorkerEnv } from "./env.ts";
+import { intraOpThreads, type WorkerEnv } from "./env.ts";
 import { ModelCache } from "./inference/model-cache.ts";
 import { runBatch } from "./inference/run-batch.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
@@ -40,9 +40,10 @@ export type RunningWorker = {
 export async function startWorker(env: WorkerEnv, logger: Logger): Promise<RunningWorker> {
   if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
   const sessionSettings = {
-    intraOpNumThreads: env.INTRA_OP_THREADS,
+    intraOpNumThreads: intraOpThreads(env),
     spinning: env.INTRA_OP_SPINNING,
     inferenceThreads: env.INFERENCE_THREADS,
+    instances: env.MODEL_INSTANCES,
     graphOptimizationLevel: env.GRAPH_OPTIMIZATION_LEVEL,
     executionProviders: env.EXECUTION_PROVIDERS,
   };
@@ -100,6 +101,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       maxRows: Math.max(1, Math.min(maxRows, Math.floor(maxBytes / Math.max(rowBytes, 1)))),
       maxDelayMs: batching?.maxBatchDelayMs ?? env.MAX_BATCH_DELAY_MS,
       adaptive: env.ADAPTIVE_BATCHING,
+      maxInFlight: models.peek(modelVersionId)?.instances ?? 1,
       run: async (rows) => {
         const model = await models.get(modelVersionId);
         if (model.maxBatchRows >= rows.length) {
@@ -177,6 +179,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       maxBatchRows: env.MAX_BATCH_ROWS,
       maxBatchDelayMs: env.MAX_BATCH_DELAY_MS,
       maxBatchBytes: env.MAX_BATCH_BYTES,
+      modelInstances: env.MODEL_INSTANCES,
+      intraOpThreads: sessionSettings.intraOpNumThreads || "onnxruntime's default",
       provider: probe.provider,
       executionProviders: env.EXECUTION_PROVIDERS,
     },
@@ -207,3 +211,4 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     },
   };
 }
+

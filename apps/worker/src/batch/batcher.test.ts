@@ -158,6 +158,74 @@ describe("DynamicBatcher", () => {
     expect(probe.maxActive()).toBe(1);
   });
 
+  describe("with several instances (maxInFlight)", () => {
+    it("runs up to maxInFlight batches side by side, never more, each source's results in order", async () => {
+      const probe = probeRunner({ runMs: 7 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 16, maxDelayMs: 3, maxInFlight: 2 });
+
+      const submits: Promise<ItemResult<number>[]>[] = [];
+      for (let i = 0; i < 40; i++) {
+        submits.push(batcher.submit(range(i * 100, (i * 7) % 23)));
+        await vi.advanceTimersByTimeAsync(i % 4);
+      }
+      await vi.runAllTimersAsync();
+
+      const results = await Promise.all(submits);
+      results.forEach((result, i) => expect(values(result)).toEqual(range(i * 100, (i * 7) % 23).map((n) => n * 2)));
+      expect(probe.maxActive()).toBe(2);
+      expect(probe.calls.every((call) => call.length <= 16)).toBe(true);
+    });
+
+    it("sends two full batches at once when two instances are free", async () => {
+      const probe = probeRunner({ runMs: 10 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 4, maxDelayMs: 60_000, maxInFlight: 2 });
+
+      const result = batcher.submit(range(0, 8));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(probe.calls).toEqual([range(0, 4), range(4, 4)]);
+      await vi.runAllTimersAsync();
+      expect(values(await result)).toEqual(range(0, 8).map((n) => n * 2));
+    });
+
+    it("still lets a partial batch wait out its delay while an instance is free", async () => {
+      const probe = probeRunner({ runMs: 50 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 4, maxDelayMs: 20, maxInFlight: 2 });
+
+      const first = batcher.submit(range(0, 4));
+      await vi.advanceTimersByTimeAsync(1);
+      const second = batcher.submit([10]);
+      await vi.advanceTimersByTimeAsync(10);
+      // One instance is busy with the full batch; the lone row waits for company until its delay is up.
+      expect(probe.calls).toEqual([range(0, 4)]);
+      const third = batcher.submit([11]);
+      await vi.advanceTimersByTimeAsync(15);
+      expect(probe.calls).toEqual([range(0, 4), [10, 11]]);
+      await vi.runAllTimersAsync();
+      expect((await Promise.all([first, second, third])).map(values)).toEqual([[0, 2, 4, 6], [20], [22]]);
+    });
+
+    it("waits for every batch in flight when closed", async () => {
+      const probe = probeRunner({ runMs: 30 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 2, maxDelayMs: 60_000, maxInFlight: 3 });
+      const result = batcher.submit(range(0, 6));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(probe.maxActive()).toBe(3);
+      let closed = false;
+      const closing = batcher.close().then(() => (closed = true));
+      await vi.advanceTimersByTimeAsync(29);
+      expect(closed).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      await closing;
+      expect(values(await result)).toEqual(range(0, 6).map((n) => n * 2));
+    });
+
+    it("refuses a maxInFlight that is not a positive integer", () => {
+      const probe = probeRunner();
+      expect(() => new DynamicBatcher({ run: probe.run, maxRows: 1, maxDelayMs: 0, maxInFlight: 0 })).toThrow(RangeError);
+      expect(() => new DynamicBatcher({ run: probe.run, maxRows: 1, maxDelayMs: 0, maxInFlight: 1.5 })).toThrow(RangeError);
+    });
+  });
+
   it("splits a big source over several batches and returns its results in order", async () => {
     const probe = probeRunner({ runMs: 1 });
     const batcher = new DynamicBatcher({ run: probe.run, maxRows: 64, maxDelayMs: 10 });

@@ -23,7 +23,7 @@ export type BatchStats = {
 };
 
 export type BatcherOptions<I, O> = {
-  /** Runs one batch; at most one call is in flight per batcher. */
+  /** Runs one batch; at most `maxInFlight` calls are in flight per batcher. */
   run: BatchRunner<I, O>;
   /**
    * Most rows handed to `run` at once (MAX_BATCH_ROWS). A positive integer.
@@ -50,6 +50,13 @@ export type BatcherOptions<I, O> = {
    * @defaultValue false
    */
   adaptive?: boolean;
+  /**
+   * Most batches running at once: one per model instance that can run them side by side (Triton's
+   * instance count). While one runs, the next still fills, and goes when it is due (full, its delay
+   * up, or nothing more coming) and an instance is free.
+   * @defaultValue 1
+   */
+  maxInFlight?: number;
 };
 
 /** One `submit` call: its rows, how many have been handed out, and where their results go. */
@@ -79,7 +86,8 @@ export class DynamicBatcher<I, O> {
   /** Sources with rows not yet taken, in submission order; the head holds the oldest row. */
   private queue: Source<I, O>[] = [];
   private pendingRows = 0;
-  private inFlight = false;
+  private maxInFlight: number;
+  private inFlight = 0;
   private wakeQueued = false;
   private timer: NodeJS.Timeout | undefined;
   private timerDeadline = 0;
@@ -93,6 +101,7 @@ export class DynamicBatcher<I, O> {
     this.maxDelayMs = options.maxDelayMs;
     this.onBatch = options.onBatch;
     this.adaptive = options.adaptive ?? false;
+    this.maxInFlight = options.maxInFlight ?? 1;
     // Long enough to see a steady stream, short enough to notice it stopped.
     this.rateWindowMs = Math.max(10, 2 * options.maxDelayMs);
   }
@@ -101,11 +110,12 @@ export class DynamicBatcher<I, O> {
    * Changes the limits of a live batcher (a model version's batching was changed): rows waiting
    * now go out under the new limits; the batch in flight, if any, runs as it was.
    */
-  configure(limits: Pick<BatcherOptions<I, O>, "maxRows" | "maxDelayMs" | "adaptive">): void {
+  configure(limits: Pick<BatcherOptions<I, O>, "maxRows" | "maxDelayMs" | "adaptive" | "maxInFlight">): void {
     checkLimits(limits);
     this.maxRows = limits.maxRows;
     this.maxDelayMs = limits.maxDelayMs;
     this.adaptive = limits.adaptive ?? false;
+    this.maxInFlight = limits.maxInFlight ?? 1;
     this.rateWindowMs = Math.max(10, 2 * limits.maxDelayMs);
     this.wake();
   }
@@ -169,30 +179,35 @@ export class DynamicBatcher<I, O> {
     });
   }
 
-  /** Dispatches a batch if one is due, otherwise arms the one timer for the oldest row's deadline. */
+  /**
+   * Dispatches batches while one is due and a slot is free (dispatch takes its rows at once), then
+   * arms the one timer for the oldest waiting row's deadline.
+   */
   private pump(): void {
-    // A finishing run calls pump again, so nothing needs to be scheduled while one is in flight.
-    if (this.inFlight) return;
-    const head = this.queue[0];
-    if (head === undefined) {
+    // A finishing run calls pump again, so nothing needs to be scheduled while every slot is busy.
+    while (this.inFlight < this.maxInFlight) {
+      const head = this.queue[0];
+      if (head === undefined) {
+        this.clearTimer();
+        return;
+      }
+      const now = performance.now();
+      const deadline = head.submittedAt + this.maxDelayMs;
+      if (this.closing || this.pendingRows >= this.maxRows || now >= deadline || this.nothingMoreComing(now, deadline)) {
+        this.clearTimer();
+        void this.dispatch(now);
+        continue;
+      }
+      if (this.timer !== undefined && this.timerDeadline === deadline) return;
       this.clearTimer();
+      this.timerDeadline = deadline;
+      // Timers may fire a fraction of a millisecond early; pump then simply re-arms for the rest.
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.pump();
+      }, Math.ceil(deadline - now));
       return;
     }
-    const now = performance.now();
-    const deadline = head.submittedAt + this.maxDelayMs;
-    if (this.closing || this.pendingRows >= this.maxRows || now >= deadline || this.nothingMoreComing(now, deadline)) {
-      this.clearTimer();
-      void this.dispatch(now);
-      return;
-    }
-    if (this.timer !== undefined && this.timerDeadline === deadline) return;
-    this.clearTimer();
-    this.timerDeadline = deadline;
-    // Timers may fire a fraction of a millisecond early; pump then simply re-arms for the rest.
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.pump();
-    }, Math.ceil(deadline - now));
   }
 
   private decayedRecentRows(now: number): number {
@@ -218,7 +233,7 @@ export class DynamicBatcher<I, O> {
 
   private async dispatch(now: number): Promise<void> {
     const { items, slots, sources, oldest } = this.takeBatch();
-    this.inFlight = true;
+    this.inFlight++;
     const started = performance.now();
     const failed = await this.execute(items, slots);
     const stats: BatchStats = {
@@ -228,7 +243,7 @@ export class DynamicBatcher<I, O> {
       runMs: performance.now() - started,
       failed,
     };
-    this.inFlight = false;
+    this.inFlight--;
     this.report(stats);
     this.pump();
     this.resolveIfDrained();
@@ -301,7 +316,7 @@ export class DynamicBatcher<I, O> {
         return 1;
       }
       const middle = Math.ceil(items.length / 2);
-      // Sequential on purpose: at most one run in flight per batcher.
+      // Sequential on purpose: a failing batch takes no more of the batcher's slots than it had.
       const left = await this.execute(items.slice(0, middle), slots.slice(0, middle));
       const right = await this.execute(items.slice(middle), slots.slice(middle));
       return left + right;
@@ -341,7 +356,7 @@ export class DynamicBatcher<I, O> {
   }
 
   private resolveIfDrained(): void {
-    if (this.resolveClosed && !this.inFlight && this.queue.length === 0) {
+    if (this.resolveClosed && this.inFlight === 0 && this.queue.length === 0) {
       this.clearTimer();
       this.resolveClosed();
       this.resolveClosed = undefined;
@@ -354,7 +369,10 @@ function toError(value: unknown): Error {
   return new Error(`Batch runner failed: ${String(value)}`, { cause: value });
 }
 
-function checkLimits(limits: { maxRows: number; maxDelayMs: number }): void {
+function checkLimits(limits: { maxRows: number; maxDelayMs: number; maxInFlight?: number }): void {
+  if (limits.maxInFlight !== undefined && (!Number.isInteger(limits.maxInFlight) || limits.maxInFlight < 1)) {
+    throw new RangeError(`maxInFlight must be a positive integer, got ${limits.maxInFlight}`);
+  }
   if (!Number.isInteger(limits.maxRows) || limits.maxRows < 1) {
     throw new RangeError(`maxRows must be a positive integer, got ${limits.maxRows}`);
   }

@@ -1,7 +1,10 @@
 import { getModelVersion, readBatchingSettings, type BatchingSettings, type Database, type ModelVersionRecord } from "@coalesce/db";
-import { loadSessionWithFallback, maxBatchRows, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
+import { loadSessionWithFallback, maxBatchRows, type FallbackSession, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
+
+type FallbackSkip = FallbackSession["skipped"][number];
 import type { Logger } from "pino";
-import { ThreadSession, type ModelSession } from "./thread-session.ts";
+import { SessionPool } from "./session-pool.ts";
+import { ThreadSession, type ModelSession, type ThreadSetup } from "./thread-session.ts";
 
 export type LoadedModel = {
   version: ModelVersionRecord;
@@ -10,6 +13,8 @@ export type LoadedModel = {
   maxBatchRows: number;
   /** The execution provider the session runs on. */
   provider: string;
+  /** Instances of the model that run batches side by side (MODEL_INSTANCES; 1 in process). */
+  instances: number;
 };
 
 export type SessionSettings = {
@@ -19,6 +24,8 @@ export type SessionSettings = {
   executionProviders: readonly string[];
   /** Each model's session on a thread of its own (see ThreadSession), or in this thread. */
   inferenceThreads: boolean;
+  /** Sessions per model, each on its own thread, running batches side by side (needs inferenceThreads). */
+  instances: number;
   /** Lets onnxruntime's intra-op threads busy-wait for work between runs (its default). */
   spinning: boolean;
 };
@@ -85,23 +92,47 @@ export class ModelCache {
       spinning: this.#settings.spinning,
     };
     const providers = this.#settings.executionProviders;
-    const { session, provider, skipped }: { session: ModelSession; provider: string; skipped: { provider: string; reason: string }[] } = this
-      .#settings.inferenceThreads
-      ? // A thread that ends (it should not, short of release) takes its model with it; the next chunk reloads it.
-        await ThreadSession.open({ model: path, providers, options }, (thread) => this.#forget(modelVersionId, thread))
-      : await loadSessionWithFallback(path, providers, options);
-    const log = { model: version.modelName, version: version.version, provider };
+    const { session, provider, skipped, instances } = this.#settings.inferenceThreads
+      ? await this.#openThreads(modelVersionId, { model: path, providers, options })
+      : { ...(await loadSessionWithFallback(path, providers, options)), instances: 1 };
+    const log = { model: version.modelName, version: version.version, provider, instances };
     for (const skip of skipped) this.#logger.warn({ ...log, skipped: skip.provider, reason: skip.reason }, "execution provider unavailable; fell back");
     this.#logger.info({ ...log, ms: Math.round(performance.now() - started) }, "model loaded");
-    const loaded = { version, session, maxBatchRows: maxBatchRows(version), provider };
+    const loaded = { version, session, maxBatchRows: maxBatchRows(version), provider, instances };
     this.#loaded.set(modelVersionId, loaded);
     return loaded;
   }
 
-  #forget(modelVersionId: string, session: ModelSession): void {
-    if (this.#loaded.get(modelVersionId)?.session !== session) return;
+  /**
+   * Opens the model's instances, each on a thread of its own. A thread that ends (it should not,
+   * short of release) takes the model with it: its siblings are released and the next chunk reloads it.
+   */
+  async #openThreads(modelVersionId: string, setup: ThreadSetup): Promise<{ session: ModelSession; provider: string; skipped: FallbackSkip[]; instances: number }> {
+    let session: ModelSession | undefined;
+    const onExit = () => {
+      if (session && this.#forget(modelVersionId, session)) void session.release();
+    };
+    // The first settles the provider (after any fallbacks); the others open on that one together.
+    const first = await ThreadSession.open(setup, onExit);
+    const others = await Promise.allSettled(
+      Array.from({ length: this.#settings.instances - 1 }, () => ThreadSession.open({ ...setup, providers: [first.provider] }, onExit)),
+    );
+    const opened = [first.session, ...others.flatMap((other) => (other.status === "fulfilled" ? [other.value.session] : []))];
+    const failed = others.find((other) => other.status === "rejected");
+    if (failed) {
+      await Promise.all(opened.map((thread) => thread.release()));
+      throw failed.reason;
+    }
+    session = opened.length === 1 ? first.session : new SessionPool(opened);
+    return { session, provider: first.provider, skipped: first.skipped, instances: opened.length };
+  }
+
+  /** Forgets a loaded model whose session is `session`; false when another has replaced it since. */
+  #forget(modelVersionId: string, session: ModelSession): boolean {
+    if (this.#loaded.get(modelVersionId)?.session !== session) return false;
     this.#loading.delete(modelVersionId);
     this.#loaded.delete(modelVersionId);
+    return true;
   }
 
   async closeAll(): Promise<void> {

@@ -89,6 +89,11 @@ export class ThreadSession implements ModelSession {
     return { session: new ThreadSession(worker, onExit), provider: loaded.provider, skipped: loaded.skipped };
   }
 
+  /** Runs posted to the thread and not answered yet. */
+  get runsInFlight(): number {
+    return this.#pending.size;
+  }
+
   run(feeds: OrtInferenceSession.FeedsType): Promise<WireTensors> {
     if (this.#exited) return Promise.reject(this.#exited);
     const wire: WireTensors = {};

@@ -1,0 +1,25 @@
+import { availableParallelism } from "node:os";
+import { describe, expect, it } from "vitest";
+import { intraOpThreads, loadWorkerEnv } from "./env.ts";
+
+describe("worker configuration", () => {
+  it("runs two instances of each model where there are two cores or more", () => {
+    expect(loadWorkerEnv({}).MODEL_INSTANCES).toBe(Math.min(2, availableParallelism()));
+    expect(loadWorkerEnv({ MODEL_INSTANCES: "3" }).MODEL_INSTANCES).toBe(3);
+  });
+
+  it("refuses several instances without inference threads, naming the variable", () => {
+    expect(() => loadWorkerEnv({ MODEL_INSTANCES: "2", INFERENCE_THREADS: "false" })).toThrow(/MODEL_INSTANCES: more than one instance needs INFERENCE_THREADS=true/);
+    expect(() => loadWorkerEnv({ MODEL_INSTANCES: "0" })).toThrow(/MODEL_INSTANCES/);
+    expect(loadWorkerEnv({ MODEL_INSTANCES: "1", INFERENCE_THREADS: "false" }).MODEL_INSTANCES).toBe(1);
+  });
+
+  it("shares the cores out among the instances unless INTRA_OP_THREADS says otherwise", () => {
+    expect(intraOpThreads({ MODEL_INSTANCES: 2, INTRA_OP_THREADS: 0 }, 2)).toBe(1);
+    expect(intraOpThreads({ MODEL_INSTANCES: 2, INTRA_OP_THREADS: 0 }, 16)).toBe(8);
+    expect(intraOpThreads({ MODEL_INSTANCES: 4, INTRA_OP_THREADS: 0 }, 2)).toBe(1);
+    expect(intraOpThreads({ MODEL_INSTANCES: 2, INTRA_OP_THREADS: 3 }, 16)).toBe(3);
+    // One instance: onnxruntime's own default (a thread per core).
+    expect(intraOpThreads({ MODEL_INSTANCES: 1, INTRA_OP_THREADS: 0 }, 16)).toBe(0);
+  });
+});
