@@ -1,6 +1,7 @@
 // `npm run bench`: does coalescing pay? Side by side in one run, for mlp_wide (fixtures) and a
 // weight-heavy 64 -> 4096 -> 4096 -> 10 perceptron generated here with random weights:
-//   1. raw onnxruntime-node in this process at batch 1 and at MAX_BATCH_ROWS: the physical limit;
+//   1. raw onnxruntime-node in this process at batch 1 and at MAX_BATCH_ROWS, as one session and as
+//      the worker runs it (MODEL_INSTANCES sessions on threads of their own): the physical limit;
 //   2. many single-row jobs through the real API and a real worker, submitted `concurrency` at a
 //      time, with coalescing on and with MAX_BATCH_ROWS=1: rows/s, latency from creation to
 //      completion (p50/p95/p99, server timestamps), the mean batch size, the worker's worst
@@ -21,6 +22,9 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
 import { loadSessionWithFallback } from "@coalesce/models";
+import { intraOpThreads, loadWorkerEnv } from "../apps/worker/src/env.ts";
+import { SessionPool } from "../apps/worker/src/inference/session-pool.ts";
+import { ThreadSession, type ModelSession } from "../apps/worker/src/inference/thread-session.ts";
 import { buildRandomMlp } from "@coalesce/models/tiny-onnx";
 import * as ort from "onnxruntime-node";
 import { Pool } from "undici";
@@ -56,17 +60,55 @@ async function loadModel(name: string): Promise<Uint8Array> {
   return new Uint8Array(await readFile(path.join(ROOT, "fixtures", `${name}.onnx`)));
 }
 
-/** Rows/s of onnxruntime alone at one batch size, over about `seconds`. */
-async function rawRowsPerSecond(session: ort.InferenceSession, batch: number, seconds = 2): Promise<number> {
-  const x = new ort.Tensor("float32", Float32Array.from({ length: batch * 64 }, () => Math.random()), [batch, 64]);
-  await session.run({ x });
-  const started = performance.now();
-  let runs = 0;
-  while (performance.now() - started < seconds * 1000) {
-    await session.run({ x });
-    runs++;
+/** onnxruntime alone, one way of running it: `inFlight` runs at a time. */
+type RawRunner = { name: string; run: ModelSession["run"]; inFlight: number; release(): Promise<void> };
+
+/**
+ * onnxruntime alone, two ways: one session with its default threads, and as the worker runs it
+ * (MODEL_INSTANCES sessions on threads of their own, cores shared out, through the worker's own
+ * ThreadSession and SessionPool). The limit at a batch size is the faster of the two.
+ */
+async function openRawRunners(bytes: Uint8Array, providers: string[]): Promise<{ provider: string; runners: RawRunner[] }> {
+  const { session, provider } = await loadSessionWithFallback(bytes, providers);
+  const runners: RawRunner[] = [{ name: "one session", run: (feeds) => session.run(feeds), inFlight: 1, release: () => session.release() }];
+  // The worker this bench starts inherits this environment, so it runs the model the same way.
+  const env = loadWorkerEnv(process.env);
+  if (env.INFERENCE_THREADS && env.MODEL_INSTANCES > 1) {
+    const options = { intraOpNumThreads: intraOpThreads(env), spinning: env.INTRA_OP_SPINNING, graphOptimizationLevel: env.GRAPH_OPTIMIZATION_LEVEL };
+    const instances = await Promise.all(
+      Array.from({ length: env.MODEL_INSTANCES }, async () => (await ThreadSession.open({ model: bytes, providers: [provider], options })).session),
+    );
+    const pool = new SessionPool(instances);
+    runners.push({ name: `${instances.length} instances x ${options.intraOpNumThreads} threads`, run: (feeds) => pool.run(feeds), inFlight: instances.length, release: () => pool.release() });
   }
+  return { provider, runners };
+}
+
+/** Rows/s of one raw runner at one batch size, over about `seconds`. */
+async function rawRowsPerSecond(runner: RawRunner, batch: number, seconds = 2): Promise<number> {
+  const data = Float32Array.from({ length: batch * 64 }, () => Math.random());
+  // A fresh tensor per run: the inference threads take their inputs' buffers (transferred, not copied).
+  const runOnce = () => runner.run({ x: new ort.Tensor("float32", data.slice(), [batch, 64]) });
+  await Promise.all(Array.from({ length: runner.inFlight }, runOnce));
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  let runs = 0;
+  await Promise.all(
+    Array.from({ length: runner.inFlight }, async () => {
+      while (performance.now() < deadline) {
+        await runOnce();
+        runs++;
+      }
+    }),
+  );
   return Math.round((runs * batch) / ((performance.now() - started) / 1000));
+}
+
+/** The limit at one batch size: the faster raw runner, each measured now. */
+async function rawLimit(runners: RawRunner[], batch: number, seconds = 2): Promise<number> {
+  let best = 0;
+  for (const runner of runners) best = Math.max(best, await rawRowsPerSecond(runner, batch, seconds));
+  return best;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -215,9 +257,16 @@ async function main(): Promise<void> {
     for (const model of String(args.models).split(",")) {
       const bytes = await loadModel(model);
       // Raw onnxruntime opens on the worker's providers (EXECUTION_PROVIDERS, default cpu), as its model cache does.
-      const { session, provider } = await loadSessionWithFallback(bytes, (process.env.EXECUTION_PROVIDERS ?? "cpu").split(",").map((p) => p.trim()));
-      const raw = { batch1: await rawRowsPerSecond(session, 1), batchMax: await rawRowsPerSecond(session, MAX_BATCH) };
-      console.log(`${model}: raw onnxruntime on ${provider}: ${raw.batch1} rows/s at batch 1, ${raw.batchMax} at batch ${MAX_BATCH}`);
+      const { provider, runners } = await openRawRunners(bytes, (process.env.EXECUTION_PROVIDERS ?? "cpu").split(",").map((p) => p.trim()));
+      const rawByRunner: Record<string, { batch1: number; batchMax: number }> = {};
+      for (const runner of runners) {
+        rawByRunner[runner.name] = { batch1: await rawRowsPerSecond(runner, 1), batchMax: await rawRowsPerSecond(runner, MAX_BATCH) };
+        console.log(`${model}: raw onnxruntime on ${provider}, ${runner.name}: ${rawByRunner[runner.name]?.batch1} rows/s at batch 1, ${rawByRunner[runner.name]?.batchMax} at batch ${MAX_BATCH}`);
+      }
+      const raw = {
+        batch1: Math.max(...Object.values(rawByRunner).map((r) => r.batch1)),
+        batchMax: Math.max(...Object.values(rawByRunner).map((r) => r.batchMax)),
+      };
       const modes = [
         { name: "coalescing", model, share: 1 },
         // The same model as a version with coalescing off: one row per onnxruntime run.
@@ -251,7 +300,7 @@ async function main(): Promise<void> {
             entry.cpu.push(cpuPerJob(cpuBefore, await snapshotCpu(pids), ids.length * load.rowsPerJob));
             entry.eventLoopMs.push(await eventLoopMaxMs(port));
             // The limit at this run's batch size, measured now: the machine's speed drifts between rounds.
-            if (mode.name === "coalescing") entry.rawAtAchieved.push(await rawRowsPerSecond(session, Math.max(1, Math.round(meanBatch([record]))), 1.5));
+            if (mode.name === "coalescing") entry.rawAtAchieved.push(await rawLimit(runners, Math.max(1, Math.round(meanBatch([record]))), 1.5));
             runs.set(key, entry);
             console.log(`${model} round ${round}/${ROUNDS} ${mode.name} ${load.name}: ${record.rows_s} rows/s`);
           }
@@ -263,7 +312,7 @@ async function main(): Promise<void> {
       } finally {
         await stopProcess(worker);
       }
-      await session.release();
+      for (const runner of runners) await runner.release();
       for (const [key, entry] of runs) {
         const [mode = "", load = ""] = key.split("|");
         const cpu: Record<string, number> = {};
@@ -290,6 +339,8 @@ async function main(): Promise<void> {
       const summary = {
         model,
         raw_provider: provider,
+        // Each way of running onnxruntime alone (one session; as the worker runs it); the limit is the faster.
+        raw_by_runner: Object.entries(rawByRunner).map(([name, r]) => `${name}: ${r.batch1} / ${r.batchMax}`).join("; "),
         raw_batch1_rows_s: raw.batch1,
         [`raw_batch${MAX_BATCH}_rows_s`]: raw.batchMax,
         // onnxruntime's own gain from batching on this machine: what coalescing's ratio can at best approach.

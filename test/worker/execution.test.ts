@@ -118,6 +118,12 @@ describe("coalescing", () => {
     });
     // Bit for bit, on this model: batching changes nothing a user can see.
     expect(worst).toBe(0);
+
+    // Nor does running the model as several instances, batches side by side.
+    const instances = await resultsWith({ MODEL_INSTANCES: "3", MAX_BATCH_ROWS: "8", MAX_BATCH_DELAY_MS: "0" });
+    expect(instances.job.status).toBe("succeeded");
+    expect(instances.job.execution.batch_rows?.max).toBeLessThanOrEqual(8);
+    expect(instances.rows).toEqual(coalesced.rows);
   });
 });
 

@@ -1,10 +1,9 @@
-import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
 import { intraOpThreads, loadWorkerEnv } from "./env.ts";
 
 describe("worker configuration", () => {
-  it("runs two instances of each model where there are two cores or more", () => {
-    expect(loadWorkerEnv({}).MODEL_INSTANCES).toBe(Math.min(2, availableParallelism()));
+  it("runs one instance of each model unless told otherwise", () => {
+    expect(loadWorkerEnv({}).MODEL_INSTANCES).toBe(1);
     expect(loadWorkerEnv({ MODEL_INSTANCES: "3" }).MODEL_INSTANCES).toBe(3);
   });
 

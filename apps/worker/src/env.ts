@@ -47,9 +47,11 @@ export const WorkerEnvSchema = z.object({
   /**
    * Instances of each model, each a session on a thread of its own, running batches side by side
    * (Triton's instance count); each holds its own copy of the weights. Unless INTRA_OP_THREADS is
-   * set, each instance gets cores / instances intra-op threads.
+   * set, each instance gets cores / instances intra-op threads. More than one pays where batches
+   * are full anyway (jobs of many rows); with single-row jobs the instances split the rows in flight
+   * into smaller batches (see the README's batching benchmark).
    */
-  MODEL_INSTANCES: intVar(Math.min(2, availableParallelism()), 1, 64),
+  MODEL_INSTANCES: intVar(1, 1, 64),
   /** How often to re-enqueue chunks Postgres has and Redis lost; 0 turns it off. */
   RECONCILE_INTERVAL_MS: intVar(30_000, 0),
   /** Finished jobs (inputs and results) are deleted this many days after they finish; 0 keeps them. */
