@@ -211,4 +211,3 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     },
   };
 }
-

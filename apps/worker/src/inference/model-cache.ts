@@ -1,10 +1,10 @@
 import { getModelVersion, readBatchingSettings, type BatchingSettings, type Database, type ModelVersionRecord } from "@coalesce/db";
 import { loadSessionWithFallback, maxBatchRows, type FallbackSession, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
-
-type FallbackSkip = FallbackSession["skipped"][number];
 import type { Logger } from "pino";
 import { SessionPool } from "./session-pool.ts";
 import { ThreadSession, type ModelSession, type ThreadSetup } from "./thread-session.ts";
+
+type FallbackSkip = FallbackSession["skipped"][number];
 
 export type LoadedModel = {
   version: ModelVersionRecord;
