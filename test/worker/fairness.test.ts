@@ -61,6 +61,28 @@ describe("lanes", () => {
     }
   });
 
+  it("runs an interactive row that arrives while a big job runs in a run of its own, not in the big job's batches", async () => {
+    // Small runs, so that the big job takes a while even on this tiny model.
+    const worker = await startTestWorker(suite.services, { MAX_BATCH_ROWS: "8", MAX_BATCH_DELAY_MS: "5" });
+    try {
+      const big = await submit({ inputs: rows(4000), priority: "batch" });
+      for (;;) {
+        const now = (await (await suite.api.app.request(`/v1/jobs/${big.id}`, { headers: { Authorization: suite.auth } })).json()) as Job;
+        if (now.counts.succeeded > 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const small = await waitForJob(suite.api, suite.auth, (await submit({ inputs: rows(1) })).id);
+      const bigDone = await waitForJob(suite.api, suite.auth, big.id);
+      expect(small.status).toBe("succeeded");
+      // It came and went while the big job ran, and never shared a run with the big job's rows.
+      expect(Date.parse(small.completed_at as string)).toBeLessThan(Date.parse(bigDone.completed_at as string));
+      expect(small.execution.batch_rows).toEqual({ min: 1, mean: 1, max: 1 });
+      expect(bigDone.execution.batch_rows?.max).toBe(8);
+    } finally {
+      await worker.close();
+    }
+  });
+
   it("lets concurrent jobs of one lane take turns chunk by chunk", async () => {
     const first = await submit({ inputs: rows(2000), priority: "batch" });
     const second = await submit({ inputs: rows(2000), priority: "batch" });

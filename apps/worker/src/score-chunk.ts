@@ -97,7 +97,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise
     [...groups].map(async ([shape, group]) => {
       const first = group.rows[0] as RowWork;
       const key = batcherKey(chunk.modelVersionId, shape, first.rows.rowBytes(first.index));
-      const outcomes = await deps.batchers.get(key).submit(group.rows);
+      const outcomes = await deps.batchers.get(key).submit(group.rows, chunk.jobPriority);
       outcomes.forEach((outcome, i) => {
         const index = group.indexes[i] as number;
         if (!outcome.ok) {

@@ -240,6 +240,39 @@ describe("DynamicBatcher", () => {
   });
 
   describe("fairness", () => {
+    it("runs an interactive row ahead of a big batch-lane source, in a run of its own", async () => {
+      const probe = probeRunner({ runMs: 10 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 64, maxDelayMs: 5 });
+
+      const big = batcher.submit(range(0, 1000), "batch");
+      await vi.advanceTimersByTimeAsync(1);
+      const small = batcher.submit([-1], "interactive");
+      await vi.advanceTimersByTimeAsync(10);
+
+      // The run in flight when it came was the big source's; the next one is the interactive row's alone.
+      expect(probe.calls.slice(0, 2)).toEqual([range(0, 64), [-1]]);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(values(await small)).toEqual([-2]);
+      await vi.runAllTimersAsync();
+      expect(values(await big)).toEqual(range(0, 1000).map((n) => n * 2));
+      // The big source's other 936 rows: full runs again.
+      expect(probe.calls.slice(2).map((call) => call.length)).toEqual([...Array<number>(14).fill(64), 40]);
+    });
+
+    it("shares runs among interactive sources, and goes back to the batch lane when none wait", async () => {
+      const probe = probeRunner({ runMs: 10 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 8, maxDelayMs: 5 });
+
+      const big = batcher.submit(range(0, 20), "batch");
+      const first = batcher.submit([100, 101], "interactive");
+      const second = batcher.submit([200], "interactive");
+      await vi.runAllTimersAsync();
+
+      expect(probe.calls).toEqual([[100, 101, 200], range(0, 8), range(8, 8), range(16, 4)]);
+      expect((await Promise.all([first, second])).map(values)).toEqual([[200, 202], [400]]);
+      expect(values(await big)).toHaveLength(20);
+    });
+
     it("serves a 1-item submit made behind a 1,000-item submit in the same batch", async () => {
       const probe = probeRunner();
       const batcher = new DynamicBatcher({ run: probe.run, maxRows: 100, maxDelayMs: 10 });

@@ -3,6 +3,13 @@
  * model are coalesced into one runner call, so one onnxruntime run serves many jobs.
  */
 
+/**
+ * Which rows go first. Interactive rows (small jobs that someone is waiting for) are batched ahead
+ * of batch-lane rows and never share a run with them, so a lone interactive row waits for at most
+ * the run in flight plus a run of its own size, not a full batch of a big job's rows.
+ */
+export type Lane = "interactive" | "batch";
+
 /** Runs one batch. Must resolve with exactly `items.length` outputs, in the order of `items`. */
 export type BatchRunner<I, O> = (items: I[]) => Promise<O[]>;
 
@@ -62,6 +69,7 @@ export type BatcherOptions<I, O> = {
 /** One `submit` call: its rows, how many have been handed out, and where their results go. */
 type Source<I, O> = {
   items: readonly I[];
+  lane: Lane;
   taken: number;
   settled: number;
   results: ItemResult<O>[];
@@ -129,7 +137,7 @@ export class DynamicBatcher<I, O> {
    * Queues one source's rows and resolves with one result per row, in the order given, once every
    * row has run. Rows may be spread over several batches. Rejects only if the batcher is closed.
    */
-  submit(items: readonly I[]): Promise<ItemResult<O>[]> {
+  submit(items: readonly I[], lane: Lane = "batch"): Promise<ItemResult<O>[]> {
     if (this.closing) return Promise.reject(new Error("DynamicBatcher is closed; submit refused"));
     if (items.length === 0) return Promise.resolve([]);
     const now = performance.now();
@@ -139,6 +147,7 @@ export class DynamicBatcher<I, O> {
       this.queue.push({
         // A copy, so a caller reusing its array cannot change rows that are still waiting.
         items: items.slice(),
+        lane,
         taken: 0,
         settled: 0,
         results: new Array<ItemResult<O>>(items.length),
@@ -250,14 +259,16 @@ export class DynamicBatcher<I, O> {
   }
 
   /**
-   * Takes up to maxRows rows, sharing the batch round-robin across pending sources in submission
-   * order: every source gets one row per round until the batch is full or it runs dry. A chunk of
-   * 10,000 rows therefore cannot starve a 1-row chunk queued behind it, while with more sources than
-   * rows the oldest sources go first. Each source's rows stay contiguous within the batch.
+   * Takes up to maxRows rows of one lane, interactive first (see Lane), sharing the batch
+   * round-robin across that lane's pending sources in submission order: every source gets one row
+   * per round until the batch is full or it runs dry. A chunk of 10,000 rows therefore cannot starve
+   * a 1-row chunk queued behind it, while with more sources than rows the oldest sources go first.
+   * Each source's rows stay contiguous within the batch.
    */
   private takeBatch(): { items: I[]; slots: Slot<I, O>[]; sources: number; oldest: number } {
+    const lane: Lane = this.queue.some((source) => source.lane === "interactive") ? "interactive" : "batch";
     // Only the first maxRows sources can receive a row, which bounds the work per batch.
-    const candidates = this.queue.slice(0, this.maxRows);
+    const candidates = this.queue.filter((source) => source.lane === lane).slice(0, this.maxRows);
     const counts = candidates.map(() => 0);
     let capacity = Math.min(this.maxRows, this.pendingRows);
     let active = candidates.map((_, i) => i);

@@ -100,6 +100,8 @@ export type ChunkWork = {
   id: string;
   jobId: string;
   jobStatus: JobStatus;
+  /** The job's lane: interactive rows are batched ahead of batch-lane rows. */
+  jobPriority: JobPriority;
   modelVersionId: string;
   firstRow: number;
   rowCount: number;
@@ -116,6 +118,7 @@ type ChunkSqlRow = {
   id: string;
   job_id: string;
   job_status: JobStatus;
+  job_priority: JobPriority;
   model_version_id: string;
   first_row: number;
   row_count: number;
@@ -125,7 +128,7 @@ type ChunkSqlRow = {
   input_errors: (RowError | null)[] | null;
 };
 
-const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.model_version_id, c.first_row, c.row_count, c.status,
+const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.priority AS job_priority, j.model_version_id, c.first_row, c.row_count, c.status,
        c.inputs_packed, c.inputs, c.input_errors
   FROM job_chunks c JOIN jobs j ON j.id = c.job_id`;
 
@@ -134,6 +137,7 @@ function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
     id: chunk.id,
     jobId: chunk.job_id,
     jobStatus: chunk.job_status,
+    jobPriority: chunk.job_priority,
     modelVersionId: chunk.model_version_id,
     firstRow: chunk.first_row,
     rowCount: chunk.row_count,
