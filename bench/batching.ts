@@ -14,7 +14,9 @@
 //   5. where the time goes: CPU milliseconds per row of the API, the worker (its event loop and its
 //      other threads: onnxruntime's), Postgres, Redis and this load generator (from /proc, on Linux);
 //   6. end to end against raw onnxruntime at the batch size each run achieved, measured in the same
-//      round as the run (this shared machine's speed drifts by tens of percent within minutes).
+//      round as the run (this shared machine's speed drifts by tens of percent within minutes);
+//   7. fairness: single-row jobs sent every 100 ms while one 20,000-row batch-lane job runs: their
+//      latency, and that job's own rows/s.
 // Prints a table and writes bench/results/batching.json. `--jobs N` sets the coalescing rows per
 // load over all rounds (a third of that for MAX_BATCH_ROWS=1, four times that for 64-row jobs).
 import { readFile } from "node:fs/promises";
@@ -244,18 +246,40 @@ async function waitForJob(bench: Bench, id: string, waitSeconds = 10): Promise<J
 /**
  * Single-row jobs one at a time, each waited for as a client would (a long-poll, answered when the
  * job finishes): latency at low load. Polling Postgres every millisecond instead, as this did, kept
- * a core busy that the service shares and added ~4 ms to the p50 on a slow day. With `beside`, only
- * while that job runs: how long an interactive row waits behind a big job's batches.
+ * a core busy that the service shares and added ~4 ms to the p50 on a slow day.
  */
-async function lowLoadRun(bench: Bench, model: string, count: number, beside?: string): Promise<string[]> {
+async function lowLoadRun(bench: Bench, model: string, count: number): Promise<string[]> {
   const ids: string[] = [];
   for (const body of makeBodies(model, 1, count)) {
-    if (beside && (await waitForJob(bench, beside, 0)).completed_at) break;
     const id = await submit(bench, body);
     ids.push(id);
     const job = await waitForJob(bench, id);
     if (job.status !== "succeeded") throw new Error(`low load: job ${id} is ${job.status}`);
   }
+  return ids;
+}
+
+/** Lone interactive rows sent beside the big job, this often whatever their latency (as an app's requests come). */
+const BESIDE_EVERY_MS = 100;
+
+/**
+ * Single-row jobs sent every BESIDE_EVERY_MS while the job `bulk` runs, each waited for by
+ * long-poll: how long an interactive row waits behind a big job's batches.
+ */
+async function besideRun(bench: Bench, model: string, bulk: string): Promise<string[]> {
+  const bodies = makeBodies(model, 1, 64);
+  const ids: string[] = [];
+  const waits: Promise<Job>[] = [];
+  let running = true;
+  const bulkDone = waitForJob(bench, bulk, 60).then(() => {
+    running = false;
+  });
+  for (let i = 0; running; i++) {
+    waits.push(submit(bench, bodies[i % bodies.length] as string).then((id) => (ids.push(id), waitForJob(bench, id))));
+    await new Promise((resolve) => setTimeout(resolve, BESIDE_EVERY_MS));
+  }
+  await bulkDone;
+  for (const job of await Promise.all(waits)) if (job.status !== "succeeded") throw new Error(`beside: job ${job.id} is ${job.status}`);
   return ids;
 }
 
@@ -323,9 +347,9 @@ async function main(): Promise<void> {
         runs.set("coalescing|low load", { records: [lowLoad], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)], rawAtAchieved: [] });
         // Fairness: the same lone rows (interactive lane) while one big job (batch lane) runs.
         const bulk = await submit(bench, makeBodies(model, BULK_ROWS, 1)[0] as string);
-        const beside = await recordOf(bench, await lowLoadRun(bench, model, 1_000, bulk));
+        const beside = await recordOf(bench, await besideRun(bench, model, bulk));
         runs.set(`coalescing|${BULK_ROWS_LOAD}`, { records: [await recordOf(bench, [bulk])], cpu: [], eventLoopMs: [], rawAtAchieved: [] });
-        runs.set(`coalescing|low load beside it`, { records: [beside], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)], rawAtAchieved: [] });
+        runs.set(`coalescing|1 row every ${BESIDE_EVERY_MS} ms beside it`, { records: [beside], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)], rawAtAchieved: [] });
       } finally {
         await stopProcess(worker);
       }
