@@ -67,6 +67,12 @@ describe("a running worker", () => {
   });
 
   it("serves Prometheus metrics: batch sizes, wait and run time, rows, latency, queue, event loop", async () => {
+    const batchLane = await suite.api.app.request("/v1/jobs", {
+      method: "POST",
+      headers: { Authorization: suite.auth, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "iris", priority: "batch", inputs: suite.features.slice(0, 3).map((f) => ({ features: f })) }),
+    });
+    await waitForJob(suite.api, suite.auth, ((await batchLane.json()) as Job).id);
     const text = await (await fetch(`http://127.0.0.1:${worker.metricsPort}/metrics`)).text();
     for (const name of [
       "coalesce_batch_rows_bucket",
@@ -80,7 +86,10 @@ describe("a running worker", () => {
     ]) {
       expect(text).toContain(name);
     }
-    expect(text).toMatch(/coalesce_batch_rows_count\{model="iris",version="1",provider="cpu"\} [1-9]/);
+    // By lane too: the batch-priority job's runs are the batch lane's, the earlier small jobs' the interactive lane's.
+    expect(text).toMatch(/coalesce_batch_rows_count\{model="iris",version="1",provider="cpu",lane="batch"\} [1-9]/);
+    expect(text).toMatch(/coalesce_batch_rows_count\{model="iris",version="1",provider="cpu",lane="interactive"\} [1-9]/);
+    expect(text).toMatch(/coalesce_job_latency_seconds_count\{model="iris",version="1",provider="cpu",lane="interactive"\} [1-9]/);
   });
 
   it("the API serves its own metrics", async () => {

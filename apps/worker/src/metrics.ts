@@ -17,13 +17,15 @@ export function createWorkerMetrics(queue: PredictQueue) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const labelNames = ["model", "version", "provider"] as const;
+  // Batches and job latency are also split by lane (interactive or batch), for objectives of their own.
+  const laneLabelNames = [...labelNames, "lane"] as const;
   const metrics = {
     registry,
-    batchRows: new Histogram({ name: "coalesce_batch_rows", help: "Rows per onnxruntime run", labelNames, buckets: ROW_BUCKETS, registers: [registry] }),
-    batchWait: new Histogram({ name: "coalesce_batch_wait_ms", help: "How long a batch's oldest row waited for the batch to fill", labelNames, buckets: MS_BUCKETS, registers: [registry] }),
-    runTime: new Histogram({ name: "coalesce_onnx_run_ms", help: "onnxruntime time per batch", labelNames, buckets: MS_BUCKETS, registers: [registry] }),
+    batchRows: new Histogram({ name: "coalesce_batch_rows", help: "Rows per onnxruntime run", labelNames: laneLabelNames, buckets: ROW_BUCKETS, registers: [registry] }),
+    batchWait: new Histogram({ name: "coalesce_batch_wait_ms", help: "How long a batch's oldest row waited for the batch to fill", labelNames: laneLabelNames, buckets: MS_BUCKETS, registers: [registry] }),
+    runTime: new Histogram({ name: "coalesce_onnx_run_ms", help: "onnxruntime time per batch", labelNames: laneLabelNames, buckets: MS_BUCKETS, registers: [registry] }),
     rows: new Counter({ name: "coalesce_rows_scored_total", help: "Rows scored, by outcome (rate() gives rows/s)", labelNames: [...labelNames, "outcome"], registers: [registry] }),
-    jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
+    jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames: laneLabelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
     webhookAttempts: new Counter({ name: "coalesce_webhook_attempts_total", help: "Webhook delivery attempts, by event type and outcome (delivered, failed, gone, refused)", labelNames: ["event", "outcome"], registers: [registry] }),
     webhookLatency: new Histogram({ name: "coalesce_webhook_attempt_ms", help: "Time per webhook delivery attempt", buckets: MS_BUCKETS, registers: [registry] }),
     provider: new Gauge({ name: "coalesce_worker_provider_info", help: "The execution provider this worker runs models on (value 1)", labelNames: ["provider"], registers: [registry] }),

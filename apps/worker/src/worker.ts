@@ -114,7 +114,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       },
       onBatch: (stats) => {
         const model = models.peek(modelVersionId);
-        const labels = { model: model?.version.modelName ?? modelVersionId, version: String(model?.version.version ?? ""), provider: model?.provider ?? "" };
+        const labels = { model: model?.version.modelName ?? modelVersionId, version: String(model?.version.version ?? ""), provider: model?.provider ?? "", lane: stats.lane };
         metrics.batchRows.observe(labels, stats.rows);
         metrics.batchWait.observe(labels, stats.waitMs);
         metrics.runTime.observe(labels, stats.runMs);

@@ -561,12 +561,12 @@ describe("DynamicBatcher", () => {
     await vi.advanceTimersByTimeAsync(20);
     expect(probe.calls).toEqual([[1, 2, 3]]);
     await vi.advanceTimersByTimeAsync(5);
-    expect(stats).toEqual([{ rows: 3, sources: 2, waitMs: 30, runMs: 5, failed: 0 }]);
+    expect(stats).toEqual([{ rows: 3, sources: 2, waitMs: 30, runMs: 5, failed: 0, lane: "batch" }]);
 
     // A full batch goes at once; its bad item costs two extra runs of 5 ms each.
     const third = batcher.submit([4, 5, 6, 7]);
     await vi.runAllTimersAsync();
-    expect(stats[1]).toEqual({ rows: 4, sources: 1, waitMs: 0, runMs: 5 * 5, failed: 1 });
+    expect(stats[1]).toEqual({ rows: 4, sources: 1, waitMs: 0, runMs: 5 * 5, failed: 1, lane: "batch" });
     expect(stats).toHaveLength(2);
     await Promise.all([first, second, third]);
   });

@@ -27,6 +27,8 @@ export type BatchStats = {
   runMs: number;
   /** Rows that ended with `{ ok: false }`. */
   failed: number;
+  /** The lane the batch's rows came from (a batch never mixes lanes). */
+  lane: Lane;
 };
 
 export type BatcherOptions<I, O> = {
@@ -241,7 +243,7 @@ export class DynamicBatcher<I, O> {
   }
 
   private async dispatch(now: number): Promise<void> {
-    const { items, slots, sources, oldest } = this.takeBatch();
+    const { items, slots, sources, oldest, lane } = this.takeBatch();
     this.inFlight++;
     const started = performance.now();
     const failed = await this.execute(items, slots);
@@ -251,6 +253,7 @@ export class DynamicBatcher<I, O> {
       waitMs: now - oldest,
       runMs: performance.now() - started,
       failed,
+      lane,
     };
     this.inFlight--;
     this.report(stats);
@@ -265,7 +268,7 @@ export class DynamicBatcher<I, O> {
    * a 1-row chunk queued behind it, while with more sources than rows the oldest sources go first.
    * Each source's rows stay contiguous within the batch.
    */
-  private takeBatch(): { items: I[]; slots: Slot<I, O>[]; sources: number; oldest: number } {
+  private takeBatch(): { items: I[]; slots: Slot<I, O>[]; sources: number; oldest: number; lane: Lane } {
     const lane: Lane = this.queue.some((source) => source.lane === "interactive") ? "interactive" : "batch";
     // Only the first maxRows sources can receive a row, which bounds the work per batch.
     const candidates = this.queue.filter((source) => source.lane === lane).slice(0, this.maxRows);
@@ -309,7 +312,7 @@ export class DynamicBatcher<I, O> {
     // The head always gets a row (it is first in every round), so its rows are the oldest taken.
     const oldest = candidates[0]?.submittedAt ?? performance.now();
     this.queue = this.queue.filter((source) => source.taken < source.items.length);
-    return { items, slots, sources, oldest };
+    return { items, slots, sources, oldest, lane };
   }
 
   /**
