@@ -239,7 +239,6 @@ async function waitForJob(bench: Bench, id: string, waitSeconds = 10): Promise<J
     const job = (await response.body.json()) as Job;
     if (response.statusCode !== 200) throw new Error(`job ${id}: ${response.statusCode} ${JSON.stringify(job)}`);
     if (job.status !== "queued" && job.status !== "running") return job;
-    if (waitSeconds === 0) return job;
   }
 }
 
