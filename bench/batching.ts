@@ -25,8 +25,8 @@ import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
 import { loadSessionWithFallback } from "@coalesce/models";
 import { intraOpThreads, loadWorkerEnv } from "../apps/worker/src/env.ts";
-import { SessionPool } from "../apps/worker/src/inference/session-pool.ts";
-import { ThreadSession, type ModelSession } from "../apps/worker/src/inference/thread-session.ts";
+import { openInstances } from "../apps/worker/src/inference/session-pool.ts";
+import type { ModelSession } from "../apps/worker/src/inference/thread-session.ts";
 import { buildRandomMlp } from "@coalesce/models/tiny-onnx";
 import * as ort from "onnxruntime-node";
 import { Pool } from "undici";
@@ -71,7 +71,7 @@ type RawRunner = { name: string; run: ModelSession["run"]; inFlight: number; rel
 /**
  * onnxruntime alone, two ways: one session with its default threads, and as the worker runs it
  * (MODEL_INSTANCES sessions on threads of their own, cores shared out, through the worker's own
- * ThreadSession and SessionPool). The limit at a batch size is the faster of the two.
+ * openInstances). The limit at a batch size is the faster of the two.
  */
 async function openRawRunners(bytes: Uint8Array, providers: string[]): Promise<{ provider: string; runners: RawRunner[] }> {
   const { session, provider } = await loadSessionWithFallback(bytes, providers);
@@ -80,11 +80,8 @@ async function openRawRunners(bytes: Uint8Array, providers: string[]): Promise<{
   const env = loadWorkerEnv(process.env);
   if (env.INFERENCE_THREADS && env.MODEL_INSTANCES > 1) {
     const options = { intraOpNumThreads: intraOpThreads(env), spinning: env.INTRA_OP_SPINNING, graphOptimizationLevel: env.GRAPH_OPTIMIZATION_LEVEL };
-    const instances = await Promise.all(
-      Array.from({ length: env.MODEL_INSTANCES }, async () => (await ThreadSession.open({ model: bytes, providers: [provider], options })).session),
-    );
-    const pool = new SessionPool(instances);
-    runners.push({ name: `${instances.length} instances x ${options.intraOpNumThreads} threads`, run: (feeds) => pool.run(feeds), inFlight: instances.length, release: () => pool.release() });
+    const { session: pool, instances } = await openInstances({ model: bytes, providers: [provider], options }, env.MODEL_INSTANCES);
+    runners.push({ name: `${instances} instances x ${options.intraOpNumThreads} threads`, run: (feeds) => pool.run(feeds), inFlight: instances, release: () => pool.release() });
   }
   return { provider, runners };
 }

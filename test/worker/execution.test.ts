@@ -9,11 +9,11 @@ import { startTestWorker } from "../support/worker.ts";
 
 const suite = useIrisSuite("execution");
 
-async function submit(rows: number[][]): Promise<Job> {
+async function submit(rows: number[][], priority?: "interactive" | "batch"): Promise<Job> {
   const response = await suite.api.app.request("/v1/jobs", {
     method: "POST",
     headers: { Authorization: suite.auth, "Content-Type": "application/json" },
-    body: JSON.stringify({ model: "iris", inputs: rows.map((f) => ({ features: f })) }),
+    body: JSON.stringify({ model: "iris", priority, inputs: rows.map((f) => ({ features: f })) }),
   });
   expect(response.status).toBe(202);
   return (await response.json()) as Job;
@@ -67,12 +67,7 @@ describe("a running worker", () => {
   });
 
   it("serves Prometheus metrics: batch sizes, wait and run time, rows, latency, queue, event loop", async () => {
-    const batchLane = await suite.api.app.request("/v1/jobs", {
-      method: "POST",
-      headers: { Authorization: suite.auth, "Content-Type": "application/json" },
-      body: JSON.stringify({ model: "iris", priority: "batch", inputs: suite.features.slice(0, 3).map((f) => ({ features: f })) }),
-    });
-    await waitForJob(suite.api, suite.auth, ((await batchLane.json()) as Job).id);
+    await waitForJob(suite.api, suite.auth, (await submit(suite.features.slice(0, 3), "batch")).id);
     const text = await (await fetch(`http://127.0.0.1:${worker.metricsPort}/metrics`)).text();
     for (const name of [
       "coalesce_batch_rows_bucket",

@@ -26,6 +26,16 @@ function probeRunner(options: { runMs?: number; isBad?: (item: number) => boolea
   return { run, calls, maxActive: () => maxActive };
 }
 
+/** Forty sources of 0-22 items (source i holds i*100, i*100+1, ...), a few fake ms apart. */
+async function submitStaggered(batcher: DynamicBatcher<number, number>): Promise<Promise<ItemResult<number>[]>[]> {
+  const submits: Promise<ItemResult<number>[]>[] = [];
+  for (let i = 0; i < 40; i++) {
+    submits.push(batcher.submit(range(i * 100, (i * 7) % 23)));
+    await vi.advanceTimersByTimeAsync(i % 4);
+  }
+  return submits;
+}
+
 function range(from: number, count: number): number[] {
   return Array.from({ length: count }, (_, i) => from + i);
 }
@@ -146,11 +156,7 @@ describe("DynamicBatcher", () => {
     const probe = probeRunner({ runMs: 7 });
     const batcher = new DynamicBatcher({ run: probe.run, maxRows: 16, maxDelayMs: 3 });
 
-    const submits: Promise<ItemResult<number>[]>[] = [];
-    for (let i = 0; i < 40; i++) {
-      submits.push(batcher.submit(range(i * 100, (i * 7) % 23)));
-      await vi.advanceTimersByTimeAsync(i % 4);
-    }
+    const submits = await submitStaggered(batcher);
     await vi.runAllTimersAsync();
     await Promise.all(submits);
 
@@ -163,11 +169,7 @@ describe("DynamicBatcher", () => {
       const probe = probeRunner({ runMs: 7 });
       const batcher = new DynamicBatcher({ run: probe.run, maxRows: 16, maxDelayMs: 3, maxInFlight: 2 });
 
-      const submits: Promise<ItemResult<number>[]>[] = [];
-      for (let i = 0; i < 40; i++) {
-        submits.push(batcher.submit(range(i * 100, (i * 7) % 23)));
-        await vi.advanceTimersByTimeAsync(i % 4);
-      }
+      const submits = await submitStaggered(batcher);
       await vi.runAllTimersAsync();
 
       const results = await Promise.all(submits);

@@ -1,3 +1,5 @@
+import type { JobPriority } from "@coalesce/contracts";
+
 /**
  * A dynamic batcher in the manner of Triton's: rows submitted by many concurrent chunks of the same
  * model are coalesced into one runner call, so one onnxruntime run serves many jobs.
@@ -8,7 +10,7 @@
  * of batch-lane rows and never share a run with them, so a lone interactive row waits for at most
  * the run in flight plus a run of its own size, not a full batch of a big job's rows.
  */
-export type Lane = "interactive" | "batch";
+export type Lane = JobPriority;
 
 /** Runs one batch. Must resolve with exactly `items.length` outputs, in the order of `items`. */
 export type BatchRunner<I, O> = (items: I[]) => Promise<O[]>;

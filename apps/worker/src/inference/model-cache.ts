@@ -1,10 +1,8 @@
 import { getModelVersion, readBatchingSettings, type BatchingSettings, type Database, type ModelVersionRecord } from "@coalesce/db";
-import { loadSessionWithFallback, maxBatchRows, type FallbackSession, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
+import { loadSessionWithFallback, maxBatchRows, type GraphOptimizationLevel, type ModelStore } from "@coalesce/models";
 import type { Logger } from "pino";
-import { SessionPool } from "./session-pool.ts";
-import { ThreadSession, type ModelSession, type ThreadSetup } from "./thread-session.ts";
-
-type FallbackSkip = FallbackSession["skipped"][number];
+import { openInstances, type OpenedInstances } from "./session-pool.ts";
+import type { ModelSession, ThreadSetup } from "./thread-session.ts";
 
 export type LoadedModel = {
   version: ModelVersionRecord;
@@ -107,24 +105,13 @@ export class ModelCache {
    * Opens the model's instances, each on a thread of its own. A thread that ends (it should not,
    * short of release) takes the model with it: its siblings are released and the next chunk reloads it.
    */
-  async #openThreads(modelVersionId: string, setup: ThreadSetup): Promise<{ session: ModelSession; provider: string; skipped: FallbackSkip[]; instances: number }> {
+  async #openThreads(modelVersionId: string, setup: ThreadSetup): Promise<OpenedInstances> {
     let session: ModelSession | undefined;
-    const onExit = () => {
+    const opened = await openInstances(setup, this.#settings.instances, () => {
       if (session && this.#forget(modelVersionId, session)) void session.release();
-    };
-    // The first settles the provider (after any fallbacks); the others open on that one together.
-    const first = await ThreadSession.open(setup, onExit);
-    const others = await Promise.allSettled(
-      Array.from({ length: this.#settings.instances - 1 }, () => ThreadSession.open({ ...setup, providers: [first.provider] }, onExit)),
-    );
-    const opened = [first.session, ...others.flatMap((other) => (other.status === "fulfilled" ? [other.value.session] : []))];
-    const failed = others.find((other) => other.status === "rejected");
-    if (failed) {
-      await Promise.all(opened.map((thread) => thread.release()));
-      throw failed.reason;
-    }
-    session = opened.length === 1 ? first.session : new SessionPool(opened);
-    return { session, provider: first.provider, skipped: first.skipped, instances: opened.length };
+    });
+    session = opened.session;
+    return opened;
   }
 
   /** Forgets a loaded model whose session is `session`; false when another has replaced it since. */
