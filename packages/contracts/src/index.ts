@@ -5,3 +5,4 @@ export * from "./queue.ts";
 export * from "./tensor.ts";
 export * from "./env.ts";
 export * from "./webhooks.ts";
+export * from "./transient.ts";
