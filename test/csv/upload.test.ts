@@ -95,7 +95,7 @@ describe("CSV upload edge cases", () => {
   it("keeps a field with an embedded newline and numbers rows from 0 without an id column", async () => {
     const csv = `note,a,b,c,d\n"two\nlines",5.1,3.5,1.4,0.2\nplain,6.7,3.1,4.7,1.5\n`;
     const job = await accepted(await upload("model=iris&ignore=note", csv));
-    expect(job.counts).toEqual({ total: 2, succeeded: 2, failed: 0 });
+    expect(job.counts).toEqual({ total: 2, received: 2, succeeded: 2, failed: 0 });
     const rows = await resultsJson(job.id);
     expect(rows.map((row) => [row.index, row.id])).toEqual([[0, undefined], [1, undefined]]);
     expect((await resultsCsv(job.id)).split("\n")[0]).toBe("index,probabilities_0,probabilities_1,probabilities_2,label,error");
@@ -104,7 +104,7 @@ describe("CSV upload edge cases", () => {
   it("fails ragged rows and non-numeric cells alone, naming line and column", async () => {
     const csv = [IRIS_HEADER, "0,5.1,3.5,1.4,0.2,0", "1,5.1,abc,1.4,0.2,0", "2,5.1,3.5,1.4", "3,,3.5,1.4,0.2,0", "4,0x10,3.5,1.4,0.2,0", "5,6.7,3.1,4.7,1.5,1"].join("\n");
     const job = await accepted(await upload("model=iris&id_column=row_id&ignore=target", csv));
-    expect(job.counts).toEqual({ total: 6, succeeded: 2, failed: 4 });
+    expect(job.counts).toEqual({ total: 6, received: 6, succeeded: 2, failed: 4 });
     const errors = (await resultsJson(job.id)).filter((row) => row.error).map((row) => row.error?.message);
     expect(errors).toEqual([
       "line 3, column 'sepal_width': 'abc' is not a number",

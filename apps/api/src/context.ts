@@ -6,6 +6,7 @@ import type { WebhookUrlPolicy } from "@coalesce/webhooks";
 import type { PredictQueue } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
+import type { CsvLimits } from "./ingest/csv-guard.ts";
 import type { ApiMetrics } from "./metrics.ts";
 
 export type ApiLimits = {
@@ -19,6 +20,8 @@ export type ApiLimits = {
   maxModelBytes: number;
   /** Largest CSV upload, in bytes, as sent and as decompressed. */
   maxUploadBytes: number;
+  /** Bounds on a CSV upload's fields, blank lines and records. @defaultValue DEFAULT_CSV_LIMITS */
+  csv?: CsvLimits | undefined;
 };
 
 /** Everything a route needs, built once at start-up and handed to createApp. */

@@ -33,6 +33,11 @@ export function formatCount(n: number): string {
   return n.toLocaleString("en-US");
 }
 
+/** A job's row total, or while its CSV upload still streams (total unknown), the rows received so far. */
+export function formatTotal(counts: Job["counts"]): string {
+  return counts.total === null ? `${formatCount(counts.received)} so far` : formatCount(counts.total);
+}
+
 export function formatPercent(fraction: number): string {
   return `${Math.floor(fraction * 100)}%`;
 }
@@ -63,10 +68,10 @@ export function jobSeconds(job: Job, now = Date.now()): number {
 export function summarizeJob(job: Job): string {
   const seconds = jobSeconds(job);
   const { total, succeeded, failed } = job.counts;
-  const rate = job.completed_at ? formatRowRate(total, seconds) : null;
+  const rate = job.completed_at ? formatRowRate(total ?? job.counts.received, seconds) : null;
   const timing = job.completed_at ? ` in ${formatDuration(seconds)}${rate ? `, ${rate}` : ""}` : "";
   const lines = [
-    `job ${job.id} ${job.status}: ${formatCount(total)} rows (${formatCount(succeeded)} scored, ${formatCount(failed)} failed)${timing}`,
+    `job ${job.id} ${job.status}: ${formatTotal(job.counts)} rows (${formatCount(succeeded)} scored, ${formatCount(failed)} failed)${timing}`,
   ];
   if (job.error) lines.push(`  ${job.error.code}: ${job.error.message}`);
   return lines.join("\n");

@@ -48,7 +48,7 @@ function job(fields: Partial<Job> = {}): Job {
     status: "queued",
     priority: "interactive",
     model: { name: "iris", version: 1 },
-    counts: { total: 3, succeeded: 0, failed: 0 },
+    counts: { total: 3, received: 3, succeeded: 0, failed: 0 },
     progress: 0,
     eta_seconds: null,
     id_column: null,

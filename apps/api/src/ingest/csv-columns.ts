@@ -15,6 +15,12 @@ export type MappingOptions = {
   ignore: string[];
   /** Explicit `map.INPUT=colA,colB` parameters. */
   map: Record<string, string[]>;
+  /**
+   * A file without a header (columns named "0", "1", ...): without `map`, a model of several inputs
+   * takes the columns left after the id and ignored ones in its input order, each input as many as
+   * its per-row shape holds.
+   */
+  inModelOrder?: boolean | undefined;
 };
 
 /** The header cannot feed the model; thrown before anything of the upload is stored. */
@@ -55,7 +61,10 @@ export function mapColumns(header: string[], inputs: readonly TensorSpec[], opti
   const mapped: InputColumns[] = [];
   const explicit = Object.keys(options.map);
   if (explicit.length === 0) {
-    if (inputs.length !== 1) {
+    if (inputs.length > 1 && options.inModelOrder) {
+      const columns = header.map((_, index) => index).filter((index) => !ignored.has(index));
+      mapped.push(...fitInModelOrder(inputs, columns, errors, header));
+    } else if (inputs.length !== 1) {
       errors.push({
         field: "map",
         message: `the model has ${inputs.length} inputs (${inputs.map((i) => i.name).join(", ")}); name each one's columns with map.INPUT=colA,colB`,
@@ -86,6 +95,32 @@ export function mapColumns(header: string[], inputs: readonly TensorSpec[], opti
   }
   if (errors.length > 0) throw new ColumnMappingError(errors);
   return { inputs: mapped, idIndex, header };
+}
+
+/** Shares columns out to the inputs in order, each taking its fixed per-row size. */
+function fitInModelOrder(inputs: readonly TensorSpec[], columns: number[], errors: FieldError[], header: string[]): InputColumns[] {
+  const sizes = inputs.map((input) =>
+    input.shape.slice(1).reduce<number | null>((product, dim) => (product !== null && typeof dim === "number" && dim >= 0 ? product * dim : null), 1),
+  );
+  const describe = inputs.map((input, i) => `${input.name}: ${sizes[i] ?? "open"}`).join(", ");
+  if (sizes.some((size) => size === null)) {
+    errors.push({ field: "map", message: `without a header, the columns of inputs with an open per-row shape cannot be told apart (${describe}); name each input's columns by position with map.INPUT=0,1,2` });
+    return [];
+  }
+  const wanted = (sizes as number[]).reduce((a, b) => a + b, 0);
+  if (wanted !== columns.length) {
+    errors.push({ field: "map", message: `the model's inputs take ${wanted} values per row in all (${describe}) but the file has ${columns.length} columns to give them; use id_column, ignore or map.INPUT to choose the columns` });
+    return [];
+  }
+  const mapped: InputColumns[] = [];
+  let offset = 0;
+  inputs.forEach((input, i) => {
+    const size = sizes[i] as number;
+    const fitted = fitColumns(input, columns.slice(offset, offset + size), `map.${input.name}`, errors, header);
+    if (fitted) mapped.push(fitted);
+    offset += size;
+  });
+  return mapped;
 }
 
 /** Works out the per-row shape the columns fill: fixed dimensions must multiply to the column count. */

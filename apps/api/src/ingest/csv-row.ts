@@ -9,6 +9,11 @@ const INT64_MAX = 2n ** 63n - 1n;
 
 type Cell = { value: TensorValue } | { problem: string };
 
+/** A cell that reads as a decimal number (`5.1`, `-2e3`); a header of only these is a data row. */
+export function looksNumeric(text: string): boolean {
+  return DECIMAL.test(text);
+}
+
 /** One cell as the input's element type wants it; a problem says what is wrong in words. */
 export function parseCell(text: string, type: string): Cell {
   switch (type) {

@@ -1,17 +1,27 @@
 import type { FieldError, JobPriority, RowError, TensorRow } from "@coalesce/contracts";
-import { deleteJob, insertChunk, openUploadJob, sealJob, type JobRecord, type ModelVersionRecord } from "@coalesce/db";
+import {
+  deleteJob,
+  findJob,
+  insertChunk,
+  openUploadJob,
+  recordUploadAlive,
+  sealJob,
+  UPLOAD_HEARTBEAT_MS,
+  UPLOAD_INTERRUPTED,
+  type JobRecord,
+  type ModelVersionRecord,
+} from "@coalesce/db";
 import { packRows } from "@coalesce/models";
 import { enqueueChunks, publishJobFinished, unqueueChunks } from "@coalesce/queue";
-import { parse } from "csv-parse";
-import type { Readable } from "node:stream";
+import { CsvError, parse } from "csv-parse";
+import { pipeline, type Readable } from "node:stream";
 import type { Logger } from "pino";
 import type { ApiDeps } from "../context.ts";
 import { ApiError, validationError } from "../errors.ts";
 import { ColumnMappingError, mapColumns, type ColumnMapping, type MappingOptions } from "./csv-columns.ts";
-import { parseRecord } from "./csv-row.ts";
-
-/** A 1 MB line is ordinary (an image row); far beyond that is a broken file, not a row. */
-const MAX_RECORD_BYTES = 64 * 1024 * 1024;
+import { DEFAULT_CSV_LIMITS, guardCsv, type CsvLimits } from "./csv-guard.ts";
+import { looksNumeric, parseRecord } from "./csv-row.ts";
+import { ClientGoneError } from "./upload-body.ts";
 /** Errors listed in a 422; the count says how many there were. */
 const MAX_REPORTED_ERRORS = 100;
 /**
@@ -27,8 +37,14 @@ export type CsvIngestInput = {
   webhookUrl?: string | undefined;
   modelVersion: ModelVersionRecord;
   mapping: MappingOptions;
+  /** False: the first line is a row too, and columns are named by their position ("0", "1", ...). */
+  header: boolean;
   maxErrors: number;
   csv: Readable;
+  /** Bounds on fields, blank lines and record size. @defaultValue DEFAULT_CSV_LIMITS */
+  limits?: CsvLimits | undefined;
+  /** The upload's Idempotency-Key claim, kept alive with the upload (see recordUploadAlive). */
+  idempotencyKey?: { tenantId: string; key: string } | undefined;
   log: Logger;
 };
 
@@ -38,15 +54,21 @@ type PendingChunk = { inputs: (TensorRow | null)[]; ids: string[]; errors: (RowE
  * Streams a CSV into a job: the header is checked against the model before anything is stored;
  * rows are parsed as they arrive, written to Postgres a chunk at a time and enqueued at once, so
  * workers score the start of the file while the rest is still uploading. A row that does not parse
- * becomes a failed row naming its line and column. Past `maxErrors` such rows, or on any failure
- * mid-way (too large, client gone), the job and everything of it is deleted and the error thrown.
+ * becomes a failed row naming its line and column. Past `maxErrors` such rows, past a limit of
+ * CsvLimits, or on any failure mid-way (too large, client gone), the job and everything of it is
+ * deleted and the error thrown. While it reads, the upload records every few seconds that it is
+ * alive (and how many rows it has stored), so a worker can end it if this process dies.
  */
 export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<JobRecord> {
   // Line numbers are counted here rather than with csv-parse's `info`, which costs more than the
-  // parsing itself; so empty lines come through as [""] and are skipped below.
-  const parser = parse({ bom: true, relax_column_count: true, max_record_size: MAX_RECORD_BYTES });
-  input.csv.on("error", (error) => parser.destroy(error));
-  input.csv.pipe(parser);
+  // parsing itself; so empty lines come through as [""] and are skipped below. relax_quotes: a quote
+  // inside an unquoted field is text (5'10"), as in real files, not a reason to refuse the file; the
+  // row then fails alone if its cell is not what the model takes.
+  const limits = input.limits ?? DEFAULT_CSV_LIMITS;
+  const parser = parse({ bom: true, relax_column_count: true, relax_quotes: true, max_record_size: limits.maxRecordBytes });
+  // The guard counts each record's fields and bytes before the parser builds the record. pipeline
+  // gives every stream an error listener and destroys them all together, whichever fails.
+  pipeline(input.csv, guardCsv(limits), parser, () => {});
 
   let mapping: ColumnMapping | null = null;
   let job: JobRecord | null = null;
@@ -54,10 +76,23 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
   const reported: FieldError[] = [];
   let errorCount = 0;
   let rowCount = 0;
+  let storedRows = 0;
   let seq = 0;
   let pending: PendingChunk = newPending();
   const writing = new Set<Promise<void>>();
   let writeFailure: unknown = null;
+
+  // A timer rather than a write per chunk: a slow client may send no full chunk for minutes and is
+  // still alive; one UPDATE every few seconds per upload costs nothing beside the chunk inserts.
+  let beating = false;
+  const heartbeat = setInterval(() => {
+    if (beating || (!job && !input.idempotencyKey)) return;
+    beating = true;
+    recordUploadAlive(deps.db, { jobId: job?.id ?? null, receivedRows: storedRows, idempotencyKey: input.idempotencyKey ?? null })
+      .catch((error: unknown) => input.log.warn({ err: error, jobId: job?.id }, "could not record that the upload is alive; will try again"))
+      .finally(() => (beating = false));
+  }, UPLOAD_HEARTBEAT_MS);
+  heartbeat.unref();
 
   // Inserts run side by side; enqueues follow in chunk order, so workers take the file front to
   // back and partial results grow from the start.
@@ -71,6 +106,9 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
       packedInputs: packRows(chunk.inputs, input.modelVersion.inputs),
       rowIds: mapping?.idIndex === null ? null : chunk.ids,
       inputErrors: chunk.failed > 0 ? chunk.errors : null,
+    }).then((chunkId) => {
+      storedRows += chunk.inputs.length;
+      return chunkId;
     });
     const queued = Promise.all([inserted, enqueued]).then(async ([chunkId]) => {
       chunkIds.push(chunkId);
@@ -93,16 +131,33 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
   };
 
   let line = 0;
+  let emptyLines = 0;
   try {
     for await (const record of parser as AsyncIterable<string[]>) {
       line++;
       const first = line;
       // A quoted field may span lines; the record's number is that of its first line.
       for (const field of record) for (let at = field.indexOf("\n"); at !== -1; at = field.indexOf("\n", at + 1)) line++;
-      if (record.length === 1 && record[0] === "") continue;
-      if (!mapping) {
-        mapping = mapColumns(record, input.modelVersion.inputs, input.mapping);
+      if (record.length === 1 && record[0] === "") {
+        if (++emptyLines > limits.maxBlankLines) {
+          throw new ApiError(
+            "validation_failed",
+            `the CSV cannot be read: it has more than ${limits.maxBlankLines} blank lines (line ${first}); remove them and send it again`,
+          );
+        }
         continue;
+      }
+      if (!mapping) {
+        if (input.header) {
+          checkHeader(record, first);
+          mapping = mapColumns(record, input.modelVersion.inputs, input.mapping);
+          continue;
+        }
+        mapping = mapColumns(
+          record.map((_, index) => String(index)),
+          input.modelVersion.inputs,
+          { ...input.mapping, inModelOrder: true },
+        );
       }
       if (!job) {
         job = await openUploadJob(deps.db, {
@@ -141,18 +196,44 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
     await flush();
     await Promise.all(writing);
     if (writeFailure) throw writeFailure;
+    clearInterval(heartbeat);
     const sealed = await sealJob(deps.db.prisma, job.id, rowCount);
     // Every chunk may have been scored before the upload ended: then the job finished just now.
     if (sealed === "succeeded" || sealed === "failed") await publishJobFinished(deps.redis, deps.queuePrefix, job.id);
+    // As it is now: most of a long file's rows may be scored already.
+    const now = (await findJob(deps.db, input.tenantId, job.id)) ?? { ...job, totalRows: rowCount, sealed: true };
+    if (now.error?.code === UPLOAD_INTERRUPTED) {
+      // This process went unseen past the staleness bound (stalled), and a worker ended the upload.
+      throw new ApiError("conflict", "the upload was ended as interrupted while it was still being read (the API was not seen alive in time); send the file again");
+    }
     input.log.info({ jobId: job.id, rows: rowCount, failedRows: errorCount, chunks: chunkIds.length }, "csv upload accepted");
-    return { ...job, totalRows: rowCount, sealed: true };
+    return now;
   } catch (error) {
     parser.destroy();
     input.csv.destroy();
     await Promise.all(writing);
     if (job) await discardUpload(deps, job.id, chunkIds, input.log);
     throw translateParseError(error);
+  } finally {
+    clearInterval(heartbeat);
   }
+}
+
+/**
+ * A header of numbers alone is a data row: read as a header, the file's first row would be lost
+ * and its values become column names. Refused, saying how to send a file without a header.
+ */
+function checkHeader(header: string[], line: number): void {
+  if (!header.every((name) => looksNumeric(name))) return;
+  const shown = header.slice(0, 4).join(",");
+  throw validationError([
+    {
+      field: "header",
+      message:
+        `line ${line} (${header.length > 4 ? `${shown},...` : shown}) holds only numbers, so it is a row, not a header naming the columns; ` +
+        "add a header line, or send the file with header=false (every line a row, columns in the model's input order)",
+    },
+  ]);
 }
 
 function newPending(): PendingChunk {
@@ -170,13 +251,14 @@ async function discardUpload(deps: ApiDeps, jobId: string, chunkIds: string[], l
 }
 
 function translateParseError(error: unknown): unknown {
-  if (error instanceof ApiError) return error;
+  if (error instanceof ApiError || error instanceof ClientGoneError) return error;
   if (error instanceof ColumnMappingError) return validationError(error.errors);
-  const code = (error as { code?: string }).code;
-  if (typeof code === "string" && code.startsWith("CSV_")) {
-    // csv-parse's own errors name the line: an unclosed quote, a record past the size limit.
-    return new ApiError("validation_failed", `the CSV cannot be read: ${(error as Error).message}`);
+  if (error instanceof CsvError) {
+    // Every csv-parse error is about the file (an unclosed quote, a record past the size limit) and
+    // names its line.
+    return new ApiError("validation_failed", `the CSV cannot be read: ${error.message}`);
   }
+  const code = (error as { code?: string }).code;
   if (code === "Z_DATA_ERROR" || code === "Z_BUF_ERROR") {
     return new ApiError("validation_failed", "the body says Content-Encoding: gzip but is not valid gzip data");
   }

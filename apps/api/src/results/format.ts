@@ -76,7 +76,16 @@ function cellText(value: number | string | boolean | undefined): string {
   return typeof value === "string" ? csvField(value) : String(value);
 }
 
-/** RFC 4180: quote a field holding a comma, quote or line break; double its quotes. */
+/** A cell a spreadsheet would run as a formula (OWASP's list), unless it is only a number (-1.5). */
+const FORMULA_START = /^[=+\-@\t\r]/;
+const NUMBER = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+
+/**
+ * RFC 4180: quote a field holding a comma, quote or line break; double its quotes. A text cell
+ * that starts like a formula (`=cmd|' /C calc'!A0`, `+SUM(1+1)`, `@x`) gets a leading `'` first, so
+ * a spreadsheet opening the results shows it as text rather than running it (CSV injection).
+ */
 export function csvField(text: string): string {
-  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  const safe = FORMULA_START.test(text) && !NUMBER.test(text) ? `'${text}` : text;
+  return /[",\r\n]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }

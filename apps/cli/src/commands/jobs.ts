@@ -1,7 +1,7 @@
 import { expectPositionals, parseCommandArgs, parseWholeNumber, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
 import { EXIT_OK } from "../errors.ts";
-import { formatCount, formatJson, formatModel, formatPercent, formatTable } from "../format.ts";
+import { formatCount, formatJson, formatModel, formatPercent, formatTable, formatTotal } from "../format.ts";
 
 const LIST = "jobs list";
 const OPTIONS = {
@@ -43,7 +43,7 @@ Options:
       job.id,
       job.status,
       formatModel(job.model),
-      formatCount(job.counts.total),
+      formatTotal(job.counts),
       formatCount(job.counts.failed),
       formatPercent(job.progress),
       job.created_at,

@@ -2,7 +2,7 @@ import type { Job } from "@coalesce/contracts";
 import { expectPositionals, parseCommandArgs, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
 import { EXIT_OK } from "../errors.ts";
-import { formatCount, formatDuration, formatEta, formatJson, formatModel, formatPercent, formatRowRate, formatTable, jobSeconds } from "../format.ts";
+import { formatCount, formatDuration, formatEta, formatJson, formatModel, formatPercent, formatRowRate, formatTable, formatTotal, jobSeconds } from "../format.ts";
 
 const NAME = "status";
 const OPTIONS = { json: { type: "boolean" } } as const satisfies OptionSpecs;
@@ -39,12 +39,12 @@ export function describeJob(job: Job): string {
     if (job.eta_seconds !== null) status += `, about ${formatEta(job.eta_seconds)} to go`;
   }
   const seconds = jobSeconds(job);
-  const rate = job.completed_at ? formatRowRate(total, seconds) : null;
+  const rate = job.completed_at ? formatRowRate(total ?? job.counts.received, seconds) : null;
   const rows: [string, string][] = [
     ["job", job.id],
     ["status", status],
     ["model", formatModel(job.model)],
-    ["rows", `${formatCount(total)}: ${formatCount(succeeded)} scored, ${formatCount(failed)} failed`],
+    ["rows", `${formatTotal(job.counts)}: ${formatCount(succeeded)} scored, ${formatCount(failed)} failed`],
   ];
   if (job.id_column !== null) rows.push(["id column", job.id_column]);
   const runs = job.execution.batch_rows;

@@ -6,7 +6,7 @@ import type { Command } from "../command.ts";
 import type { CommandContext } from "../context.ts";
 import { checkWritable, warnIfIncomplete, writeResultsFile } from "../download.ts";
 import { CliError, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, fileError, UsageError } from "../errors.ts";
-import { formatBytes, formatCount, formatDuration, formatEta, formatModel, summarizeJob } from "../format.ts";
+import { formatBytes, formatCount, formatDuration, formatEta, formatModel, formatTotal, summarizeJob } from "../format.ts";
 import { createProgressBar } from "../progress.ts";
 
 const NAME = "submit";
@@ -134,7 +134,7 @@ async function upload(client: CoalesceClient, context: CommandContext, options: 
   const seconds = (Date.now() - started) / 1000;
   bar.finish(
     `uploaded ${formatBytes(sent)} in ${formatDuration(seconds)}: job ${job.id} ${job.status}, ` +
-      `${formatCount(job.counts.total)} rows for ${formatModel(job.model)}` +
+      `${formatTotal(job.counts)} rows for ${formatModel(job.model)}` +
       (job.counts.failed > 0 ? ` (${formatCount(job.counts.failed)} could not be parsed)` : ""),
   );
   return job;
@@ -165,9 +165,9 @@ export async function waitWithProgress(client: CoalesceClient, context: CommandC
 
 /** `1,234 / 3,000 rows  2 failed  ETA 12 s` */
 export function scoringDetail(job: Job): string {
-  if (job.status === "queued") return `queued, ${formatCount(job.counts.total)} rows`;
-  const { total, succeeded, failed } = job.counts;
-  const parts = [`${formatCount(succeeded + failed)} / ${formatCount(total)} rows`];
+  if (job.status === "queued") return `queued, ${formatTotal(job.counts)} rows`;
+  const { succeeded, failed } = job.counts;
+  const parts = [`${formatCount(succeeded + failed)} / ${formatTotal(job.counts)} rows`];
   if (failed > 0) parts.push(`${formatCount(failed)} failed`);
   if (job.eta_seconds !== null && job.progress < 1) parts.push(`ETA ${formatEta(job.eta_seconds)}`);
   return parts.join("  ");

@@ -3,6 +3,15 @@ import type { Database } from "../connection.ts";
 /** How long a key holds: a retry within this window gets the original job. */
 export const IDEMPOTENCY_WINDOW_HOURS = 24;
 
+/** How often a streaming upload records that it is alive (recordUploadAlive). */
+export const UPLOAD_HEARTBEAT_MS = 2_000;
+
+/**
+ * An upload not seen for this long is taken for dead (its API process went away): the worker's
+ * sweep ends it and frees its key (UPLOAD_STALE_MS there), and the API lets a retry take its key.
+ */
+export const DEFAULT_UPLOAD_STALE_MS = 60_000;
+
 export type IdempotencyClaim =
   | { kind: "claimed" }
   | { kind: "replay"; jobId: string }
@@ -16,7 +25,7 @@ export type IdempotencyClaim =
 export async function claimIdempotencyKey(db: Database, tenantId: string, key: string, requestHash: string): Promise<IdempotencyClaim> {
   const claimed = await db.pool.query(
     `INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ($1, $2, $3)
-     ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, job_id = NULL, created_at = now()
+     ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, job_id = NULL, created_at = now(), seen_at = now()
        WHERE idempotency_keys.created_at < now() - make_interval(hours => ${IDEMPOTENCY_WINDOW_HOURS})
      RETURNING key`,
     [tenantId, key, requestHash],
@@ -56,6 +65,32 @@ export async function findIdempotencyKey(
   );
   const row = rows[0];
   return row ? { requestHash: row.request_hash, jobId: row.job_id } : null;
+}
+
+/**
+ * Takes over a key whose first request never wrote its job and has not been seen for `staleMs` (its
+ * API process died mid-upload): the key is claimed afresh for `requestHash`, as if unused. False
+ * when the claim is alive (or was taken over by another request first).
+ */
+export async function takeOverStaleClaim(db: Database, tenantId: string, key: string, requestHash: string, staleMs: number): Promise<boolean> {
+  const taken = await db.pool.query(
+    `UPDATE idempotency_keys SET request_hash = $3, created_at = now(), seen_at = now()
+      WHERE tenant_id = $1 AND key = $2 AND job_id IS NULL AND seen_at < now() - make_interval(secs => $4::float8 / 1000)`,
+    [tenantId, key, requestHash, staleMs],
+  );
+  return (taken.rowCount ?? 0) > 0;
+}
+
+/**
+ * Frees the keys whose first request never wrote its job and has not been seen for `staleMs` (the
+ * API process serving it died), so a retry with the same key starts afresh. Returns how many.
+ */
+export async function releaseAbandonedClaims(db: Database, staleMs: number): Promise<number> {
+  const released = await db.pool.query(
+    `DELETE FROM idempotency_keys WHERE job_id IS NULL AND seen_at < now() - make_interval(secs => $1::float8 / 1000)`,
+    [staleMs],
+  );
+  return released.rowCount ?? 0;
 }
 
 /** Frees a key whose request failed, so a retry can use it. */

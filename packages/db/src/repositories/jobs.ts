@@ -244,7 +244,8 @@ export async function listJobs(
 
 /**
  * Opens a job for a streaming upload: rows arrive in chunks (insertChunk) and the job cannot finish
- * until sealJob says how many rows there are.
+ * until sealJob says how many rows there are. Until then the API keeps showing the upload is alive
+ * (recordUploadAlive); an upload not seen for a while is ended by endAbandonedUploads.
  */
 export async function openUploadJob(
   db: Database,
@@ -252,8 +253,8 @@ export async function openUploadJob(
 ): Promise<JobRecord> {
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
-       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at, webhook_url)
-       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int), $7)
+       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at, webhook_url, upload_seen_at)
+       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int), $7, now())
        RETURNING *
      )
      SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
@@ -264,20 +265,84 @@ export async function openUploadJob(
 
 /**
  * Ends an upload: sets the row count and lets the job finish, finishing it now if the workers
- * already scored every row while the upload was still running.
+ * already scored every row while the upload was still running. A job that ended meanwhile
+ * (cancelled, expired, or failed as an interrupted upload) keeps its status. Returns the status.
  */
 export async function sealJob(db: DbClient, jobId: string, totalRows: number): Promise<JobStatus | null> {
   const rows = await db.$queryRaw<{ status: JobStatus }[]>`
-    UPDATE jobs SET total_rows = ${totalRows}, sealed = true,
+    UPDATE jobs SET total_rows = ${totalRows}, sealed = true, upload_seen_at = NULL,
       status = (CASE
-        WHEN succeeded_rows + failed_rows < ${totalRows} THEN status::text
+        WHEN status NOT IN ('queued', 'running') OR succeeded_rows + failed_rows < ${totalRows} THEN status::text
         WHEN succeeded_rows = 0 THEN 'failed'
         ELSE 'succeeded' END)::job_status,
-      completed_at = CASE WHEN succeeded_rows + failed_rows >= ${totalRows} THEN now() ELSE completed_at END,
-      error = CASE WHEN succeeded_rows = 0 AND failed_rows >= ${totalRows} THEN ${ALL_ROWS_FAILED}::jsonb ELSE error END
+      completed_at = CASE WHEN status IN ('queued', 'running') AND succeeded_rows + failed_rows >= ${totalRows} THEN now() ELSE completed_at END,
+      error = CASE WHEN status IN ('queued', 'running') AND succeeded_rows = 0 AND failed_rows >= ${totalRows} THEN ${ALL_ROWS_FAILED}::jsonb ELSE error END
     WHERE id = ${jobId}
     RETURNING status`;
   return rows[0]?.status ?? null;
+}
+
+/**
+ * An upload in progress says it is alive: its job (when it has one yet) shows the rows received so
+ * far (stored in chunks) and when it was last seen, and so does its Idempotency-Key claim (when it
+ * has one). The API calls this every few seconds while it reads a file; one statement for both.
+ */
+export async function recordUploadAlive(
+  db: Database,
+  upload: { jobId: string | null; receivedRows: number; idempotencyKey: { tenantId: string; key: string } | null },
+): Promise<void> {
+  await db.pool.query(
+    `WITH j AS (
+       UPDATE jobs SET upload_seen_at = now(), total_rows = GREATEST(total_rows, $2)
+        WHERE id = $1 AND NOT sealed AND status IN ('queued', 'running')
+        RETURNING id
+     )
+     UPDATE idempotency_keys SET seen_at = now() WHERE tenant_id = $3 AND key = $4 AND job_id IS NULL`,
+    [upload.jobId, upload.receivedRows, upload.idempotencyKey?.tenantId ?? null, upload.idempotencyKey?.key ?? null],
+  );
+}
+
+/** Code of a job ended because its upload stopped before the file did (see endAbandonedUploads). */
+export const UPLOAD_INTERRUPTED = "upload_interrupted";
+
+/**
+ * Ends the uploads whose API process has not been seen for `staleMs` (it died mid-file): each job
+ * fails with `upload_interrupted`, keeping the rows scored so far, its row count set to the rows
+ * stored; its chunks still waiting are returned for the caller to unqueue (workers skip chunks of a
+ * job that is not running, and results of one are not written). One UPDATE decides, so several
+ * sweepers at once end each job once.
+ */
+export async function endAbandonedUploads(
+  db: Database,
+  staleMs: number,
+  limit = 100,
+): Promise<{ jobId: string; receivedRows: number; queuedChunkIds: string[] }[]> {
+  const { rows } = await db.pool.query<{ job_id: string; received_rows: number; chunk_ids: (string | null)[] }>(
+    `WITH stale AS (
+       SELECT s.id, (SELECT COALESCE(sum(c.row_count), 0)::int FROM job_chunks c WHERE c.job_id = s.id) AS received
+         FROM jobs s
+        WHERE s.upload_seen_at < now() - make_interval(secs => $1::float8 / 1000) AND s.status IN ('queued', 'running')
+        LIMIT $2
+     ), ended AS (
+       UPDATE jobs j SET status = 'failed', completed_at = now(), sealed = true, upload_seen_at = NULL, total_rows = stale.received,
+         error = jsonb_build_object(
+           'code', '${UPLOAD_INTERRUPTED}',
+           'message', format('the upload stopped before the file ended (the API serving it went away); %s rows had been received; resubmit the file', stale.received))
+         FROM stale
+        -- Checked again once the row is locked, so two sweepers never both end one job.
+        WHERE j.id = stale.id AND j.upload_seen_at < now() - make_interval(secs => $1::float8 / 1000) AND j.status IN ('queued', 'running')
+        RETURNING j.id, j.total_rows
+     )
+     SELECT ended.id AS job_id, ended.total_rows AS received_rows, array_agg(c.id) AS chunk_ids
+       FROM ended LEFT JOIN job_chunks c ON c.job_id = ended.id AND c.status = 'queued' AND c.queue_job_id IS NULL
+      GROUP BY ended.id, ended.total_rows`,
+    [staleMs, limit],
+  );
+  return rows.map((row) => ({
+    jobId: row.job_id,
+    receivedRows: row.received_rows,
+    queuedChunkIds: row.chunk_ids.filter((id): id is string => id !== null),
+  }));
 }
 
 /** Deletes a job with its rows and results (the chunks cascade). */

@@ -3,11 +3,13 @@ import { pipeline, Transform, type Readable } from "node:stream";
 import type { CreateJobRequest } from "@coalesce/contracts";
 import {
   claimIdempotencyKey,
+  DEFAULT_UPLOAD_STALE_MS,
   findIdempotencyKey,
   findJob,
   IDEMPOTENCY_WINDOW_HOURS,
   recordIdempotentJob,
   releaseIdempotencyKey,
+  takeOverStaleClaim,
   type JobRecord,
 } from "@coalesce/db";
 import type { ApiDeps } from "../../context.ts";
@@ -82,7 +84,10 @@ export async function claimCsvKey(deps: ApiDeps, tenantId: string, key: string, 
   const canonical = [...query].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, value]) => `${name}=${value}`);
   const hash = createHash("sha256").update(`csv\n${canonical.join("&")}\n`);
   const earlier = await findIdempotencyKey(deps.db, tenantId, key);
-  if (earlier) {
+  // A first upload not seen alive for the staleness bound died with its API process: its claim is
+  // free (the worker's upload sweep frees it too, and ends its job).
+  const takenOver = earlier?.jobId === null && (await takeOverStaleClaim(deps.db, tenantId, key, UPLOAD_IN_PROGRESS, DEFAULT_UPLOAD_STALE_MS));
+  if (earlier && !takenOver) {
     if (earlier.jobId === null) throw inProgress();
     for await (const part of csv) hash.update(part as Buffer);
     if (hash.digest("hex") !== earlier.requestHash) throw mismatch();
@@ -90,7 +95,7 @@ export async function claimCsvKey(deps: ApiDeps, tenantId: string, key: string, 
     if (job) return { kind: "replay", job };
     throw inProgress();
   }
-  const claim = await claimIdempotencyKey(deps.db, tenantId, key, UPLOAD_IN_PROGRESS);
+  const claim = takenOver ? { kind: "claimed" } : await claimIdempotencyKey(deps.db, tenantId, key, UPLOAD_IN_PROGRESS);
   // Another request took the key between the look and the claim.
   if (claim.kind !== "claimed") throw inProgress();
   return {
