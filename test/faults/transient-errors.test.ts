@@ -5,6 +5,7 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestServices, REDIS_URL, type TestServices } from "../support/services.ts";
+import { startTcpProxy } from "../support/tcp-proxy.ts";
 
 /** A port on loopback with nothing listening on it. */
 async function closedPort(): Promise<number> {
@@ -55,6 +56,25 @@ describe("transient infrastructure errors", () => {
     await admin.end();
     expect(isTransientError(await pending)).toBe(true);
     await client.end().catch(() => {});
+  });
+
+  it("a connection that stops answering (half-open) is transient; a statement that is merely too slow is not", async () => {
+    const target = new URL(services.databaseUrl);
+    const proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
+    target.hostname = "127.0.0.1";
+    target.port = String(proxy.port);
+    const db = connectDatabase(target.toString(), { max: 1, queryTimeoutMs: 300, connectTimeoutMs: 500 });
+    // A live server cancels the statement itself (57014): the statement's fault, retrying won't help.
+    expect(isTransientError(await failure(() => db.pool.query("SELECT pg_sleep(2)")))).toBe(false);
+    await db.pool.query("SELECT 1");
+    proxy.stall();
+    // The pooled connection: the client's own timeout, no answer at all.
+    expect(transientDependency(await failure(() => db.prisma.$queryRawUnsafe("SELECT 1")))).toBe("postgres");
+    // A new connection: the handshake never completes.
+    expect(transientDependency(await failure(() => db.pool.query("SELECT 1")))).toBe("postgres");
+    await proxy.up();
+    await db.close();
+    await proxy.close();
   });
 
   it("Redis unreachable is transient", async () => {

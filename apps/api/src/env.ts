@@ -12,6 +12,10 @@ export const ApiEnvSchema = z.object({
   HOST: z.string().default("127.0.0.1"),
   DATABASE_URL: z.string().url().default(DEFAULT_DATABASE_URL),
   REDIS_URL: z.string().url().default(DEFAULT_REDIS_URL),
+  // While Postgres is away a request answers 503 within this long rather than waiting for it.
+  DATABASE_CONNECT_TIMEOUT_MS: intVar(2_000, 100),
+  // The longest any one statement of the API may take (client and server side); 0 for no limit.
+  DATABASE_QUERY_TIMEOUT_MS: intVar(30_000, 0),
   QUEUE_PREFIX: z.string().min(1).default(DEFAULT_QUEUE_PREFIX),
   MODEL_STORE_DIR: z.string().min(1).default(DEFAULT_MODEL_STORE_DIR),
   CHUNK_ROWS: intVar(1024, 1, 100_000),
@@ -19,6 +23,10 @@ export const ApiEnvSchema = z.object({
   MAX_BODY_BYTES: intVar(64 * MiB, 1024),
   MAX_MODEL_BYTES: intVar(512 * MiB, 1024),
   MAX_UPLOAD_BYTES: intVar(4096 * MiB, 1024),
+  /** CSV uploads: fields a row may have beyond the header's (a failed row); past it the upload is refused. */
+  MAX_CSV_EXTRA_FIELDS: intVar(1000, 0, 1_000_000),
+  /** CSV uploads: blank lines one file may hold before it is refused. */
+  MAX_CSV_BLANK_LINES: intVar(10_000, 0),
   BOOTSTRAP_API_KEY: z.string().min(16, "use at least 16 characters").optional(),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),

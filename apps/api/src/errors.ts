@@ -1,4 +1,4 @@
-import { ERROR_STATUS, type ErrorCode, type FieldError, type Problem } from "@coalesce/contracts";
+import { ERROR_STATUS, transientDependency, type Dependency, type ErrorCode, type FieldError, type Problem } from "@coalesce/contracts";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { z } from "zod";
@@ -48,14 +48,33 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 export function fromZodError(error: z.ZodError): ApiError {
-  const errors = error.issues
-    .slice(0, 100)
-    .map((issue) => ({ field: formatPath(issue.path) || "body", message: issue.message }));
-  return validationError(errors, error.issues.length);
+  // An unknown key is named as the field itself (`webhook_ur1`), one entry per key, not as the object holding it.
+  const issues = error.issues.flatMap((issue): { path: PropertyKey[]; message: string }[] =>
+    issue.code === "unrecognized_keys" ? issue.keys.map((key) => ({ path: [...issue.path, key], message: issue.message })) : [issue],
+  );
+  const errors = issues.slice(0, 100).map((issue) => ({ field: formatPath(issue.path) || "body", message: issue.message }));
+  return validationError(errors, issues.length);
+}
+
+/** Seconds a client is asked to wait (Retry-After) before retrying a 503. */
+export const RETRY_AFTER_SECONDS = 5;
+
+const UNREACHABLE: Record<Dependency, string> = {
+  postgres: "the database is unreachable",
+  redis: "the queue (Redis) is unreachable",
+  network: "a service the API depends on is unreachable",
+};
+
+/** A request that met Postgres or Redis being away: 503, so the client retries rather than gives up. */
+export function unavailableError(dependency: Dependency): ApiError {
+  return new ApiError("service_unavailable", `${UNREACHABLE[dependency]} right now; retry in ${RETRY_AFTER_SECONDS} s`);
 }
 
 function toApiError(error: unknown): ApiError | null {
   if (error instanceof ApiError) return error;
+  // Classified here, where every route's errors arrive, so no route needs to know about outages.
+  const dependency = transientDependency(error);
+  if (dependency) return unavailableError(dependency);
   if (error instanceof HTTPException) {
     if (error.status === 400) return new ApiError("invalid_json", "the request body is not valid JSON");
     if (error.status === 415) {
@@ -80,10 +99,16 @@ export function problemResponse(c: Context, error: ApiError): Response {
   const headers: Record<string, string> = { "Content-Type": "application/problem+json" };
   // RFC 9110: a 401 names the scheme the client should use.
   if (error.code === "unauthorized") headers["WWW-Authenticate"] = 'Bearer realm="coalesce"';
+  // RFC 9110: when to try again, in seconds.
+  if (error.code === "service_unavailable") headers["Retry-After"] = String(RETRY_AFTER_SECONDS);
   return c.body(JSON.stringify(body), error.status as 400, headers);
 }
 
-/** Every error leaves as problem+json; an unexpected one is logged with its stack and answered 500 without it. */
+/**
+ * Every error leaves as problem+json; an unexpected one is logged with its stack and answered 500
+ * without it. An outage is not logged per request beyond the request's own line: the connection
+ * says once that Postgres or Redis went away (see DependencyStatus).
+ */
 export function handleError(error: unknown, c: Context): Response {
   const known = toApiError(error);
   if (known) return problemResponse(c, known);

@@ -4,6 +4,15 @@ import { loadApiEnv } from "./env.ts";
 import { startApi } from "./server.ts";
 
 const logger = pino({ name: "api", level: process.env.LOG_LEVEL ?? "info" });
+// A crash is said as a JSON line like everything else, then the process exits as Node's default would.
+process.on("uncaughtException", (error) => {
+  logger.fatal({ err: error }, `api crashed: ${error.message}`);
+  process.exit(1);
+});
+process.on("unhandledRejection", (reason) => {
+  logger.fatal({ err: reason }, "api crashed: unhandled promise rejection");
+  process.exit(1);
+});
 
 try {
   const env = loadApiEnv();

@@ -6,6 +6,7 @@ import { serve, type ServerType } from "@hono/node-server";
 import type { Logger } from "pino";
 import { createApp } from "./app.ts";
 import { hashApiKey } from "./auth/api-keys.ts";
+import { DEFAULT_CSV_LIMITS } from "./ingest/csv-guard.ts";
 import { createJobWriter } from "./ingest/job-writer.ts";
 import { createApiMetrics } from "./metrics.ts";
 import type { ApiDeps } from "./context.ts";
@@ -16,10 +17,19 @@ export type RunningApi = { port: number; close(): Promise<void> };
 /** Connects everything the API needs from its environment and starts listening. */
 export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi> {
   if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
-  const db = connectDatabase(env.DATABASE_URL);
+  const db = connectDatabase(env.DATABASE_URL, {
+    connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
+    queryTimeoutMs: env.DATABASE_QUERY_TIMEOUT_MS || undefined,
+    logger,
+  });
   await db.warmUp();
-  const redis = createRedisConnection(env.REDIS_URL);
+  // Fail fast: a request answers (503, or 202 for a job the reconciler will queue) while Redis is
+  // away instead of waiting for it; Postgres is the system of record.
+  const redis = createRedisConnection(env.REDIS_URL, { failFast: true, logger });
   const queue = createPredictQueue({ connection: redis, prefix: env.QUEUE_PREFIX });
+  // BullMQ re-emits its connection's errors here and prints them raw when nobody listens; the
+  // connection has already said that Redis is away (one line per outage), and each request meets it.
+  queue.on("error", () => {});
   if (env.BOOTSTRAP_API_KEY) {
     await upsertApiKey(db.prisma, {
       tenantName: "default",
@@ -45,6 +55,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       maxBodyBytes: env.MAX_BODY_BYTES,
       maxModelBytes: env.MAX_MODEL_BYTES,
       maxUploadBytes: env.MAX_UPLOAD_BYTES,
+      csv: { ...DEFAULT_CSV_LIMITS, maxExtraFields: env.MAX_CSV_EXTRA_FIELDS, maxBlankLines: env.MAX_CSV_BLANK_LINES },
     },
   };
   const app = createApp(deps);

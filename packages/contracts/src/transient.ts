@@ -44,6 +44,9 @@ const PG_MESSAGES = [
   "Client has encountered a connection error",
   "Client was closed and is not queryable",
   "Cannot use a pool after calling end",
+  // pg's query_timeout: no answer at all, where a live server would have cancelled the statement
+  // itself (statement_timeout, set shorter, see packages/db connectDatabase): the connection is dead.
+  "Query read timeout",
 ];
 const REDIS_MESSAGES = ["Connection is closed", "Stream isn't writeable", "Reached the max retries per request", "Command timed out", "connect ETIMEDOUT"];
 

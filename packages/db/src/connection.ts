@@ -1,3 +1,4 @@
+import { DependencyStatus, type StatusLogger } from "@coalesce/contracts";
 import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
 import { PrismaClient, type Prisma } from "./generated/client.ts";
@@ -39,22 +40,65 @@ export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
 
+export type DatabaseOptions = {
+  /** Connections in the pool. @defaultValue 10 */
+  max?: number;
+  /**
+   * Longest wait for a connection, pooled or new, before the query fails as Postgres unavailable
+   * (a refused connect fails at once; a silent network does not).
+   * @defaultValue 10_000
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Longest a statement may run: the server cancels it past this (statement_timeout), and the
+   * client gives up a second later on a connection that does not answer at all (a half-open one),
+   * which then fails as Postgres unavailable. Only for processes whose statements are all short:
+   * the API's are (results export and long-poll read page by page and hold no statement open), a
+   * worker's batch writes need not be.
+   * @defaultValue no limit
+   */
+  queryTimeoutMs?: number;
+  /** Where the pool says that Postgres went away and came back (see DependencyStatus). @defaultValue silent */
+  logger?: StatusLogger;
+};
+
+/** How much longer the client waits for an answer than the server may work on the statement. */
+const QUERY_TIMEOUT_MARGIN_MS = 1_000;
+
+/** How long a connection sits idle before TCP keepalive probes ask whether the peer is still there. */
+const KEEPALIVE_IDLE_MS = 10_000;
+
 /**
  * Opens one pool and one Prisma client on it. Raw SQL through `pool` sees the same schema as
- * Prisma because the pool sets search_path on every connection.
+ * Prisma because the pool sets search_path on every connection. Every wait is bounded: for a
+ * connection by `connectTimeoutMs`, for an answer by `queryTimeoutMs` where set.
  */
-export function connectDatabase(databaseUrl: string, options: { max?: number } = {}): Database {
+export function connectDatabase(databaseUrl: string, options: DatabaseOptions = {}): Database {
   const target = parseDatabaseUrl(databaseUrl);
-  const pool = new pg.Pool({
+  const status = new DependencyStatus("postgres", options.logger);
+  // The server gives up first (57014, the statement's own fault); the client only when no answer
+  // comes at all, which means the connection is dead (a transient failure, see transient.ts).
+  const queryTimeout = options.queryTimeoutMs
+    ? { statement_timeout: options.queryTimeoutMs, query_timeout: options.queryTimeoutMs + QUERY_TIMEOUT_MARGIN_MS }
+    : {};
+  const pool: pg.Pool = new pg.Pool({
     connectionString: target.connectionString,
     max: options.max ?? 10,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+    // Finds a connection whose peer vanished without a reset (a host gone, a network partition)
+    // while it sits idle in the pool, instead of at the next query.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: KEEPALIVE_IDLE_MS,
+    ...queryTimeout,
+    // Every connection the pool opens reports whether it could (see DependencyStatus).
+    Client: reportingClient(status, () => pool),
     // Index probes priced as what they are for this working set (cached, on SSD), not as spinning-disk
     // seeks: with Postgres' default of 4, looking up a batch's ~100-250 chunks or jobs by id was
     // planned as a scan of the whole table once it held some 10,000 jobs.
     options: `-c search_path=${quoteIdent(target.schema)} -c random_page_cost=1.1`,
   });
   // An idle client that loses its connection emits on the pool; without a listener node exits.
-  pool.on("error", () => {});
+  pool.on("error", (error) => status.failed(pool, error));
   const adapter = new PrismaPg(pool, { schema: target.schema });
   const prisma = new PrismaClient({ adapter });
   return {
@@ -68,5 +112,36 @@ export function connectDatabase(databaseUrl: string, options: { max?: number } =
       await prisma.$disconnect();
       await pool.end();
     },
+  };
+}
+
+/**
+ * pg's Client, telling `status` whether each new connection could be opened: the pool's own events
+ * say nothing of a connect that failed. The whole pool counts as one connection of the process.
+ */
+function reportingClient(status: DependencyStatus, pool: () => pg.Pool): typeof pg.Client {
+  type ConnectCallback = ((err: Error) => void) | ((err: null, client: pg.Client) => void);
+  const report = (error: Error | null | undefined) => (error ? status.failed(pool(), error) : status.reached(pool()));
+  return class ReportingClient extends pg.Client {
+    override connect(): Promise<pg.Client>;
+    override connect(callback: ConnectCallback): void;
+    override connect(callback?: ConnectCallback): Promise<pg.Client> | void {
+      if (!callback) {
+        return super.connect().then(
+          (client) => {
+            report(null);
+            return client;
+          },
+          (error: Error) => {
+            report(error);
+            throw error;
+          },
+        );
+      }
+      super.connect(((error: Error | null, client: pg.Client) => {
+        report(error);
+        (callback as (error: Error | null, client: pg.Client) => void)(error, client);
+      }) as ConnectCallback);
+    }
   };
 }

@@ -1,4 +1,4 @@
-import type { ChunkToEnqueue } from "@coalesce/contracts";
+import { describeFailure, TransientError, type ChunkToEnqueue } from "@coalesce/contracts";
 import { createJobs, GroupCommit, type CreatedJob, type CreateJobInput, type Database, type QueueSharing } from "@coalesce/db";
 import { enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { Logger } from "pino";
@@ -8,6 +8,13 @@ const MAX_JOBS_PER_WRITE = 256;
 
 /** Small chunks written together share BullMQ jobs of up to a full batch of rows. */
 const QUEUE_SHARING: QueueSharing = { maxRows: 256, maxChunks: 256 };
+
+/**
+ * Longest a submission waits for Redis to take its chunks. Past the Redis connection's own command
+ * timeout, for the one wait that has none: BullMQ holding commands until its first connection is
+ * ready (an API started while Redis was down).
+ */
+const ENQUEUE_WAIT_MS = 3_000;
 
 /**
  * Stores JSON jobs and queues their chunks, concurrent submissions together: one INSERT statement
@@ -28,11 +35,25 @@ export function createJobWriter(db: Database, queue: PredictQueue, logger: Logge
       })),
     );
     try {
-      await enqueueChunks(queue, chunks);
+      await withDeadline(enqueueChunks(queue, chunks), ENQUEUE_WAIT_MS);
     } catch (error) {
-      // The jobs and their rows are committed; the worker's reconciler queues what Redis missed.
-      logger.warn({ err: error, jobs: created.length }, "enqueue failed; the jobs stay queued for the reconciler");
+      // The jobs and their rows are committed; the worker's reconciler queues what Redis missed
+      // (an enqueue that lands after all is harmless: queue job ids are the chunks' ids).
+      logger.warn({ reason: describeFailure(error), jobs: created.length }, "enqueue failed; the jobs stay queued for the reconciler");
     }
     return created;
   }, MAX_JOBS_PER_WRITE);
+}
+
+/** `work`, or a TransientError once `ms` have passed; the work itself goes on. */
+async function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TransientError("redis", `Redis did not take the chunks within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

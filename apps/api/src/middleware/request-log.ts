@@ -15,7 +15,8 @@ export function requestLog(logger: Logger): MiddlewareHandler<AppEnv> {
     c.header("X-Request-Id", requestId);
     await next();
     const status = c.res.status;
-    c.get("logger")[status >= 500 ? "error" : "info"](
+    // A 503 is the API working as meant while a dependency is away (said once by the connection).
+    c.get("logger")[status === 503 ? "warn" : status >= 500 ? "error" : "info"](
       { method: c.req.method, path: c.req.path, status, ms: Math.round(performance.now() - started) },
       "request",
     );

@@ -1,14 +1,17 @@
+import { describeFailure } from "@coalesce/contracts";
 import { listWorkers } from "@coalesce/queue";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
-import { problem } from "./responses.ts";
+import { V1_ERRORS } from "./responses.ts";
 
 const CHECK_TIMEOUT_MS = 2_000;
 
 export const healthzRoute = createRoute({
   method: "get",
   path: "/healthz",
+  operationId: "getLiveness",
+  security: [],
   tags: ["Health"],
   summary: "Liveness",
   description: "200 while the process serves requests; it does not touch Postgres or Redis.",
@@ -34,12 +37,14 @@ const ReadySchema = z.object({
 export const readyzRoute = createRoute({
   method: "get",
   path: "/readyz",
+  operationId: "getReadiness",
+  security: [],
   tags: ["Health"],
   summary: "Readiness",
   description: "200 when Postgres and Redis both answer; 503 naming the one that does not.",
   responses: {
     200: { description: "Ready", content: { "application/json": { schema: ReadySchema } } },
-    503: problem("Postgres or Redis is unreachable"),
+    503: V1_ERRORS[503],
   },
 });
 
@@ -54,7 +59,7 @@ async function check(name: string, probe: () => Promise<unknown>): Promise<strin
     ]);
     return null;
   } catch (error) {
-    return `${name}: ${(error as Error).message}`;
+    return `${name} is unreachable (${describeFailure(error)})`;
   } finally {
     clearTimeout(timer);
   }

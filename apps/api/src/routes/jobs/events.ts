@@ -1,10 +1,10 @@
-import { TERMINAL_JOB_STATUSES } from "@coalesce/contracts";
+import { isTransientError, TERMINAL_JOB_STATUSES } from "@coalesce/contracts";
 import { findJob, presentJob } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import { streamSSE } from "hono/streaming";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
-import { problem } from "../responses.ts";
+import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
 
 /** How often a running job's progress is re-read; its end is pushed at once through Redis. */
@@ -13,6 +13,7 @@ const PROGRESS_EVERY_MS = 1_000;
 export const jobEventsRoute = createRoute({
   method: "get",
   path: "/v1/jobs/{id}/events",
+  operationId: "streamJobEvents",
   tags: ["Jobs"],
   summary: "Follow a job (Server-Sent Events)",
   description:
@@ -24,7 +25,8 @@ export const jobEventsRoute = createRoute({
       description: "The event stream",
       content: { "text/event-stream": { schema: z.string().openapi({ example: 'event: progress\ndata: {"id":"job_...","status":"running",...}\n\n' }) } },
     },
-    404: problem("No such job"),
+    ...PARAM_ERRORS,
+    ...notFound("job"),
   },
 });
 
@@ -56,10 +58,21 @@ export function registerJobEvents(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
         await waiting.wait;
         waiting.cancel();
         if (closed) return;
-        const next = await findJob(deps.db, tenantId, id);
+        let next;
+        try {
+          next = await findJob(deps.db, tenantId, id);
+        } catch (error) {
+          // Postgres away for a moment: the stream stays open and the next tick looks again (the
+          // outage is logged once by the pool, not here on every tick).
+          if (isTransientError(error)) continue;
+          throw error;
+        }
         if (!next) return; // deleted meanwhile
         job = next;
       }
+    }, async (error) => {
+      // The response has begun, so this cannot become a problem+json any more: logged, stream closed.
+      c.get("logger").error({ err: error, jobId: id }, "job event stream failed");
     }) as unknown as Response;
   });
 }
