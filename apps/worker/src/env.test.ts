@@ -13,6 +13,12 @@ describe("worker configuration", () => {
     expect(loadWorkerEnv({ MODEL_INSTANCES: "1", INFERENCE_THREADS: "false" }).MODEL_INSTANCES).toBe(1);
   });
 
+  it("takes a dead worker's chunks over within 5 s unless STALLED_TAKEOVER_MS says otherwise, and refuses a bound too short to hold a lock", () => {
+    expect(loadWorkerEnv({}).STALLED_TAKEOVER_MS).toBe(5_000);
+    expect(loadWorkerEnv({ STALLED_TAKEOVER_MS: "2000" }).STALLED_TAKEOVER_MS).toBe(2_000);
+    expect(() => loadWorkerEnv({ STALLED_TAKEOVER_MS: "10" })).toThrow(/STALLED_TAKEOVER_MS/);
+  });
+
   it("shares the cores out among the instances unless INTRA_OP_THREADS says otherwise", () => {
     expect(intraOpThreads({ MODEL_INSTANCES: 2, INTRA_OP_THREADS: 0 }, 2)).toBe(1);
     expect(intraOpThreads({ MODEL_INSTANCES: 2, INTRA_OP_THREADS: 0 }, 16)).toBe(8);

@@ -1,7 +1,7 @@
 import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
-import { DEFAULT_DATABASE_URL } from "@coalesce/db";
+import { DEFAULT_DATABASE_URL, DEFAULT_UPLOAD_STALE_MS } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS } from "@coalesce/models";
-import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
+import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, DEFAULT_STALLED_TAKEOVER_MS } from "@coalesce/queue";
 import { WebhookDeliveryEnvShape } from "@coalesce/webhooks";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
@@ -52,10 +52,25 @@ export const WorkerEnvSchema = z.object({
    * into smaller batches (see the README's batching benchmark).
    */
   MODEL_INSTANCES: intVar(1, 1, 64),
-  /** How often to re-enqueue chunks Postgres has and Redis lost; 0 turns it off. */
+  /** How often to re-enqueue chunks Postgres has as unfinished and Redis lost (or holds as failed); 0 turns it off. */
   RECONCILE_INTERVAL_MS: intVar(30_000, 0),
+  /**
+   * A worker that dies has its chunks running again on a live worker within this long, and drops
+   * off /readyz within it too (BullMQ's lock duration and stalled check, and the heartbeat, are
+   * derived from it: see workerTimings). Shorter means more Redis calls per worker, and a worker whose
+   * event loop stalls for half of it loses its chunks to another (harmless: results count once).
+   */
+  STALLED_TAKEOVER_MS: intVar(DEFAULT_STALLED_TAKEOVER_MS, 300, 600_000),
+  /** Longest wait between retries of a chunk held back by an outage of Postgres or Redis. */
+  TRANSIENT_RETRY_MAX_MS: intVar(5_000, 50, 300_000),
+  /** On SIGTERM, how long the chunks in hand may take to finish; after that they are left to BullMQ to hand to another worker. */
+  SHUTDOWN_GRACE_MS: intVar(25_000, 0, 3_600_000),
   /** Finished jobs (inputs and results) are deleted this many days after they finish; 0 keeps them. */
   RETENTION_DAYS: intVar(30, 0, 36_500),
+  /** How often to end CSV uploads whose API process died mid-file (see upload-sweep.ts); 0 turns it off. */
+  UPLOAD_SWEEP_MS: intVar(10_000, 0, 3_600_000),
+  /** An upload not seen alive for this long is ended as interrupted, and its Idempotency-Key freed (the API says it is alive every 2 s). */
+  UPLOAD_STALE_MS: intVar(DEFAULT_UPLOAD_STALE_MS, 5_000, 86_400_000),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
   ...WebhookDeliveryEnvShape,

@@ -1,6 +1,8 @@
+import { isTransientError } from "@coalesce/contracts";
 import { expireJobs, type Database } from "@coalesce/db";
 import { unqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { Logger } from "pino";
+import type { Outages } from "./outages.ts";
 
 const SWEEP_EVERY_MS = 5_000;
 
@@ -9,7 +11,7 @@ const SWEEP_EVERY_MS = 5_000;
  * chunks off the queue and announces them, every few seconds. Workers skip chunks of a job that is
  * no longer running, so a chunk taken meanwhile is not scored either.
  */
-export function startExpiry(db: Database, queue: PredictQueue, announce: (jobId: string) => void, logger: Logger): () => void {
+export function startExpiry(db: Database, queue: PredictQueue, announce: (jobId: string) => void, logger: Logger, outages?: Outages): () => void {
   let running = false;
   const sweep = async () => {
     if (running) return;
@@ -21,7 +23,8 @@ export function startExpiry(db: Database, queue: PredictQueue, announce: (jobId:
         logger.info({ jobId, unqueued }, "job expired");
       }
     } catch (error) {
-      logger.warn({ err: error }, "expiry sweep failed; will try again");
+      if (outages && isTransientError(error)) outages.failed("postgres", error);
+      else logger.warn({ err: error }, "expiry sweep failed; will try again");
     } finally {
       running = false;
     }

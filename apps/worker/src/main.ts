@@ -13,6 +13,12 @@ try {
     process.once(signal, () => {
       // Finish the chunks (and the batch) in hand, then exit; BullMQ hands anything else to another worker.
       logger.info({ signal }, "finishing work in hand, then exiting");
+      // A shutdown stuck on a dependency that does not answer still ends: what this process held
+      // is handed to another worker by BullMQ's stalled check.
+      setTimeout(() => {
+        logger.error({ signal }, "shutdown did not finish in time; exiting anyway");
+        process.exit(1);
+      }, env.SHUTDOWN_GRACE_MS + 15_000).unref();
       worker.close().then(
         () => process.exit(0),
         (error: unknown) => {

@@ -1,5 +1,7 @@
+import { isTransientError } from "@coalesce/contracts";
 import { deleteExpiredJobs, type Database } from "@coalesce/db";
 import type { Logger } from "pino";
+import type { Outages } from "./outages.ts";
 
 const SWEEP_EVERY_MS = 60 * 60 * 1000;
 
@@ -7,7 +9,7 @@ const SWEEP_EVERY_MS = 60 * 60 * 1000;
  * Deletes finished jobs older than `days` (inputs and results with them), at start and hourly.
  * Several workers may sweep at once: a job is deleted once, the others find nothing.
  */
-export function startRetention(db: Database, days: number, logger: Logger): () => void {
+export function startRetention(db: Database, days: number, logger: Logger, outages?: Outages): () => void {
   let running = false;
   const sweep = async () => {
     if (running) return;
@@ -21,7 +23,8 @@ export function startRetention(db: Database, days: number, logger: Logger): () =
       }
       if (total > 0) logger.info({ deleted: total, retentionDays: days }, "deleted jobs past retention");
     } catch (error) {
-      logger.warn({ err: error }, "retention sweep failed; will try again");
+      if (outages && isTransientError(error)) outages.failed("postgres", error);
+      else logger.warn({ err: error }, "retention sweep failed; will try again");
     } finally {
       running = false;
     }

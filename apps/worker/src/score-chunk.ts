@@ -1,4 +1,4 @@
-import type { ChunkJob, RowError, TensorRow, TensorSpec } from "@coalesce/contracts";
+import { isTransientError, type ChunkJob, type RowError, type TensorRow, type TensorSpec } from "@coalesce/contracts";
 import {
   completeChunk,
   loadChunk,
@@ -56,12 +56,15 @@ export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes
 
 /**
  * Scores the chunks of one BullMQ job, together (their rows meet in the batcher). Every chunk is
- * seen through before a failure is raised, so a retry finds the others done and skips them.
+ * seen through before a failure is raised, so a retry finds the others done and skips them. A
+ * transient infrastructure failure of any chunk is the one raised: the queue job is then retried
+ * without spending an attempt, rather than failed, so a chunk that only met an outage is never
+ * recorded as failed along with a sibling that failed for a reason of its own.
  */
 export async function scoreQueueJob(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
   const outcomes = await Promise.allSettled(payload.chunks.map((chunk) => scoreChunk(deps, chunk.chunkId)));
-  const failure = outcomes.find((outcome) => outcome.status === "rejected");
-  if (failure) throw failure.reason;
+  const failures = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [outcome.reason as unknown] : []));
+  if (failures.length > 0) throw failures.find(isTransientError) ?? failures[0];
 }
 
 /**
@@ -93,6 +96,8 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise
   }
 
   const execution: ChunkExecution = { provider: model.provider, ranRows: 0, runRowsMin: null, runRowsMax: null, runRowsSum: 0 };
+  // A batch that could not run for an infrastructure reason says nothing about its rows.
+  let unavailable: Error | undefined;
   await Promise.all(
     [...groups].map(async ([shape, group]) => {
       const first = group.rows[0] as RowWork;
@@ -101,6 +106,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise
       outcomes.forEach((outcome, i) => {
         const index = group.indexes[i] as number;
         if (!outcome.ok) {
+          if (isTransientError(outcome.error)) unavailable ??= outcome.error;
           results[index] = { error: inferenceError(outcome.error) };
           return;
         }
@@ -113,6 +119,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise
       });
     }),
   );
+  if (unavailable) throw unavailable;
   const done = await deps.completions.add({ chunkId: chunk.id, jobId: chunk.jobId, results, execution });
   const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
   const failed = results.filter((result) => "error" in result).length;
@@ -159,8 +166,9 @@ function inferenceError(error: Error): RowError {
 }
 
 /**
- * Records every row of a chunk as failed, after its retries ran out, so its job can still finish.
- * Returns the job id when that finished the job.
+ * Records every row of a chunk as failed, after it failed for a reason of its own (its stored rows
+ * cannot be read, its attempts ran out on a non-transient error), so its job can still finish. Never
+ * called for an infrastructure failure. Returns the job id when that finished the job.
  */
 export async function failChunk(db: Database, chunkId: string, reason: string): Promise<string | null> {
   const chunk = await loadChunk(db, chunkId);

@@ -9,6 +9,15 @@ export {
   type PredictQueue,
   type QueueSettings,
 } from "./predict-queue.ts";
-export { listWorkers, publishWorkerStatus, removeWorkerStatus, WORKER_STALE_MS, type WorkerStatus } from "./workers.ts";
+export {
+  DEFAULT_STALLED_TAKEOVER_MS,
+  listWorkers,
+  publishWorkerStatus,
+  removeWorkerStatus,
+  WORKER_STALE_MS,
+  workerTimings,
+  type WorkerStatus,
+  type WorkerTimings,
+} from "./workers.ts";
 export { registerQueueGauge } from "./metrics.ts";
 export { JobFinishedEvents, publishJobFinished, publishJobsFinished } from "./job-events.ts";

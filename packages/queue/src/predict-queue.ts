@@ -18,8 +18,9 @@ export function createPredictQueue(settings: QueueSettings): PredictQueue {
 }
 
 const CHUNK_JOB_OPTIONS: JobsOptions = {
-  // A transient failure (Postgres or Redis hiccup) retries; a bad row never reaches here as an
-  // exception because the worker fails it alone.
+  // Attempts are for the work's own failures (a model that will not load, say): a transient
+  // infrastructure failure (Postgres or Redis unreachable) is held back by the worker without
+  // spending one, and a bad row never reaches here as an exception because the worker fails it alone.
   attempts: 5,
   backoff: { type: "exponential", delay: 1_000 },
   // Postgres holds the results; a finished chunk need not stay in Redis.

@@ -417,6 +417,20 @@ describe("DynamicBatcher", () => {
       }
     });
 
+    it("fails the whole batch at once, without bisecting, on an error that failsWholeBatch names", async () => {
+      const unreachable = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+      const run = vi.fn<BatchRunner<number, number>>(async () => {
+        throw unreachable;
+      });
+      const batcher = new DynamicBatcher({ run, maxRows: 8, maxDelayMs: 0, failsWholeBatch: (error) => (error as { code?: string }).code === "ECONNREFUSED" });
+
+      const result = batcher.submit([1, 2, 3, 4]);
+      await vi.runAllTimersAsync();
+
+      expect(run).toHaveBeenCalledTimes(1);
+      expect(await result).toEqual([1, 2, 3, 4].map(() => ({ ok: false, error: unreachable })));
+    });
+
     it("keeps working after a failed batch", async () => {
       let fail = true;
       const batcher = new DynamicBatcher<number, number>({

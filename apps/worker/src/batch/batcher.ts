@@ -68,6 +68,13 @@ export type BatcherOptions<I, O> = {
    * @defaultValue 1
    */
   maxInFlight?: number;
+  /**
+   * Says whether a runner's error is about the batch as a whole rather than its rows (the runner
+   * could not reach the database it reads from): every row of the batch then gets that error at
+   * once, without bisecting, since re-running halves would only meet it again.
+   * @defaultValue undefined, every error is bisected down to the rows that cause it
+   */
+  failsWholeBatch?: (error: unknown) => boolean;
 };
 
 /** One `submit` call: its rows, how many have been handed out, and where their results go. */
@@ -89,6 +96,7 @@ export class DynamicBatcher<I, O> {
   private maxRows: number;
   private maxDelayMs: number;
   private readonly onBatch: ((stats: BatchStats) => void) | undefined;
+  private readonly failsWholeBatch: ((error: unknown) => boolean) | undefined;
   private adaptive: boolean;
   /** Rows submitted recently, decayed exponentially over rateWindowMs: rate = recentRows / rateWindowMs. */
   private recentRows = 0;
@@ -112,6 +120,7 @@ export class DynamicBatcher<I, O> {
     this.maxRows = options.maxRows;
     this.maxDelayMs = options.maxDelayMs;
     this.onBatch = options.onBatch;
+    this.failsWholeBatch = options.failsWholeBatch;
     this.adaptive = options.adaptive ?? false;
     this.maxInFlight = options.maxInFlight ?? 1;
     // Long enough to see a steady stream, short enough to notice it stopped.
@@ -327,9 +336,10 @@ export class DynamicBatcher<I, O> {
     try {
       outputs = await this.run(items);
     } catch (cause) {
-      if (items.length === 1) {
-        this.settle(slots[0]!, { ok: false, error: toError(cause) });
-        return 1;
+      if (items.length === 1 || this.failsWholeBatch?.(cause)) {
+        const error = toError(cause);
+        for (const slot of slots) this.settle(slot, { ok: false, error });
+        return slots.length;
       }
       const middle = Math.ceil(items.length / 2);
       // Sequential on purpose: a failing batch takes no more of the batcher's slots than it had.

@@ -11,8 +11,10 @@ import {
   type Database,
 } from "@coalesce/db";
 import { deliverWebhook, generateSecret, nextAttemptDelayMs, webhookHeaders, type WebhookUrlPolicy } from "@coalesce/webhooks";
+import { isTransientError } from "@coalesce/contracts";
 import type { Logger } from "pino";
 import type { WorkerMetrics } from "../metrics.ts";
+import type { Outages } from "../outages.ts";
 
 export type DispatcherOptions = {
   policy: WebhookUrlPolicy;
@@ -40,7 +42,13 @@ export type WebhookDispatcher = {
  * after Retry-After), or given up. The events themselves are written by Postgres triggers in the
  * transaction that changed the job, so a crash anywhere here delays a delivery but never loses one.
  */
-export function startWebhookDispatcher(db: Database, options: DispatcherOptions, metrics: WorkerMetrics, logger: Logger): WebhookDispatcher {
+export function startWebhookDispatcher(
+  db: Database,
+  options: DispatcherOptions,
+  metrics: WorkerMetrics,
+  logger: Logger,
+  outages?: Outages,
+): WebhookDispatcher {
   // A claim must outlast its attempt, or another worker would send it again meanwhile.
   const leaseSeconds = Math.ceil(options.timeoutMs / 1000) + 30;
   const inFlight = new Set<Promise<void>>();
@@ -53,11 +61,14 @@ export function startWebhookDispatcher(db: Database, options: DispatcherOptions,
     try {
       while (!stopped && inFlight.size < options.concurrency) {
         const due = await claimDueDeliveries(db, options.concurrency - inFlight.size, leaseSeconds);
+        outages?.ok("postgres");
         if (due.length === 0) break;
         for (const delivery of due) {
-          const attempt = attemptDelivery(delivery).catch((error: unknown) =>
-            logger.error({ err: error, deliveryId: delivery.id }, "webhook attempt could not be recorded; it is retried when its lease ends"),
-          );
+          const attempt = attemptDelivery(delivery).catch((error: unknown) => {
+            // Either way it is sent again when its lease ends.
+            if (outages && isTransientError(error)) outages.failed("postgres", error);
+            else logger.error({ err: error, deliveryId: delivery.id }, "webhook attempt could not be recorded; it is retried when its lease ends");
+          });
           inFlight.add(attempt);
           void attempt.finally(() => {
             inFlight.delete(attempt);
@@ -66,7 +77,9 @@ export function startWebhookDispatcher(db: Database, options: DispatcherOptions,
         }
       }
     } catch (error) {
-      logger.warn({ err: error }, "could not claim webhook deliveries; will try again");
+      // Polled every few hundred ms: an outage is reported once, not at every poll.
+      if (outages && isTransientError(error)) outages.failed("postgres", error);
+      else logger.warn({ err: error }, "could not claim webhook deliveries; will try again");
     } finally {
       claiming = false;
     }

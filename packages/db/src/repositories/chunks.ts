@@ -277,21 +277,58 @@ export async function completeChunk(
   return result ?? null;
 }
 
+/** Where a scan of unfinished chunks goes on from: the last chunk of the previous page. */
+export type UnfinishedChunkCursor = { jobCreatedAt: Date; jobId: string; seq: number };
+
+export type UnfinishedChunk = {
+  chunkId: string;
+  jobId: string;
+  jobCreatedAt: Date;
+  modelVersionId: string;
+  seq: number;
+  priority: JobPriority;
+  queueJobId: string | null;
+};
+
 /**
  * Chunks still waiting to be scored, of unfinished jobs created before `createdBefore`, with the
  * queue job that should carry them: the candidates to enqueue again if Redis lost them (or never got them: the API answers 202 once the
- * rows are in Postgres, even when Redis was briefly unreachable).
+ * rows are in Postgres, even when Redis was briefly unreachable). A page at a time, in job and
+ * chunk order: pass the last chunk of a page as `after` for the next, so a scan sees every
+ * unfinished chunk however many there are.
  */
 export async function findUnfinishedChunks(
   db: DbClient,
   createdBefore: Date,
   limit: number,
-): Promise<{ chunkId: string; jobId: string; modelVersionId: string; seq: number; priority: JobPriority; queueJobId: string | null }[]> {
+  after: UnfinishedChunkCursor | null = null,
+): Promise<UnfinishedChunk[]> {
+  // The start of the scan is a cursor before every chunk, so there is one statement either way.
+  const from = after ?? { jobCreatedAt: new Date(0), jobId: "", seq: -1 };
   return db.$queryRaw`
-    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.model_version_id AS "modelVersionId", c.seq, j.priority::text AS priority,
-           c.queue_job_id AS "queueJobId"
+    SELECT c.id AS "chunkId", c.job_id AS "jobId", j.created_at AS "jobCreatedAt", j.model_version_id AS "modelVersionId", c.seq,
+           j.priority::text AS priority, c.queue_job_id AS "queueJobId"
       FROM jobs j JOIN job_chunks c ON c.job_id = j.id
      WHERE j.completed_at IS NULL AND j.created_at < ${createdBefore} AND j.status IN ('queued', 'running') AND c.status = 'queued'
-     ORDER BY j.created_at, c.seq
+       AND (j.created_at, j.id, c.seq) > (${from.jobCreatedAt}, ${from.jobId}, ${from.seq})
+     ORDER BY j.created_at, j.id, c.seq
      LIMIT ${limit}`;
+}
+
+/**
+ * How many chunks the given BullMQ jobs carry (a queue job's id is its chunk's id, or the shared id
+ * its chunks record), for a log line about queue jobs that may be gone from Redis by then.
+ */
+export async function countChunksOfQueueJobs(db: Database, queueJobIds: readonly string[]): Promise<number> {
+  const { rows } = await db.pool.query<{ chunks: number }>(
+    `SELECT count(*)::int AS chunks FROM job_chunks WHERE id = ANY($1::text[]) OR queue_job_id = ANY($1::text[])`,
+    [queueJobIds],
+  );
+  return rows[0]?.chunks ?? 0;
+}
+
+/** Which of these chunks are still waiting to be scored (a reconciler's second look before it re-enqueues). */
+export async function stillUnfinishedChunks(db: Database, chunkIds: readonly string[]): Promise<Set<string>> {
+  const { rows } = await db.pool.query<{ id: string }>(`SELECT id FROM job_chunks WHERE id = ANY($1::text[]) AND status = 'queued'`, [chunkIds]);
+  return new Set(rows.map((row) => row.id));
 }
