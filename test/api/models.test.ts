@@ -139,7 +139,7 @@ describe("batching limits per version", () => {
     const tooBig = await expectProblem(await patch("/v1/models/limited/versions/1", { batching: { max_batch_rows: 1_000_000 } }), 422, "validation_failed");
     expect(errorFields(tooBig)).toEqual(["batching.max_batch_rows"]);
     const unknown = await expectProblem(await patch("/v1/models/limited/versions/1", { batching: { max_rows: 3 } }), 422, "validation_failed");
-    expect(errorFields(unknown)).toEqual(["batching"]);
+    expect(errorFields(unknown)).toEqual(["batching.max_rows"]);
     await expectProblem(await patch("/v1/models/limited/versions/9", { batching: { max_batch_rows: 3 } }), 404, "not_found");
     await expectProblem(await patch("/v1/models/nothing-here/versions/1", { batching: { max_batch_rows: 3 } }), 404, "not_found");
   });

@@ -6,3 +6,5 @@ export * from "./tensor.ts";
 export * from "./env.ts";
 export * from "./webhooks.ts";
 export * from "./transient.ts";
+export * from "./request.ts";
+export * from "./dependency-status.ts";

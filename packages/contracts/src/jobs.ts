@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { RowErrorSchema } from "./tensor.ts";
+import { pgText, requestObject } from "./request.ts";
+import { RowErrorSchema, TensorRowSchema } from "./tensor.ts";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"] as const;
 export const JobStatusSchema = z.enum(JOB_STATUSES);
@@ -18,9 +19,7 @@ const ExpiresAfterSchema = z.coerce
     example: 3600,
   });
 
-const WebhookUrlSchema = z
-  .string()
-  .max(2048)
+const WebhookUrlSchema = pgText(z.string().max(2048))
   .openapi({
     description:
       "Receives this job's final event (job.succeeded, job.failed, job.cancelled or job.expired) as a Standard Webhooks " +
@@ -44,22 +43,20 @@ export const ModelRefSchema = z
   .regex(/^[a-z0-9][a-z0-9._-]{0,63}(@[1-9][0-9]{0,8})?$/, "expected a model name, optionally with @VERSION (e.g. iris or iris@2)")
   .openapi({ example: "iris" });
 
-export const CreateJobRequestSchema = z
-  .object({
-    model: ModelRefSchema,
-    inputs: z
-      .array(z.record(z.string(), z.unknown()))
-      .min(1, "a job needs at least one row")
-      .openapi({
-        description:
-          "One element per row, keyed by the model's input names; each value is that row's tensor without the batch dimension.",
-        example: [{ features: [5.1, 3.5, 1.4, 0.2] }, { features: [6.7, 3.1, 4.7, 1.5] }],
-      }),
-    priority: JobPrioritySchema.optional(),
-    expires_after: ExpiresAfterSchema.optional(),
-    webhook_url: WebhookUrlSchema.optional(),
-  })
-  .openapi("CreateJobRequest");
+export const CreateJobRequestSchema = requestObject({
+  model: ModelRefSchema,
+  inputs: z
+    .array(TensorRowSchema)
+    .min(1, "a job needs at least one row")
+    .openapi({
+      description:
+        "One element per row, keyed by the model's input names; each value is that row's tensor without the batch dimension.",
+      example: [{ features: [5.1, 3.5, 1.4, 0.2] }, { features: [6.7, 3.1, 4.7, 1.5] }],
+    }),
+  priority: JobPrioritySchema.optional(),
+  expires_after: ExpiresAfterSchema.optional(),
+  webhook_url: WebhookUrlSchema.optional(),
+}).openapi("CreateJobRequest");
 export type CreateJobRequest = z.infer<typeof CreateJobRequestSchema>;
 
 export const JobSchema = z
@@ -68,16 +65,31 @@ export const JobSchema = z
     status: JobStatusSchema,
     priority: JobPrioritySchema,
     model: z.object({ name: z.string(), version: z.number().int() }),
-    counts: z.object({
-      total: z.number().int(),
-      succeeded: z.number().int(),
-      failed: z.number().int(),
+    counts: z
+      .object({
+        total: z.number().int().nullable().openapi({
+          description: "Rows in the job; null while a CSV upload is still streaming in (the total is known when the file ends).",
+          example: 100000,
+        }),
+        received: z.number().int().openapi({
+          description: "Rows stored so far: while a CSV upload streams, the rows read from the file up to now; otherwise the total.",
+          example: 100000,
+        }),
+        succeeded: z.number().int(),
+        failed: z.number().int(),
+      })
+      .openapi({ description: "Rows of the job: scored (succeeded), failed, and in all." }),
+    progress: z.number().min(0).max(1).openapi({
+      description: "Fraction of rows done (scored or failed); while a CSV upload streams, of the rows received so far (and below 1).",
+      example: 0.42,
     }),
-    progress: z.number().min(0).max(1).openapi({ description: "Fraction of rows done (scored or failed).", example: 0.42 }),
     eta_seconds: z
       .number()
       .nullable()
-      .openapi({ description: "Estimated seconds to completion at the rate seen so far; null until there is a rate.", example: 12.5 }),
+      .openapi({
+        description: "Estimated seconds to completion at the rate seen so far; null until there is a rate, and while a CSV upload streams (the total is not known yet).",
+        example: 12.5,
+      }),
     id_column: z
       .string()
       .nullable()
@@ -110,7 +122,11 @@ export const JobListSchema = z
   .openapi("JobList");
 export type JobList = z.infer<typeof JobListSchema>;
 
-const OutputValueSchema: z.ZodType<unknown> = z.unknown().openapi({ example: [0.98, 0.015, 0.005] });
+// Typed in the document, not re-checked: results are what the model produced, and a NaN is stored as null.
+const OutputValueSchema: z.ZodType<unknown> = z.unknown().openapi({
+  anyOf: [{ $ref: "#/components/schemas/TensorValue" }, { type: "null" }],
+  example: [0.98, 0.015, 0.005],
+});
 
 export const ResultRowSchema = z
   .object({
@@ -151,8 +167,21 @@ export const RESULTS_COMPLETE_HEADER = "Coalesce-Results-Complete";
 export const CsvUploadQuerySchema = z
   .object({
     model: ModelRefSchema,
-    id_column: z.string().min(1).max(256).optional().openapi({
-      description: "A column carried through to the results as each row's `id`, so predictions can be joined back.",
+    header: z
+      .enum(["true", "false"])
+      .default("true")
+      .transform((value) => value === "true")
+      .openapi({
+        type: "boolean",
+        description:
+          "Whether the file's first line names its columns (default true). With `header=false` every line is a row and columns " +
+          "are named by their position from 0: the columns feed the model's inputs in the model's input order, and `id_column`, " +
+          "`ignore` and `map.INPUT` name columns by position (`id_column=0&ignore=5`).",
+        example: "true",
+      }),
+    // Stored with the job (Postgres text), so a NUL is refused here rather than by the database.
+    id_column: pgText(z.string().min(1).max(256)).optional().openapi({
+      description: "A column carried through to the results as each row's `id`, so predictions can be joined back (with header=false: its position from 0).",
       example: "row_id",
     }),
     ignore: z.string().max(10_000).optional().openapi({

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { requestObject } from "./request.ts";
 import { TensorSpecSchema } from "./tensor.ts";
 
 export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -37,10 +38,7 @@ export const BatchingSchema = z
 export type Batching = z.infer<typeof BatchingSchema>;
 
 /** PATCH /v1/models/{name}/versions/{version}: keys left out stay; null restores the worker's default. */
-export const UpdateModelVersionRequestSchema = z
-  .object({ batching: BatchingSchema.partial().strict() })
-  .strict()
-  .openapi("UpdateModelVersionRequest");
+export const UpdateModelVersionRequestSchema = requestObject({ batching: requestObject(BatchingSchema.partial().shape) }).openapi("UpdateModelVersionRequest");
 export type UpdateModelVersionRequest = z.infer<typeof UpdateModelVersionRequestSchema>;
 
 /** Batching limits given when a version is registered (query parameters, since the body is the file). */

@@ -27,6 +27,65 @@ export type ModelSignature = z.infer<typeof ModelSignatureSchema>;
 /** A JSON value for one row of one tensor: a scalar or nested arrays of scalars. */
 export type TensorValue = number | string | boolean | TensorValue[];
 
+/** Deeper than any tensor a model takes (ONNX Runtime's own kernels stop well before), so a row deeper is not one. */
+export const MAX_TENSOR_NESTING = 32;
+
+const isScalar = (value: unknown) => typeof value === "number" || typeof value === "boolean" || typeof value === "string";
+const describeKind = (value: unknown) => (value === null ? "null" : typeof value);
+const NOT_A_TENSOR_VALUE = "expected a number, boolean, string or an array of them, got";
+
+/**
+ * Walks a value without recursion (a stack of arrays and the index reached in each), so a hostile body
+ * of 10,000 nested arrays costs a loop, not the call stack, and a well-formed row allocates nothing per
+ * element. Returns what is wrong at which path below the value, or null for a well-formed tensor value.
+ */
+function tensorValueIssue(value: unknown): { path: number[]; message: string } | null {
+  if (isScalar(value)) return null;
+  if (!Array.isArray(value)) return { path: [], message: `${NOT_A_TENSOR_VALUE} ${describeKind(value)}` };
+  const stack: { array: unknown[]; index: number }[] = [{ array: value, index: 0 }];
+  const pathHere = () => stack.map((frame) => frame.index - 1);
+  for (let top = stack[0]; top; top = stack[stack.length - 1]) {
+    if (top.index >= top.array.length) {
+      stack.pop();
+      continue;
+    }
+    const item = top.array[top.index++];
+    if (isScalar(item)) continue;
+    if (!Array.isArray(item)) return { path: pathHere(), message: `${NOT_A_TENSOR_VALUE} ${describeKind(item)}` };
+    if (stack.length >= MAX_TENSOR_NESTING) return { path: pathHere(), message: `arrays nested deeper than ${MAX_TENSOR_NESTING} levels` };
+    stack.push({ array: item, index: 0 });
+  }
+  return null;
+}
+
+/**
+ * One row's value of one tensor, typed in the document as the recursive union it is. Checked by a
+ * loop rather than a recursive zod schema, which would overflow the stack on absurd nesting; its
+ * shape against the model is then checked by validateRow.
+ */
+export const TensorValueSchema = z
+  .unknown()
+  .superRefine((value, ctx) => {
+    const issue = tensorValueIssue(value);
+    if (issue) ctx.addIssue({ code: "custom", path: issue.path, message: issue.message });
+  })
+  .openapi("TensorValue", {
+    description: "A tensor row without its batch dimension: a number, boolean or string (int64 beyond 2^53), or nested arrays of them.",
+    anyOf: [
+      { type: "number" },
+      { type: "boolean" },
+      { type: "string" },
+      { type: "array", items: { $ref: "#/components/schemas/TensorValue" } },
+    ],
+    example: [5.1, 3.5, 1.4, 0.2],
+  }) as unknown as z.ZodType<TensorValue>;
+
+/** One row's values keyed by input name, as a JSON job submits it. */
+export const TensorRowSchema = z.record(z.string(), TensorValueSchema).openapi("TensorRow", {
+  description: "One row: each input's value keyed by the input's name.",
+  example: { features: [5.1, 3.5, 1.4, 0.2] },
+});
+
 /** One row's values keyed by input (or output) name. */
 export type TensorRow = Record<string, TensorValue>;
 

@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { JobSchema } from "./jobs.ts";
+import { pgText, requestObject } from "./request.ts";
 
 /** The events a webhook endpoint can subscribe to; job.progress is opt-in. */
 export const WEBHOOK_EVENT_TYPES = ["job.succeeded", "job.failed", "job.cancelled", "job.expired", "job.progress"] as const;
@@ -19,23 +20,19 @@ const EventsSchema = z
     example: ["job.succeeded", "job.failed"],
   });
 
-export const CreateWebhookRequestSchema = z
-  .object({
-    url: z.string().max(2048).openapi({ example: "https://example.com/hooks/coalesce" }),
-    events: EventsSchema.optional().openapi({ description: "Default: job.succeeded, job.failed, job.cancelled, job.expired." }),
-    description: z.string().max(500).optional(),
-  })
-  .openapi("CreateWebhookRequest");
+export const CreateWebhookRequestSchema = requestObject({
+  url: pgText(z.string().max(2048)).openapi({ example: "https://example.com/hooks/coalesce" }),
+  events: EventsSchema.optional().openapi({ description: "Default: job.succeeded, job.failed, job.cancelled, job.expired." }),
+  description: pgText(z.string().max(500)).optional(),
+}).openapi("CreateWebhookRequest");
 export type CreateWebhookRequest = z.infer<typeof CreateWebhookRequestSchema>;
 
-export const UpdateWebhookRequestSchema = z
-  .object({
-    url: z.string().max(2048).optional(),
-    events: EventsSchema.optional(),
-    description: z.string().max(500).nullable().optional(),
-    enabled: z.boolean().optional().openapi({ description: "false pauses deliveries; true re-enables an endpoint (also one disabled by a 410)." }),
-  })
-  .openapi("UpdateWebhookRequest");
+export const UpdateWebhookRequestSchema = requestObject({
+  url: pgText(z.string().max(2048)).optional(),
+  events: EventsSchema.optional(),
+  description: pgText(z.string().max(500)).nullable().optional(),
+  enabled: z.boolean().optional().openapi({ description: "false pauses deliveries; true re-enables an endpoint (also one disabled by a 410)." }),
+}).openapi("UpdateWebhookRequest");
 export type UpdateWebhookRequest = z.infer<typeof UpdateWebhookRequestSchema>;
 
 export const WebhookEndpointSchema = z
@@ -67,13 +64,11 @@ export type CreatedWebhook = z.infer<typeof CreatedWebhookSchema>;
 export const WebhookListSchema = z.object({ data: z.array(WebhookEndpointSchema) }).openapi("WebhookList");
 export type WebhookList = z.infer<typeof WebhookListSchema>;
 
-export const RotateSecretRequestSchema = z
-  .object({
-    overlap_seconds: z.number().int().min(0).max(MAX_SECRET_OVERLAP_SECONDS).default(86_400).openapi({
-      description: "How long the previous secret keeps signing beside the new one (both signatures are sent). Default 24 h.",
-    }),
-  })
-  .openapi("RotateSecretRequest");
+export const RotateSecretRequestSchema = requestObject({
+  overlap_seconds: z.number().int().min(0).max(MAX_SECRET_OVERLAP_SECONDS).default(86_400).openapi({
+    description: "How long the previous secret keeps signing beside the new one (both signatures are sent). Default 24 h.",
+  }),
+}).openapi("RotateSecretRequest");
 
 export const WebhookSecretSchema = z
   .object({

@@ -45,12 +45,19 @@ describe("isBlockedAddress", () => {
     ["0:0:0:0:0:ffff:0a00:0001", "0:0:0:0:0:ffff:0a00:0001 is an IPv4-mapped form of 10.0.0.1, a private address (10.0.0.0/8)"],
     ["64:ff9b::192.168.0.1", "64:ff9b::192.168.0.1 is a NAT64 form of 192.168.0.1, a private address (192.168.0.0/16)"],
     ["64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe is a NAT64 form of 169.254.169.254, a link-local / cloud metadata address"],
+    ["2002:7f00:1::", "2002:7f00:1:: is a 6to4 form of 127.0.0.1, a loopback address"],
+    ["2002:a9fe:a9fe::1", "2002:a9fe:a9fe::1 is a 6to4 form of 169.254.169.254, a link-local / cloud metadata address"],
+    ["2002:c0a8:101:1::5", "2002:c0a8:101:1::5 is a 6to4 form of 192.168.1.1, a private address (192.168.0.0/16)"],
+    // Teredo: 2001:0:SERVER:FLAGS:PORT:~CLIENT; 80ff:fffe is 127.0.0.1 with every bit inverted.
+    ["2001:0:808:808::80ff:fffe", "2001:0:808:808::80ff:fffe is a Teredo address whose client is 127.0.0.1, a loopback address"],
+    ["2001:0:4136:e378:8000:63bf:f5ff:fffe", "2001:0:4136:e378:8000:63bf:f5ff:fffe is a Teredo address whose client is 10.0.0.1, a private address (10.0.0.0/8)"],
+    ["2001::a9fe:a9fe:0:0:f7f7:f7f7", "2001::a9fe:a9fe:0:0:f7f7:f7f7 is a Teredo address whose server is 169.254.169.254, a link-local / cloud metadata address"],
     ["example.com", "example.com is not an IP address"],
   ])("blocks %s", (ip, reason) => {
     expect(isBlockedAddress(ip, [])).toBe(reason);
   });
 
-  it.each(["8.8.8.8", "93.184.216.34", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"])(
+  it.each(["8.8.8.8", "93.184.216.34", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "2001:0:4136:e378:8000:63bf:f7f7:f7f7", "2001:db9::1"])(
     "lets %s through",
     (ip) => {
       expect(isBlockedAddress(ip, [])).toBeNull();
@@ -65,6 +72,8 @@ describe("isBlockedAddress", () => {
     expect(isBlockedAddress("10.1.2.3", allowlist)).toBeNull();
     expect(isBlockedAddress("10.1.2.4", allowlist)).toBe("10.1.2.4 is a private address (10.0.0.0/8)");
     expect(isBlockedAddress("169.254.169.254", allowlist)).not.toBeNull();
+    expect(isBlockedAddress("2002:7f00:1::", allowlist)).toBeNull();
+    expect(isBlockedAddress("2002:a00:4::", allowlist)).toBe("2002:a00:4:: is a 6to4 form of 10.0.0.4, a private address (10.0.0.0/8)");
   });
 });
 
@@ -110,6 +119,8 @@ describe("checkWebhookUrl", () => {
     ["https://[::1]/", "::1 is a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
     ["https://2130706433/", "127.0.0.1 is a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
     ["https://0x7f.1/", "127.0.0.1 is a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
+    ["https://[2002:7f00:1::]/", "2002:7f00:1:: is a 6to4 form of 127.0.0.1, a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
+    ["https://[2001:0:808:808::80ff:fffe]:8443/hook", "2001:0:808:808::80ff:fffe is a Teredo address whose client is 127.0.0.1, a loopback address; webhooks are only delivered to public addresses (unless the server lists it in WEBHOOK_ALLOWLIST)"],
   ])("refuses %s", (url, reason) => {
     expect(checkWebhookUrl(url, STRICT)).toEqual({ ok: false, reason });
   });

@@ -134,18 +134,36 @@ function ipv6Groups(address: string): number[] | null {
   return [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back];
 }
 
+type EmbeddedIpv4 = { form: string; ipv4: string };
+
+function dottedQuad(high: number, low: number): string {
+  return [high >> 8, high & 0xff, low >> 8, low & 0xff].join(".");
+}
+
 /**
- * The IPv4 address that an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`) address reaches,
- * since a connection to either ends up there.
+ * The IPv4 addresses an IPv6 address carries and that a connection to it may end up at: IPv4-mapped
+ * (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) reach their IPv4 directly; 6to4 (`2002:aabb:ccdd::/48`)
+ * is relayed to the IPv4 in its second and third groups; Teredo (`2001:0::/32`) carries its server's IPv4
+ * in the third and fourth groups and its client's, each bit inverted, in the last two. 6to4 and Teredo are
+ * judged by what they embed rather than refused outright: both are legitimately public transition ranges,
+ * and an embedded private or loopback address is exactly the SSRF detour to close, so refusing that is
+ * enough. For Teredo both embedded addresses must be public, since the relay talks to both.
  */
-function embeddedIpv4(address: string): string | null {
+function embeddedIpv4(address: string): EmbeddedIpv4[] {
   const groups = ipv6Groups(address);
-  if (!groups) return null;
-  const [g0, g1, g2, g3, g4, g5, g6 = 0, g7 = 0] = groups;
-  const mapped = g0 === 0 && g1 === 0 && g2 === 0 && g3 === 0 && g4 === 0 && g5 === 0xffff;
-  const nat64 = g0 === 0x64 && g1 === 0xff9b && g2 === 0 && g3 === 0 && g4 === 0 && g5 === 0;
-  if (!mapped && !nat64) return null;
-  return [g6 >> 8, g6 & 0xff, g7 >> 8, g7 & 0xff].join(".");
+  if (!groups) return [];
+  const [g0, g1 = 0, g2 = 0, g3 = 0, g4, g5, g6 = 0, g7 = 0] = groups;
+  const zeroTo = (count: number) => groups.slice(0, count).every((group) => group === 0);
+  if (zeroTo(5) && g5 === 0xffff) return [{ form: "an IPv4-mapped form of", ipv4: dottedQuad(g6, g7) }];
+  if (g0 === 0x64 && g1 === 0xff9b && g2 === 0 && g3 === 0 && g4 === 0 && g5 === 0) return [{ form: "a NAT64 form of", ipv4: dottedQuad(g6, g7) }];
+  if (g0 === 0x2002) return [{ form: "a 6to4 form of", ipv4: dottedQuad(g1, g2) }];
+  if (g0 === 0x2001 && g1 === 0) {
+    return [
+      { form: "a Teredo address whose client is", ipv4: dottedQuad(g6 ^ 0xffff, g7 ^ 0xffff) },
+      { form: "a Teredo address whose server is", ipv4: dottedQuad(g2, g3) },
+    ];
+  }
+  return [];
 }
 
 /** What makes `ip` unreachable for webhooks, as a noun phrase ("a loopback address"), or null. */
@@ -153,11 +171,13 @@ function describeBlockedAddress(ip: string, allowlist: Allowlist): string | null
   const address = ip.replace(/%.*$/, "");
   const version = isIP(address);
   if (version === 0) return "not an IP address";
-  const ipv4 = version === 6 ? embeddedIpv4(address) : null;
-  if (ipv4 !== null) {
-    const inner = describeBlockedAddress(ipv4, allowlist);
-    const form = address.toLowerCase().startsWith("64:ff9b:") ? "a NAT64 form" : "an IPv4-mapped form";
-    return inner && `${form} of ${ipv4}, ${inner}`;
+  const embedded = version === 6 ? embeddedIpv4(address) : [];
+  if (embedded.length > 0) {
+    for (const { form, ipv4 } of embedded) {
+      const inner = describeBlockedAddress(ipv4, allowlist);
+      if (inner) return `${form} ${ipv4}, ${inner}`;
+    }
+    return null;
   }
   const family = version === 4 ? "ipv4" : "ipv6";
   if (allowlist.addresses.check(address, family)) return null;

@@ -37,11 +37,20 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
       version: "1.0.0",
       description:
         "Asynchronous batch prediction for ONNX models. Register a model, submit rows, poll the job, read the results. " +
-        "Authenticate with `Authorization: Bearer <key>`.",
+        "Authenticate with `Authorization: Bearer <key>`. Every error is `application/problem+json` (RFC 9457) with a " +
+        "stable `code` and the `request_id` to quote; a 422 lists each bad field in `errors`. A 503 means Postgres or " +
+        "Redis is unreachable and nothing was done: retry after its `Retry-After`.",
     },
+    // Relative: the document is served by the API it describes, wherever that is deployed (behind a proxy too).
+    servers: [{ url: "/", description: "The server this document was fetched from" }],
+    // Every /v1 route; the health routes clear it with `security: []`.
     security: [{ bearerAuth: [] }],
   });
-  app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", { type: "http", scheme: "bearer" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", {
+    type: "http",
+    scheme: "bearer",
+    description: "An API key (`npm run keys:create -- --name NAME`) as `Authorization: Bearer <key>`.",
+  });
   // What Coalesce sends to webhook endpoints (OpenAPI 3.1 `webhooks`), one entry per event type.
   for (const type of WEBHOOK_EVENT_TYPES) {
     app.openAPIRegistry.registerWebhook({

@@ -4,12 +4,13 @@ import { publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
-import { problem } from "../responses.ts";
+import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
 
 export const cancelJobRoute = createRoute({
   method: "post",
   path: "/v1/jobs/{id}/cancel",
+  operationId: "cancelJob",
   tags: ["Jobs"],
   summary: "Cancel a job",
   description:
@@ -18,9 +19,10 @@ export const cancelJobRoute = createRoute({
     "scored at that moment are dropped. Webhook endpoints subscribed to job.cancelled are told.",
   request: { params: JobIdParamsSchema },
   responses: {
+    ...PARAM_ERRORS,
+    ...notFound("job"),
     200: { description: "The cancelled job", content: { "application/json": { schema: JobSchema } } },
-    404: problem("No such job"),
-    409: problem("The job had already finished"),
+    409: problem("The job had already finished (`code: conflict`)"),
   },
 });
 

@@ -21,9 +21,9 @@ import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError, fromZodError, validationError } from "../../errors.ts";
 import { ingestCsv } from "../../ingest/csv-upload.ts";
-import { openCsvStream } from "../../ingest/upload-body.ts";
+import { ClientGoneError, openCsvStream } from "../../ingest/upload-body.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
-import { problem } from "../responses.ts";
+import { JSON_BODY_ERRORS, problem } from "../responses.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
 import { claimCsvKey, claimJsonKey } from "./idempotency.ts";
 
@@ -36,6 +36,7 @@ const MAX_REPORTED_ERRORS = 100;
 export const createJobRoute = createRoute({
   method: "post",
   path: "/v1/jobs",
+  operationId: "createJob",
   tags: ["Jobs"],
   summary: "Submit a job",
   description:
@@ -48,11 +49,18 @@ export const createJobRoute = createRoute({
     "the model is refused (422) before anything is stored; a row that does not parse becomes a failed row " +
     "naming its line and column, and past `max_errors` such rows the upload is refused and nothing is kept. " +
     "By default a model with one input of shape [batch, N] takes the N columns left after `id_column` and " +
-    "`ignore`; `map.INPUT=colA,colB` (repeatable) names each input's columns instead.\n\n" +
+    "`ignore`; `map.INPUT=colA,colB` (repeatable) names each input's columns instead. A file without a header " +
+    "is sent with `header=false`: every line is a row, the columns feed the model's inputs in its input order, and " +
+    "`id_column`, `ignore` and `map.INPUT` name columns by position from 0 (a first line of numbers alone is " +
+    "refused as a header, 422, rather than lost). A quote inside an unquoted field (`5'10\"`) is text. A row may " +
+    "have at most MAX_CSV_EXTRA_FIELDS fields more than the header (then it is a failed row) and a file at most " +
+    "MAX_CSV_BLANK_LINES blank lines; past either the upload is refused. While the file streams, the job shows " +
+    "`counts.total: null` and the rows received so far; the 202 shows the job as it is when the file has ended.\n\n" +
     "Poll GET /v1/jobs/{id} until it is finished, then read GET /v1/jobs/{id}/results.",
   request: {
     headers: z.object({
-      "idempotency-key": z.string().optional().openapi({
+      // Stored in Postgres as the key: printable ASCII only, so no NUL or control character reaches it.
+      "idempotency-key": z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/, "expected 1-255 printable ASCII characters without spaces").optional().openapi({
         description:
           "A repeat of the same request with the same key within 24 h returns the original job (header Idempotent-Replayed: true); " +
           "the same key with another request is refused (422). For CSV uploads the request is the query and the file's CSV " +
@@ -75,13 +83,23 @@ export const createJobRoute = createRoute({
     },
   },
   responses: {
-    202: { description: "Accepted and queued", content: { "application/json": { schema: JobSchema } } },
-    400: problem("The body is not valid JSON"),
-    404: problem("No such model or model version"),
-    413: problem("The body is larger than MAX_BODY_BYTES (JSON) or MAX_UPLOAD_BYTES (CSV)"),
-    415: problem("The body is neither JSON nor CSV"),
-    409: problem("A request with the same Idempotency-Key is still being written"),
-    422: problem("A row does not fit the model's inputs (`errors` names each place), or the Idempotency-Key was used with another body"),
+    ...JSON_BODY_ERRORS,
+    202: {
+      description: "Accepted and queued",
+      headers: z.object({
+        "Idempotent-Replayed": z.literal("true").optional().openapi({ description: "Set when this is the original job of an earlier request with the same Idempotency-Key" }),
+      }),
+      content: { "application/json": { schema: JobSchema } },
+    },
+    400: problem("The body is not valid JSON, or a multipart body is malformed (`code: invalid_json`)"),
+    404: problem("No such model or model version (`code: not_found`)"),
+    413: problem("The body is larger than MAX_BODY_BYTES (JSON) or MAX_UPLOAD_BYTES (CSV) (`code: payload_too_large`)"),
+    415: problem("The body is neither JSON nor CSV, or its Content-Encoding is not gzip (`code: unsupported_media_type`)"),
+    409: problem("A request with the same Idempotency-Key is still being written (`code: conflict`)"),
+    422: problem(
+      "A field, a query parameter, a row or the CSV header does not fit (`errors` names each place), a field is unknown, " +
+        "past `max_errors` CSV rows failed, or the Idempotency-Key was used with another request (`code: validation_failed`)",
+    ),
   },
 });
 
@@ -214,33 +232,50 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps, resolveModel: ModelR
   const modelVersion = await resolveModel(tenantId, query.data.model);
   const webhookUrl = query.data.webhook_url === undefined ? undefined : await assertDeliverableUrl(query.data.webhook_url, deps.webhookPolicy, "webhook_url");
   const url = new URL(c.req.url);
-  let csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, c.env?.incoming);
-  const idempotencyKey = c.req.header("idempotency-key");
-  const claim = idempotencyKey === undefined ? null : await claimCsvKey(deps, tenantId, idempotencyKey, url.searchParams, csv);
-  if (claim?.kind === "replay") return { job: claim.job, replayed: true };
-  if (claim) csv = claim.csv;
-  let job: JobRecord;
   try {
-    job = await ingestCsv(deps, {
-      tenantId,
-      modelVersion,
-      mapping: {
-        idColumn: query.data.id_column,
-        ignore: splitList(query.data.ignore),
-        map: readColumnMap(url),
-      },
-      maxErrors: query.data.max_errors,
-      // The size of an upload is not known up front; a file is batch work unless the caller says otherwise.
-      priority: query.data.priority ?? "batch",
-      expiresAfterSeconds: query.data.expires_after,
-      webhookUrl,
-      csv,
-      log: c.get("logger"),
-    });
+    let csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, { incoming: c.env?.incoming, outgoing: c.env?.outgoing });
+    const idempotencyKey = c.req.header("idempotency-key");
+    const claim =
+      idempotencyKey === undefined
+        ? null
+        : await claimCsvKey(deps, tenantId, idempotencyKey, url.searchParams, csv).catch((error: unknown) => {
+            // Refused (409, 422): stop reading the file.
+            csv.destroy();
+            throw error;
+          });
+    if (claim?.kind === "replay") return { job: claim.job, replayed: true };
+    if (claim) csv = claim.csv;
+    let job: JobRecord;
+    try {
+      job = await ingestCsv(deps, {
+        tenantId,
+        modelVersion,
+        mapping: {
+          idColumn: query.data.id_column,
+          ignore: splitList(query.data.ignore),
+          map: readColumnMap(url),
+        },
+        header: query.data.header,
+        maxErrors: query.data.max_errors,
+        // The size of an upload is not known up front; a file is batch work unless the caller says otherwise.
+        priority: query.data.priority ?? "batch",
+        expiresAfterSeconds: query.data.expires_after,
+        webhookUrl,
+        csv,
+        limits: deps.limits.csv,
+        idempotencyKey: claim && idempotencyKey !== undefined ? { tenantId, key: idempotencyKey } : undefined,
+        log: c.get("logger"),
+      });
+    } catch (error) {
+      await claim?.release().catch(() => {});
+      throw error;
+    }
+    await claim?.commit(job.id);
+    return { job, replayed: false };
   } catch (error) {
-    await claim?.release().catch(() => {});
-    throw error;
+    if (!(error instanceof ClientGoneError)) throw error;
+    // Not a failure of ours: nothing of the upload was kept, and nobody is left to read an answer.
+    c.get("logger").warn({ model: query.data.model }, "client went away during a CSV upload; nothing of it was kept");
+    throw new ApiError("validation_failed", "the upload stopped before the file ended: the client closed the connection");
   }
-  await claim?.commit(job.id);
-  return { job, replayed: false };
 }

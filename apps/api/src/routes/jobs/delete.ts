@@ -3,12 +3,13 @@ import { publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
-import { problem } from "../responses.ts";
+import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
 
 export const deleteJobRoute = createRoute({
   method: "delete",
   path: "/v1/jobs/{id}",
+  operationId: "deleteJob",
   tags: ["Jobs"],
   summary: "Delete a job",
   description:
@@ -16,8 +17,9 @@ export const deleteJobRoute = createRoute({
     "jobs are also deleted automatically RETENTION_DAYS after they finish (30 by default).",
   request: { params: JobIdParamsSchema },
   responses: {
+    ...PARAM_ERRORS,
+    ...notFound("job"),
     204: { description: "Deleted" },
-    404: problem("No such job"),
   },
 });
 

@@ -2,12 +2,13 @@ import { JobListSchema } from "@coalesce/contracts";
 import { listJobs, presentJob } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
-import { problem } from "../responses.ts";
+import { PARAM_ERRORS } from "../responses.ts";
 import { pageLimitSchema } from "./params.ts";
 
 export const listJobsRoute = createRoute({
   method: "get",
   path: "/v1/jobs",
+  operationId: "listJobs",
   tags: ["Jobs"],
   summary: "List jobs",
   description: "The caller's jobs, newest first. Pass `next_cursor` back as `cursor` for the next page.",
@@ -22,8 +23,8 @@ export const listJobsRoute = createRoute({
     }),
   },
   responses: {
+    ...PARAM_ERRORS,
     200: { description: "A page of jobs", content: { "application/json": { schema: JobListSchema } } },
-    422: problem("A query parameter is out of range"),
   },
 });
 

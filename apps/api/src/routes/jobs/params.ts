@@ -1,7 +1,8 @@
 import { z } from "@hono/zod-openapi";
+import { prefixedIdSchema } from "../params.ts";
 
 export const JobIdParamsSchema = z.object({
-  id: z.string().min(1).max(64).openapi({ example: "job_01jdq3x8m7k2v9c4n5p6r7s8t9" }),
+  id: prefixedIdSchema("job", "a job", "job_01jdq3x8m7k2v9c4n5p6r7s8t9"),
 });
 
 export function pageLimitSchema(defaultLimit: number, maxLimit: number) {

@@ -1,6 +1,7 @@
 import {
   JOB_STATUS_HEADER,
   JobResultsSchema,
+  JobStatusSchema,
   RESULTS_COMPLETE_HEADER,
   RESULTS_MEDIA_TYPES,
   TERMINAL_JOB_STATUSES,
@@ -10,12 +11,13 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { csvHeaderLine, csvLayout, csvLines, ndjsonLines } from "../../results/format.ts";
-import { problem } from "../responses.ts";
+import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { JobIdParamsSchema, pageLimitSchema } from "./params.ts";
 
 export const getJobResultsRoute = createRoute({
   method: "get",
   path: "/v1/jobs/{id}/results",
+  operationId: "getJobResults",
   tags: ["Jobs"],
   summary: "Read a job's results",
   description:
@@ -39,14 +41,18 @@ export const getJobResultsRoute = createRoute({
   responses: {
     200: {
       description: "Results",
+      headers: z.object({
+        "Coalesce-Job-Status": JobStatusSchema.optional().openapi({ description: "Downloads (CSV, NDJSON): the job's status when the download started" }),
+        "Coalesce-Results-Complete": z.enum(["true", "false"]).optional().openapi({ description: "Downloads: whether these are all of the job's results" }),
+      }),
       content: {
         "application/json": { schema: JobResultsSchema },
         "text/csv": { schema: z.string() },
         "application/x-ndjson": { schema: z.string() },
       },
     },
-    404: problem("No such job"),
-    422: problem("A query parameter is out of range"),
+    ...PARAM_ERRORS,
+    ...notFound("job"),
   },
 });
 

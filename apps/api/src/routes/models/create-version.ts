@@ -5,12 +5,13 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
-import { problem } from "../responses.ts";
+import { PARAM_ERRORS, problem } from "../responses.ts";
 import { presentModelVersion } from "./present.ts";
 
 export const createModelVersionRoute = createRoute({
   method: "post",
   path: "/v1/models/{name}/versions",
+  operationId: "createModelVersion",
   tags: ["Models"],
   summary: "Register a model version",
   description:
@@ -28,11 +29,15 @@ export const createModelVersionRoute = createRoute({
     },
   },
   responses: {
+    ...PARAM_ERRORS,
     201: { description: "The new version", content: { "application/json": { schema: ModelVersionSchema } } },
     200: { description: "The latest version had these exact bytes", content: { "application/json": { schema: ModelVersionSchema } } },
-    413: problem("The file is larger than MAX_MODEL_BYTES"),
-    415: problem("The body is not application/octet-stream"),
-    422: problem("The file is not a loadable ONNX model, or a batch dimension is missing"),
+    413: problem("The file is larger than MAX_MODEL_BYTES (`code: payload_too_large`)"),
+    415: problem("The body is not application/octet-stream (`code: unsupported_media_type`)"),
+    422: problem(
+      "The file is empty or not a loadable ONNX model, a batch dimension is missing (`code: invalid_model`), or the name or a " +
+        "query parameter is malformed (`code: validation_failed`)",
+    ),
   },
 });
 

@@ -3,19 +3,21 @@ import { findModel } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
-import { problem } from "../responses.ts";
+import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { presentModel } from "./present.ts";
 
 export const getModelRoute = createRoute({
   method: "get",
   path: "/v1/models/{name}",
+  operationId: "getModel",
   tags: ["Models"],
   summary: "Get a model",
   description: "A model with each of its versions and their input and output signatures.",
   request: { params: z.object({ name: ModelNameSchema }) },
   responses: {
+    ...PARAM_ERRORS,
+    ...notFound("model"),
     200: { description: "The model", content: { "application/json": { schema: ModelSchema } } },
-    404: problem("No such model"),
   },
 });
 

@@ -2,15 +2,18 @@ import { ModelListSchema } from "@coalesce/contracts";
 import { listModels } from "@coalesce/db";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
+import { V1_ERRORS } from "../responses.ts";
 import { presentModel } from "./present.ts";
 
 export const listModelsRoute = createRoute({
   method: "get",
   path: "/v1/models",
+  operationId: "listModels",
   tags: ["Models"],
   summary: "List models",
   description: "The caller's models with all their versions and signatures, by name.",
   responses: {
+    ...V1_ERRORS,
     200: { description: "The models", content: { "application/json": { schema: ModelListSchema } } },
   },
 });

@@ -3,12 +3,14 @@ import { updateModelVersionBatching } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
-import { problem } from "../responses.ts";
+import { limitBody } from "../../middleware/body-limit.ts";
+import { JSON_BODY_ERRORS, notFound } from "../responses.ts";
 import { presentModelVersion } from "./present.ts";
 
 export const updateModelVersionRoute = createRoute({
   method: "patch",
   path: "/v1/models/{name}/versions/{version}",
+  operationId: "updateModelVersion",
   tags: ["Models"],
   summary: "Change a model version's batching",
   description:
@@ -16,17 +18,18 @@ export const updateModelVersionRoute = createRoute({
     "`max_batch_bytes`. A key left out stays as it is; null goes back to the workers' default. Running workers apply " +
     "the change within a few seconds (BATCHING_REFRESH_MS), without a restart.",
   request: {
-    params: z.object({ name: ModelNameSchema, version: z.coerce.number().int().min(1).openapi({ example: 1 }) }),
+    params: z.object({ name: ModelNameSchema, version: z.coerce.number().int().min(1).max(2_147_483_647).openapi({ example: 1 }) }),
     body: { required: true, content: { "application/json": { schema: UpdateModelVersionRequestSchema } } },
   },
   responses: {
+    ...JSON_BODY_ERRORS,
+    ...notFound("model or version"),
     200: { description: "The version with its new limits", content: { "application/json": { schema: ModelVersionSchema } } },
-    404: problem("No such model or version"),
-    422: problem("A limit is out of range or not a limit"),
   },
 });
 
 export function registerUpdateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.use(updateModelVersionRoute.getRoutingPath(), limitBody(deps.limits.maxBodyBytes, "the request body"));
   app.openapi(updateModelVersionRoute, async (c) => {
     const { name, version } = c.req.valid("param");
     const { batching } = c.req.valid("json");

@@ -4,26 +4,29 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { JobIdParamsSchema } from "../jobs/params.ts";
-import { problem } from "../responses.ts";
+import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { DeliveryIdParamsSchema } from "./params.ts";
 import { presentDelivery } from "./present.ts";
 
 const listDeliveriesRoute = createRoute({
   method: "get",
   path: "/v1/jobs/{id}/deliveries",
+  operationId: "listJobDeliveries",
   tags: ["Webhooks"],
   summary: "A job's webhook deliveries",
   description: "Every event of the job sent to each endpoint (and to the job's webhook_url), with every attempt: when, how long, the status code or error.",
   request: { params: JobIdParamsSchema },
   responses: {
+    ...PARAM_ERRORS,
+    ...notFound("job"),
     200: { description: "The deliveries, oldest first", content: { "application/json": { schema: WebhookDeliveryListSchema } } },
-    404: problem("No such job"),
   },
 });
 
 const retryDeliveryRoute = createRoute({
   method: "post",
   path: "/v1/deliveries/{id}/retry",
+  operationId: "retryDelivery",
   tags: ["Webhooks"],
   summary: "Send a delivery again",
   description:
@@ -31,9 +34,10 @@ const retryDeliveryRoute = createRoute({
     "the retry schedule starts over. Works on failed and succeeded deliveries alike.",
   request: { params: DeliveryIdParamsSchema },
   responses: {
+    ...PARAM_ERRORS,
+    ...notFound("delivery"),
     202: { description: "Queued for delivery now", content: { "application/json": { schema: z.object({ id: z.string(), state: z.literal("pending") }) } } },
-    404: problem("No such delivery"),
-    409: problem("Its endpoint is disabled or was deleted"),
+    409: problem("Its endpoint is disabled or was deleted (`code: conflict`)"),
   },
 });
 

@@ -17,7 +17,8 @@ import { generateSecret } from "@coalesce/webhooks";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
-import { problem } from "../responses.ts";
+import { limitBody } from "../../middleware/body-limit.ts";
+import { JSON_BODY_ERRORS, notFound, PARAM_ERRORS, problem, V1_ERRORS } from "../responses.ts";
 import { assertDeliverableUrl } from "./check-url.ts";
 import { WebhookIdParamsSchema } from "./params.ts";
 import { presentWebhook } from "./present.ts";
@@ -28,6 +29,7 @@ const json = <T>(schema: T) => ({ "application/json": { schema } });
 const createWebhookRoute = createRoute({
   method: "post",
   path: "/v1/webhooks",
+  operationId: "createWebhook",
   tags: TAGS,
   summary: "Register a webhook endpoint",
   description:
@@ -39,53 +41,64 @@ const createWebhookRoute = createRoute({
     "disables the endpoint. The signing `secret` is shown only in this answer.",
   request: { body: { required: true, content: json(CreateWebhookRequestSchema) } },
   responses: {
+    ...JSON_BODY_ERRORS,
     201: { description: "Registered", content: json(CreatedWebhookSchema) },
-    422: problem("The URL cannot be delivered to (not https, or a private address), or an unknown event type"),
+    422: problem(
+      "The URL cannot be delivered to (not https, or a private address), an unknown event type or field; `errors` names it (`code: validation_failed`)",
+    ),
   },
 });
 
 const listWebhooksRoute = createRoute({
   method: "get",
   path: "/v1/webhooks",
+  operationId: "listWebhooks",
   tags: TAGS,
   summary: "List webhook endpoints",
-  responses: { 200: { description: "The tenant's endpoints", content: json(WebhookListSchema) } },
+  responses: { ...V1_ERRORS, 200: { description: "The tenant's endpoints", content: json(WebhookListSchema) } },
 });
 
 const getWebhookRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/{id}",
+  operationId: "getWebhook",
   tags: TAGS,
   summary: "Get a webhook endpoint",
   request: { params: WebhookIdParamsSchema },
-  responses: { 200: { description: "The endpoint", content: json(WebhookEndpointSchema) }, 404: problem("No such endpoint") },
+  responses: { ...PARAM_ERRORS, ...notFound("webhook endpoint"), 200: { description: "The endpoint", content: json(WebhookEndpointSchema) } },
 });
 
 const updateWebhookRoute = createRoute({
   method: "patch",
   path: "/v1/webhooks/{id}",
+  operationId: "updateWebhook",
   tags: TAGS,
   summary: "Change a webhook endpoint",
   description: "Change its URL, events or description, pause it (`enabled: false`) or re-enable it, also after a 410 disabled it.",
   request: { params: WebhookIdParamsSchema, body: { required: true, content: json(UpdateWebhookRequestSchema) } },
   responses: {
+    ...JSON_BODY_ERRORS,
+    ...notFound("webhook endpoint"),
     200: { description: "The endpoint", content: json(WebhookEndpointSchema) },
-    404: problem("No such endpoint"),
-    422: problem("The URL cannot be delivered to, or an unknown event type"),
+    422: problem("The URL cannot be delivered to, an unknown event type or field, or a malformed id; `errors` names it (`code: validation_failed`)"),
   },
 });
 
 const deleteWebhookRoute = createRoute({
   method: "delete",
   path: "/v1/webhooks/{id}",
+  operationId: "deleteWebhook",
   tags: TAGS,
   summary: "Delete a webhook endpoint",
   description: "Its pending deliveries end `failed`; past deliveries stay listed under their jobs.",
   request: { params: WebhookIdParamsSchema },
-  responses: { 204: { description: "Deleted" }, 404: problem("No such endpoint") },
+  responses: { ...PARAM_ERRORS, ...notFound("webhook endpoint"), 204: { description: "Deleted" } },
 });
 
 export function registerWebhookEndpointRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  // Held to MAX_BODY_BYTES like every JSON body, so a huge one is refused before it is buffered.
+  app.use(createWebhookRoute.getRoutingPath(), limitBody(deps.limits.maxBodyBytes, "the request body"));
+  app.use(updateWebhookRoute.getRoutingPath(), limitBody(deps.limits.maxBodyBytes, "the request body"));
   app.openapi(createWebhookRoute, async (c) => {
     const body = c.req.valid("json");
     const url = await assertDeliverableUrl(body.url, deps.webhookPolicy, "url");

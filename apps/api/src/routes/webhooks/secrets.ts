@@ -11,7 +11,8 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError, fromZodError } from "../../errors.ts";
-import { problem } from "../responses.ts";
+import { limitBody } from "../../middleware/body-limit.ts";
+import { JSON_BODY_ERRORS, notFound, V1_ERRORS } from "../responses.ts";
 import { WebhookIdParamsSchema } from "./params.ts";
 
 const TAGS = ["Webhooks"];
@@ -24,30 +25,33 @@ const ROTATION =
 const rotateWebhookSecretRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/rotate-secret",
+  operationId: "rotateWebhookSecret",
   tags: TAGS,
   summary: "Rotate an endpoint's signing secret",
   description: `Makes a new secret for the endpoint. ${ROTATION}`,
   request: { params: WebhookIdParamsSchema, body: rotateBody },
-  responses: { 200: secretResponse, 404: problem("No such endpoint"), 422: problem("overlap_seconds out of range") },
+  responses: { ...JSON_BODY_ERRORS, ...notFound("webhook endpoint"), 200: secretResponse },
 });
 
 const getDefaultSecretRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/default-secret",
+  operationId: "getDefaultWebhookSecret",
   tags: TAGS,
   summary: "The secret that signs deliveries to jobs' own webhook_url",
   description: "A job submitted with `webhook_url` gets its final event signed with this tenant-wide secret (made on first use).",
-  responses: { 200: secretResponse },
+  responses: { ...V1_ERRORS, 200: secretResponse },
 });
 
 const rotateDefaultSecretRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/default-secret/rotate",
+  operationId: "rotateDefaultWebhookSecret",
   tags: TAGS,
   summary: "Rotate the default secret",
   description: `Makes a new default secret. ${ROTATION}`,
   request: { body: rotateBody },
-  responses: { 200: secretResponse, 422: problem("overlap_seconds out of range") },
+  responses: { ...JSON_BODY_ERRORS, 200: secretResponse },
 });
 
 /** The rotation body is optional: no body means the default overlap. */
@@ -71,6 +75,8 @@ function presentSecret(record: SecretRecord, now = new Date()): WebhookSecret {
 }
 
 export function registerWebhookSecretRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  app.use(rotateWebhookSecretRoute.getRoutingPath(), limitBody(deps.limits.maxBodyBytes, "the request body"));
+  app.use(rotateDefaultSecretRoute.getRoutingPath(), limitBody(deps.limits.maxBodyBytes, "the request body"));
   app.openapi(rotateWebhookSecretRoute, async (c) => {
     const { id } = c.req.valid("param");
     const record = await rotateWebhookEndpointSecret(deps.db, c.get("tenantId"), id, generateSecret(), await readOverlapSeconds(c));
