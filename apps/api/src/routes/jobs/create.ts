@@ -91,7 +91,7 @@ export const createJobRoute = createRoute({
       }),
       content: { "application/json": { schema: JobSchema } },
     },
-    400: problem("The body is not valid JSON, or a multipart body is malformed (`code: invalid_json`)"),
+    400: problem("The JSON body is not valid JSON (`code: invalid_json`); a malformed CSV or multipart body is a 422"),
     404: problem("No such model or model version (`code: not_found`)"),
     413: problem("The body is larger than MAX_BODY_BYTES (JSON) or MAX_UPLOAD_BYTES (CSV) (`code: payload_too_large`)"),
     415: problem("The body is neither JSON nor CSV, or its Content-Encoding is not gzip (`code: unsupported_media_type`)"),
