@@ -1,7 +1,9 @@
 import { setInterval } from "node:timers/promises";
+import { isTransientError } from "@coalesce/contracts";
 import { endAbandonedUploads, releaseAbandonedClaims, type Database } from "@coalesce/db";
 import { unqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { Logger } from "pino";
+import type { Outages } from "./outages.ts";
 
 export type UploadSweepOptions = {
   /** How often to look for abandoned uploads. @defaultValue 10,000 (UPLOAD_SWEEP_MS) */
@@ -27,6 +29,7 @@ export function startUploadSweep(
   options: UploadSweepOptions,
   announce: (jobId: string) => void,
   logger: Logger,
+  outages?: Outages,
 ): () => Promise<void> {
   const controller = new AbortController();
   const sweep = async () => {
@@ -41,7 +44,14 @@ export function startUploadSweep(
   const loop = (async () => {
     try {
       for await (const _ of setInterval(options.intervalMs, undefined, { signal: controller.signal, ref: false })) {
-        await sweep().catch((error: unknown) => logger.warn({ err: error }, "upload sweep failed; will try again"));
+        await sweep().then(
+          () => outages?.ok("postgres"),
+          (error: unknown) => {
+            // During an outage the outage is the news (said once), not each sweep that met it.
+            if (outages && isTransientError(error)) outages.failed("postgres", error);
+            else logger.warn({ err: error }, "upload sweep failed; will try again");
+          },
+        );
       }
     } catch (error) {
       if (!controller.signal.aborted) throw error;

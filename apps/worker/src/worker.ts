@@ -277,7 +277,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     );
   const batchingTimer = env.BATCHING_REFRESH_MS > 0 ? setInterval(() => void refreshBatching(), env.BATCHING_REFRESH_MS) : undefined;
   const stopExpiry = startExpiry(db, queue, onJobFinished, logger, outages);
-  const stopUploadSweep = env.UPLOAD_SWEEP_MS > 0 ? startUploadSweep(db, queue, { intervalMs: env.UPLOAD_SWEEP_MS, staleMs: env.UPLOAD_STALE_MS }, onJobFinished, logger) : async () => {};
+  const stopUploadSweep = env.UPLOAD_SWEEP_MS > 0 ? startUploadSweep(db, queue, { intervalMs: env.UPLOAD_SWEEP_MS, staleMs: env.UPLOAD_STALE_MS }, onJobFinished, logger, outages) : async () => {};
   const stopRetention = env.RETENTION_DAYS > 0 ? startRetention(db, env.RETENTION_DAYS, logger, outages) : () => {};
   const stopReconciler =
     env.RECONCILE_INTERVAL_MS > 0

@@ -22,6 +22,8 @@ const ENQUEUE_WAIT_MS = 3_000;
  * QueueSharing). Resolves once a job is committed.
  */
 export function createJobWriter(db: Database, queue: PredictQueue, logger: Logger): GroupCommit<CreateJobInput, CreatedJob> {
+  // Jobs committed while Redis would not take their chunks: said once when it starts, once when it ends.
+  let deferredJobs = 0;
   return new GroupCommit(async (inputs) => {
     const created = await createJobs(db, inputs, QUEUE_SHARING);
     const chunks: ChunkToEnqueue[] = created.flatMap(({ job, chunks }) =>
@@ -36,10 +38,15 @@ export function createJobWriter(db: Database, queue: PredictQueue, logger: Logge
     );
     try {
       await withDeadline(enqueueChunks(queue, chunks), ENQUEUE_WAIT_MS);
+      if (deferredJobs > 0) {
+        logger.info({ deferredJobs }, `enqueueing works again; ${deferredJobs} jobs were left for the reconciler meanwhile`);
+        deferredJobs = 0;
+      }
     } catch (error) {
       // The jobs and their rows are committed; the worker's reconciler queues what Redis missed
       // (an enqueue that lands after all is harmless: queue job ids are the chunks' ids).
-      logger.warn({ reason: describeFailure(error), jobs: created.length }, "enqueue failed; the jobs stay queued for the reconciler");
+      if (deferredJobs === 0) logger.warn({ reason: describeFailure(error), jobs: created.length }, "enqueue failed; jobs stay queued for the reconciler until Redis takes them");
+      deferredJobs += created.length;
     }
     return created;
   }, MAX_JOBS_PER_WRITE);
