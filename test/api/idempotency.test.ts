@@ -1,7 +1,9 @@
 import type { Job } from "@coalesce/contracts";
+import { claimIdempotencyKey, endAbandonedUploads, findIdempotencyKey, recordIdempotentJob, releaseAbandonedClaims, releaseIdempotencyKey } from "@coalesce/db";
 import { describe, expect, it } from "vitest";
 import { expectProblem, fixture, irisRows, uploadModel } from "../support/http.ts";
 import { useApiSuite } from "../support/api-suite.ts";
+import { createTestApi } from "../support/services.ts";
 
 const suite = useApiSuite("idempotency", { iris: true });
 
@@ -123,5 +125,106 @@ describe("Idempotency-Key on CSV uploads", () => {
     push.close();
     expect((await first).status).toBe(202);
     expect((await upload(csv, "csv-4")).headers.get("idempotent-replayed")).toBe("true");
+  });
+
+  /** A streaming upload with `key` whose file goes on until `close()`; resolves once the key is claimed. */
+  async function openUpload(app: { request: typeof suite.api.app.request }, key: string, firstPart: string) {
+    let push!: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({ start: (controller) => void (push = controller) });
+    push.enqueue(new TextEncoder().encode(firstPart));
+    const answer = app.request("/v1/jobs?model=iris", {
+      method: "POST",
+      headers: { Authorization: suite.auth, "Idempotency-Key": key, "Content-Type": "text/csv" },
+      body,
+      duplex: "half",
+    } as RequestInit);
+    for (let i = 0; i < 500 && (await suite.api.db.pool.query(`SELECT 1 FROM idempotency_keys WHERE key = $1`, [key])).rowCount === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return { answer, send: (text: string) => push.enqueue(new TextEncoder().encode(text)), close: () => push.close() };
+  }
+
+  it("a slow first upload whose key a retry took over gets 409 and keeps nothing; the key stays the retry's", async () => {
+    // The staleness bound at 1 ms (UPLOAD_STALE_MS, at least 10 s in life): a first upload is stale
+    // as soon as it has not said it is alive, as a stalled API process would be.
+    const stale = createTestApi(suite.services, { uploadStaleMs: 1 });
+    try {
+      const before = await jobCount();
+      const first = await openUpload(stale.app, "csv-5", csv);
+      await suite.api.db.pool.query(`UPDATE idempotency_keys SET seen_at = now() - interval '1 hour' WHERE key = 'csv-5'`);
+      const retry = await stale.app.request("/v1/jobs?model=iris", {
+        method: "POST",
+        headers: { Authorization: suite.auth, "Idempotency-Key": "csv-5", "Content-Type": "text/csv" },
+        body: csv,
+      });
+      expect(retry.status).toBe(202);
+      const retried = (await retry.json()) as Job;
+      // The first upload's file ends after its key was taken over: it is not the key's, so not kept.
+      first.close();
+      const lost = await expectProblem(await first.answer, 409, "conflict");
+      expect(lost.detail).toMatch(/taken over by a retry/);
+      expect(await jobCount()).toBe(before + 1);
+      const again = await upload(csv, "csv-5");
+      expect(again.headers.get("idempotent-replayed")).toBe("true");
+      expect(((await again.json()) as Job).id).toBe(retried.id);
+    } finally {
+      await stale.close();
+    }
+  });
+
+  it("an upload the sweep ended as interrupted while it was still read gets 409, and the failed job stays as the sweep left it", async () => {
+    const rows = irisRows(100).map((row) => row.features.join(",")).join("\n");
+    const upload1 = await openUpload(suite.api.app, "csv-6", `sepal_length,sepal_width,petal_length,petal_width\n${rows}\n`);
+    // Its first chunk (64 rows here) stored, then the sweep takes it for dead (as after a stall).
+    let ended: { jobId: string }[] = [];
+    for (let i = 0; i < 500 && ended.length === 0; i++) {
+      ended = await endAbandonedUploads(suite.api.db, 0);
+      if (ended.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(ended).toHaveLength(1);
+    const jobId = ended[0]?.jobId as string;
+    await releaseAbandonedClaims(suite.api.db, 0);
+    upload1.send(`${rows}\n`);
+    upload1.close();
+    await expectProblem(await upload1.answer, 409, "conflict");
+    const job = (await (await suite.api.app.request(`/v1/jobs/${jobId}`, { headers: { Authorization: suite.auth } })).json()) as Job;
+    expect(job).toMatchObject({ status: "failed", error: { code: "upload_interrupted" } });
+    // Its count is the rows the sweep found stored, not the whole file's.
+    expect(job.counts.total).toBe(job.counts.received);
+    expect(job.counts.total).toBeLessThan(200);
+    // The key was freed, not tied to the failed job: a retry starts afresh.
+    const retry = await upload(csv, "csv-6");
+    expect(retry.status).toBe(202);
+    expect(retry.headers.get("idempotent-replayed")).toBeNull();
+  });
+
+  it("a CSV upload's key names its job from the moment the job is sealed", async () => {
+    const response = await upload(csv, "csv-7");
+    expect(response.status).toBe(202);
+    const job = (await response.json()) as Job;
+    const tenantId = (await suite.api.db.pool.query<{ tenant_id: string }>(`SELECT tenant_id FROM jobs WHERE id = $1`, [job.id])).rows[0]?.tenant_id as string;
+    expect(await findIdempotencyKey(suite.api.db, tenantId, "csv-7")).toMatchObject({ jobId: job.id });
+    expect(job.counts.total).toBe(2);
+  });
+});
+
+describe("an Idempotency-Key claim is its request's alone", () => {
+  it("a claim freed as abandoned and claimed again cannot be tied, or freed, by its first request", async () => {
+    const [a, b] = await Promise.all([0, 1].map(async () => ((await submit({ model: "iris", inputs: irisRows(1) })).json() as Promise<Job>).then((job) => job.id)));
+    const tenantId = (await suite.api.db.pool.query<{ tenant_id: string }>(`SELECT tenant_id FROM jobs WHERE id = $1`, [a])).rows[0]?.tenant_id as string;
+    const first = await claimIdempotencyKey(suite.api.db, tenantId, "json-claim", "hash-a");
+    if (first.kind !== "claimed") throw new Error(`expected a claim, got ${first.kind}`);
+    // The first request went unseen (a write stuck for longer than UPLOAD_STALE_MS): the sweep frees its key.
+    await suite.api.db.pool.query(`UPDATE idempotency_keys SET seen_at = now() - interval '1 hour' WHERE key = 'json-claim'`);
+    expect(await releaseAbandonedClaims(suite.api.db, 1)).toBeGreaterThan(0);
+    // Its retry, with the same body, claims the key afresh.
+    const second = await claimIdempotencyKey(suite.api.db, tenantId, "json-claim", "hash-a");
+    if (second.kind !== "claimed") throw new Error(`expected a claim, got ${second.kind}`);
+    expect(second.claim.claimedAt.getTime()).not.toBe(first.claim.claimedAt.getTime());
+    // The slow first request can neither free the retry's claim nor tie the key to its own job.
+    await releaseIdempotencyKey(suite.api.db, first.claim);
+    expect(await recordIdempotentJob(suite.api.db, first.claim, a as string)).toBe(false);
+    expect(await recordIdempotentJob(suite.api.db, second.claim, b as string)).toBe(true);
+    expect(await findIdempotencyKey(suite.api.db, tenantId, "json-claim")).toMatchObject({ jobId: b });
   });
 });

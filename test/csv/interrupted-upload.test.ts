@@ -47,7 +47,7 @@ beforeAll(async () => {
   services = await createTestServices();
   port = await freePort();
   baseUrl = `http://127.0.0.1:${port}`;
-  env = { ...services.env, PORT: String(port), BOOTSTRAP_API_KEY: KEY, UPLOAD_SWEEP_MS: "500", UPLOAD_STALE_MS: "5000" };
+  env = { ...services.env, PORT: String(port), BOOTSTRAP_API_KEY: KEY, UPLOAD_SWEEP_MS: "500", UPLOAD_STALE_MS: "10000" };
   api = start("api", API_MAIN);
   worker = start("worker", WORKER_MAIN);
   await waitUntilReady(baseUrl, [api, worker]);

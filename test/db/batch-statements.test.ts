@@ -53,11 +53,12 @@ async function sequentialScans(): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((row) => [row.relname, Number(row.seq_scan)]));
 }
 
-/** Row updates of jobs so far, and how many of them Postgres made in place (HOT: no index entries). */
-async function jobUpdates(): Promise<{ all: number; hot: number }> {
+/** Row updates of a table so far, and how many of them Postgres made in place (HOT: no index entries). */
+async function jobUpdates(table: "jobs" | "job_chunks" = "jobs"): Promise<{ all: number; hot: number }> {
   await db.pool.query(`SELECT pg_stat_force_next_flush()`);
   const { rows } = await db.pool.query<{ n_tup_upd: string; n_tup_hot_upd: string }>(
-    `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = 'jobs'`,
+    `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = $1`,
+    [table],
   );
   return { all: Number(rows[0]?.n_tup_upd), hot: Number(rows[0]?.n_tup_hot_upd) };
 }
@@ -79,6 +80,33 @@ describe(`with ${JOBS.toLocaleString("en")} jobs in the tables`, () => {
       batch.map((n) => ({ chunkId: `chk_${id(n)}`, jobId: `job_${id(n)}`, results: [{ outputs: { y: [n] } }] })),
     );
     expect(done.every((outcome) => outcome?.status === "succeeded")).toBe(true);
+    expect(await sequentialScans()).toEqual(before);
+  });
+
+  it("a start writes no chunk row; a restart (after a stall) counts the chunk's restarts by key, in place", async () => {
+    // A fresh batch of queued jobs, each with one chunk.
+    await db.pool.query(
+      `INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, status, priority)
+       SELECT 'job_r' || lpad(g::text, 7, '0'), 'ten_plan', 'mv_plan', 1, 'queued', 'interactive' FROM generate_series(1, $1) g`,
+      [BATCH],
+    );
+    await db.pool.query(
+      `INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs)
+       SELECT 'chk_r' || lpad(g::text, 7, '0'), 'job_r' || lpad(g::text, 7, '0'), 0, 0, 1, '[{"x":[1]}]' FROM generate_series(1, $1) g`,
+      [BATCH],
+    );
+    const ids = Array.from({ length: BATCH }, (_, i) => `chk_r${String(i + 1).padStart(7, "0")}`);
+    const before = await sequentialScans();
+    const chunkUpdates = await jobUpdates("job_chunks");
+    const first = await startChunks(db, ids);
+    expect(first.every((chunk) => chunk?.restarts === 0)).toBe(true);
+    expect((await jobUpdates("job_chunks")).all).toBe(chunkUpdates.all);
+    // Started again after their queue jobs stalled: half of them.
+    const again = await startChunks(db, ids, { restarted: ids.slice(0, BATCH / 2) });
+    expect(again.map((chunk) => chunk?.restarts)).toEqual(ids.map((_, i) => (i < BATCH / 2 ? 1 : 0)));
+    const after = await jobUpdates("job_chunks");
+    expect(after.all - chunkUpdates.all).toBe(BATCH / 2);
+    expect(after.hot - chunkUpdates.hot).toBeGreaterThanOrEqual(0.9 * (BATCH / 2));
     expect(await sequentialScans()).toEqual(before);
   });
 

@@ -1,8 +1,10 @@
 // The API process through real outages: its Postgres and Redis reached through TCP proxies that the
 // test takes down (connections reset, new ones refused) and brings back. What a client sees: quick
-// 503s with Retry-After that created nothing, or for a job under a Redis outage a 202 whose job the
-// worker's reconciler queues later; long-polls that answer within their wait; and a log that stays
-// JSON lines, a couple per outage.
+// 503s with Retry-After that created nothing, or for a job (JSON or a CSV upload) under a Redis
+// outage a 202 whose job the worker's reconciler queues later; a CSV upload that outlives a Postgres
+// outage while it waits for its client; long-polls that answer within their wait; and a log that
+// stays JSON lines, a couple per outage.
+import { connect, type Socket } from "node:net";
 import type { Job, Problem } from "@coalesce/contracts";
 import { parseDatabaseUrl } from "@coalesce/db";
 import pg from "pg";
@@ -92,6 +94,51 @@ async function eventually(attempt: () => Promise<boolean>, ms = 20_000): Promise
 /** The API's log lines from `from` on. */
 const linesSince = (from: number) => lines.slice(from);
 
+const CSV_HEADER = "sepal_length,sepal_width,petal_length,petal_width\n";
+const csvRows = (count: number) => `${irisRows(count).map((row) => row.features.join(",")).join("\n")}\n`;
+
+/**
+ * A CSV upload over a raw socket, its file sent piece by piece (chunked) as the test says: a client
+ * that is slow, or pauses, mid-file. `answer` resolves with the response once the file has ended.
+ */
+async function openCsvUpload(): Promise<{ send(text: string): void; end(): void; answer: Promise<{ status: number; body: string }>; socket: Socket }> {
+  const port = new URL(baseUrl).port;
+  const socket = connect(Number(port), "127.0.0.1");
+  socket.on("error", () => {});
+  await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+  let received = "";
+  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    socket.on("data", (data: Buffer) => (received += data.toString()));
+    socket.once("close", () => {
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1]);
+      if (!status) reject(new Error(`no HTTP answer: ${JSON.stringify(received)}`));
+      else resolve({ status, body: received.slice(received.indexOf("\r\n\r\n") + 4) });
+    });
+  });
+  socket.write(
+    `POST /v1/jobs?model=iris HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${KEY}\r\n` +
+      "Content-Type: text/csv\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+  );
+  return {
+    socket,
+    answer,
+    send: (text) => void socket.write(`${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`),
+    end: () => void socket.write("0\r\n\r\n"),
+  };
+}
+
+/** The newest job as Postgres has it (read beside the API, not through it). */
+async function newestJob(): Promise<{ id: string; sealed: boolean; status: string; error: { code: string } | null } | undefined> {
+  const client = new pg.Client({ connectionString: parseDatabaseUrl(services.databaseUrl).connectionString });
+  await client.connect();
+  try {
+    const { rows } = await client.query(`SELECT id, sealed, status, error FROM "${services.schema}".jobs ORDER BY created_at DESC LIMIT 1`);
+    return rows[0];
+  } finally {
+    await client.end();
+  }
+}
+
 beforeAll(async () => {
   services = await createTestServices();
   const databaseUrl = new URL(services.databaseUrl);
@@ -179,6 +226,61 @@ describe("Postgres down", () => {
     expect(said.filter((entry) => entry.msg === "postgres unavailable")).toHaveLength(1);
     expect(said.filter((entry) => entry.msg.startsWith("postgres is back"))).toHaveLength(1);
   });
+
+  it("a CSV upload waiting for its client outlives an outage: 202 with every row, and its heartbeat said the outage once", async () => {
+    const logFrom = lines.length;
+    const before = await countJobs();
+    const upload = await openCsvUpload();
+    upload.send(CSV_HEADER + csvRows(1100));
+    await eventually(async () => (await countJobs()) === before + 1);
+    await postgres.down();
+    // Several heartbeats (every 2 s) fail while the client sends nothing.
+    await new Promise((resolve) => setTimeout(resolve, 7_000));
+    await postgres.up();
+    await eventually(async () => (await send("GET", "/readyz")).status === 200);
+    upload.send(csvRows(900));
+    upload.end();
+    const answer = await upload.answer;
+    expect(answer.status, answer.body).toBe(202);
+    const job = JSON.parse(answer.body.slice(answer.body.indexOf("{"), answer.body.lastIndexOf("}") + 1)) as Job;
+    expect(job.counts.total).toBe(2000);
+    const said = linesSince(logFrom).map((line) => JSON.parse(line) as { msg: string; jobId?: string; heartbeatsFailed?: number });
+    // Several beats failed (the upload's summary counts them), and the log said so once.
+    expect(said.find((entry) => entry.msg === "csv upload accepted" && entry.jobId === job.id)?.heartbeatsFailed).toBeGreaterThan(1);
+    expect(said.filter((entry) => entry.msg.startsWith("could not record that the upload is alive"))).toHaveLength(1);
+    // (A beat that worked before the file ended says so, once; the upload may end first.)
+    expect(said.filter((entry) => entry.msg.startsWith("recording that the upload is alive works again")).length).toBeLessThanOrEqual(1);
+  });
+
+  it("a CSV upload whose rows cannot be stored answers 503 and keeps nothing: its job is deleted, or ended by the sweep", async () => {
+    const before = await countJobs();
+    const upload = await openCsvUpload();
+    upload.send(CSV_HEADER + csvRows(1100));
+    await eventually(async () => (await countJobs()) === before + 1);
+    const opened = await newestJob();
+    await postgres.down();
+    upload.send(csvRows(1100));
+    upload.end();
+    const answer = await upload.answer;
+    expect(answer.status, answer.body).toBe(503);
+    await postgres.up();
+    await eventually(async () => (await send("GET", "/readyz")).status === 200);
+    const left = await newestJob();
+    if (left?.id === opened?.id) {
+      // Postgres was away when the upload was refused, so it could not be deleted: it is unsealed and
+      // no longer said alive, and the worker's upload sweep ends it.
+      expect(left?.sealed).toBe(false);
+      const sweeper = await startTestWorker(services, { UPLOAD_SWEEP_MS: "500", UPLOAD_STALE_MS: "10000", RECONCILE_INTERVAL_MS: "0" });
+      try {
+        await eventually(async () => (await newestJob())?.status === "failed", 30_000);
+      } finally {
+        await sweeper.close();
+      }
+      expect((await newestJob())?.error?.code).toBe("upload_interrupted");
+    } else {
+      expect(await countJobs()).toBe(before);
+    }
+  });
 });
 
 describe("Redis down", () => {
@@ -196,15 +298,19 @@ describe("Redis down", () => {
     const second = await send("POST", "/v1/jobs", { body: jobBody(2) });
     expect(second.status).toBe(202);
 
-    // A CSV upload queues chunk by chunk as it streams: either it is stored whole (202) or it is
-    // refused with 503 and nothing of it is kept; never a 500, never a job left half-made.
+    // A CSV upload queues chunk by chunk as it streams: the chunks Redis will not take stay stored for
+    // the reconciler, as a JSON job's do, and the upload goes on (202), said in one line.
     const beforeUpload = await countJobs();
-    const csv = `sepal_length,sepal_width,petal_length,petal_width\n${irisRows(10).map((row) => row.features.join(",")).join("\n")}\n`;
-    const upload = await send("POST", "/v1/jobs?model=iris", { body: csv, type: "text/csv" });
-    expect([202, 503], JSON.stringify(upload.body)).toContain(upload.status);
-    if (upload.status === 503) expectUnavailable(upload, "POST /v1/jobs (CSV)");
-    const uploaded = upload.status === 202 ? (upload.body as Job) : null;
-    expect(await countJobs()).toBe(beforeUpload + (uploaded ? 1 : 0));
+    const upload = await send("POST", "/v1/jobs?model=iris", { body: CSV_HEADER + csvRows(3000), type: "text/csv" });
+    expect(upload.status, JSON.stringify(upload.body)).toBe(202);
+    const uploaded = upload.body as Job;
+    expect(uploaded.counts.total).toBe(3000);
+    expect(await countJobs()).toBe(beforeUpload + 1);
+    const deferred = linesSince(logFrom)
+      .map((line) => JSON.parse(line) as { msg: string; jobId?: string; deferredChunks?: number })
+      .filter((entry) => entry.jobId === uploaded.id && entry.msg.includes("stored but not queued"));
+    expect(deferred).toHaveLength(1);
+    expect(deferred[0]?.deferredChunks).toBe(3);
 
     // No announcement can come while Redis is away: the long-poll answers with the job as it is, in time.
     const polled = await send("GET", `/v1/jobs/${job.id}?wait=2`, { withinMs: 2_000 + ANSWER_WITHIN_MS });
@@ -238,7 +344,10 @@ describe("Redis down", () => {
     await redis.up();
     await eventually(async () => (await send("GET", "/readyz")).status === 200);
     worker = await startTestWorker(services, { RECONCILE_INTERVAL_MS: "300", MAX_BATCH_DELAY_MS: "5" });
-    for (const id of [job.id, (second.body as Job).id, ...(uploaded ? [uploaded.id] : [])]) await waitForSuccess(id);
+    for (const id of [job.id, (second.body as Job).id, uploaded.id]) await waitForSuccess(id);
+    // Every row of the upload was scored, once.
+    const done = (await send("GET", `/v1/jobs/${uploaded.id}`)).body as Job;
+    expect(done.counts).toMatchObject({ total: 3000, succeeded: 3000, failed: 0 });
 
     await eventually(async () => linesSince(logFrom).some((line) => line.includes("redis is back")), 5_000);
     type Line = { msg: string; requestId?: string; failedAttempts?: number };

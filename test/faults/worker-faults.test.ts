@@ -219,6 +219,39 @@ describe("Redis goes away mid-job", () => {
   });
 });
 
+describe("a worker stopped while Redis is away", () => {
+  it("stops every part in order without waiting for Redis; what it held runs again once Redis is back, every row once", async () => {
+    const proxy = await startTcpProxy(Number(new URL(REDIS_URL).port || 6379));
+    const { logger, lines } = capturedLogger();
+    const worker = await inProcessWorker(
+      { REDIS_URL: throughProxy(REDIS_URL, proxy), WORKER_CONCURRENCY: "16", MAX_BATCH_DELAY_MS: "20000", ...SLOW_BATCHES, SHUTDOWN_GRACE_MS: "500", STALLED_TAKEOVER_MS: "1500" },
+      logger,
+    );
+    let rest: RunningWorker | undefined;
+    try {
+      const rows = 400;
+      const { jobId } = await createIrisJob(rows, 50);
+      await waitFor("the worker to hold chunks", async () => (await queue.getActive()).length > 0, 30_000, 20);
+      await proxy.down();
+      // Resolves while Redis is still away: no part waits for it (the heartbeat's removal used to,
+      // on a connection that holds commands until Redis is back, and so held up all the others).
+      await worker.close();
+      expect(lines.find((line) => line.msg === "worker stopped")).toMatchObject({
+        failed: [],
+        stopped: ["heartbeat", "periodic tasks", "chunks in hand", "webhooks", "metrics", "queue", "batchers", "models", "redis", "postgres"],
+      });
+      expect(lines.find((line) => line.msg.startsWith("Redis does not answer: left this worker's /readyz entry"))).toBeDefined();
+      await proxy.up();
+      rest = await inProcessWorker({ RECONCILE_INTERVAL_MS: "500", STALLED_TAKEOVER_MS: "1500" }, capturedLogger().logger);
+      await finished(jobId, 60_000);
+      await expectScoredExactlyOnce(jobId, rows);
+    } finally {
+      await rest?.close();
+      await proxy.close();
+    }
+  });
+});
+
 describe("Redis flushed mid-job", () => {
   it("the reconciler enqueues what Postgres still holds; the queue jobs that vanished under the worker are news, not errors", async () => {
     const { logger, lines } = capturedLogger();
@@ -357,49 +390,50 @@ describe("a chunk left in BullMQ's failed set", () => {
   });
 });
 
+/** Worker processes of this file; each describe that starts some stops them after its tests. */
+const processes: ServiceProcess[] = [];
+const output = new Map<ServiceProcess, string>();
+const TAKEOVER_MS = 3_000;
+
+function startWorkerProcess(env: Record<string, string>): ServiceProcess {
+  const service = startProcess(
+    "worker",
+    WORKER_MAIN,
+    { ...services.env, MIGRATE_ON_START: "false", LOG_LEVEL: "info", STALLED_TAKEOVER_MS: String(TAKEOVER_MS), RECONCILE_INTERVAL_MS: "1000", ...env },
+    "pipe",
+  );
+  output.set(service, "");
+  const keep = (chunk: Buffer) => output.set(service, (output.get(service) ?? "") + chunk.toString());
+  service.child.stdout?.on("data", keep);
+  service.child.stderr?.on("data", keep);
+  processes.push(service);
+  return service;
+}
+
+const stopWorkerProcesses = () => Promise.all(processes.splice(0).map((service) => stopProcess(service, 5_000)));
+
+const logLines = (service: ServiceProcess): LogLine[] =>
+  (output.get(service) ?? "")
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => {
+      try {
+        return JSON.parse(line) as LogLine;
+      } catch {
+        return { level: 60, msg: `not a JSON line: ${line}` };
+      }
+    });
+
+const workerIds = async () => (await listWorkers(redis, services.queuePrefix)).map((worker) => worker.id);
+const isOf = (service: ServiceProcess) => (id: string | undefined) => id?.split(":")[1] === String(service.child.pid);
+/** Waits until the process has said it is ready (its heartbeat is in Redis). */
+const ready = (service: ServiceProcess) => waitFor(`worker ${service.child.pid} to be ready`, async () => (await workerIds()).some(isOf(service)), 60_000, 100);
+/** Waits until the process holds at least one chunk (BullMQ's processedBy names it). */
+const holdsChunks = (service: ServiceProcess) =>
+  waitFor(`worker ${service.child.pid} to hold chunks`, async () => (await queue.getActive()).filter((job) => isOf(service)(job.processedBy)).length, 30_000, 20);
+
 describe("worker processes", () => {
-  const processes: ServiceProcess[] = [];
-  const output = new Map<ServiceProcess, string>();
-  const TAKEOVER_MS = 3_000;
-
-  function startWorkerProcess(env: Record<string, string>): ServiceProcess {
-    const service = startProcess(
-      "worker",
-      WORKER_MAIN,
-      { ...services.env, MIGRATE_ON_START: "false", LOG_LEVEL: "info", STALLED_TAKEOVER_MS: String(TAKEOVER_MS), RECONCILE_INTERVAL_MS: "1000", ...env },
-      "pipe",
-    );
-    output.set(service, "");
-    const keep = (chunk: Buffer) => output.set(service, (output.get(service) ?? "") + chunk.toString());
-    service.child.stdout?.on("data", keep);
-    service.child.stderr?.on("data", keep);
-    processes.push(service);
-    return service;
-  }
-
-  const logLines = (service: ServiceProcess): LogLine[] =>
-    (output.get(service) ?? "")
-      .split("\n")
-      .filter(Boolean)
-      .map((line) => {
-        try {
-          return JSON.parse(line) as LogLine;
-        } catch {
-          return { level: 60, msg: `not a JSON line: ${line}` };
-        }
-      });
-
-  const workerIds = async () => (await listWorkers(redis, services.queuePrefix)).map((worker) => worker.id);
-  const isOf = (service: ServiceProcess) => (id: string | undefined) => id?.split(":")[1] === String(service.child.pid);
-  /** Waits until the process has said it is ready (its heartbeat is in Redis). */
-  const ready = (service: ServiceProcess) => waitFor(`worker ${service.child.pid} to be ready`, async () => (await workerIds()).some(isOf(service)), 60_000, 100);
-  /** Waits until the process holds at least one chunk (BullMQ's processedBy names it). */
-  const holdsChunks = (service: ServiceProcess) =>
-    waitFor(`worker ${service.child.pid} to hold chunks`, async () => (await queue.getActive()).filter((job) => isOf(service)(job.processedBy)).length, 30_000, 20);
-
-  afterAll(async () => {
-    await Promise.all(processes.map((service) => stopProcess(service, 5_000)));
-  });
+  afterAll(stopWorkerProcesses);
 
   it("a worker killed with SIGKILL: its chunks run again on a live worker within the takeover bound, logged, and /readyz forgets it", async () => {
     // The victim holds its chunks for seconds (its batches wait to fill); the survivor is quick.
@@ -422,8 +456,15 @@ describe("worker processes", () => {
       async () => logLines(survivor).find((line) => line.msg.startsWith("took over chunks")),
       10_000,
     );
-    expect(takeover).toMatchObject({ level: 40, queueJobs: expect.any(Number), chunks: expect.any(Number) });
-    expect(takeover.chunks as number).toBeGreaterThanOrEqual(1);
+    expect(takeover).toMatchObject({ level: 40, queueJobs: expect.any(Number) });
+    expect(takeover.queueJobs as number).toBeGreaterThanOrEqual(1);
+    // The chunks taken over were counted in Postgres as they started again; the others not at all.
+    const { rows: restarts } = await db.pool.query<{ restarts: number; chunks: number }>(
+      `SELECT restarts, count(*)::int AS chunks FROM job_chunks WHERE job_id = $1 GROUP BY restarts ORDER BY restarts`,
+      [jobId],
+    );
+    expect(restarts.every((row) => row.restarts <= 1)).toBe(true);
+    expect(restarts.find((row) => row.restarts === 1)?.chunks).toBeGreaterThanOrEqual(1);
     await waitFor("the dead worker to leave the list", async () => !(await workerIds()).some(isOf(victim)), TAKEOVER_MS + 5_000, 100);
     expect((await workerIds()).some(isOf(survivor))).toBe(true);
     console.info(`kill -9 of a worker holding ${held} queue jobs: job finished ${(recoveredMs / 1000).toFixed(1)} s after the kill (takeover bound ${TAKEOVER_MS / 1000} s)`);
@@ -445,5 +486,80 @@ describe("worker processes", () => {
     // The survivor of the previous test scores the rest.
     await finished(jobId, 30_000);
     await expectScoredExactlyOnce(jobId, rows);
+  });
+});
+
+describe("stalls are never a chunk's failure", () => {
+  afterAll(stopWorkerProcesses);
+
+  it("a queue job failed by BullMQ's stall limit (a worker that checks with a lower limit, as before) is enqueued again, not failed", async () => {
+    const { jobId, chunks } = await createIrisJob(8, 8);
+    const queueJobId = chunks[0]?.chunkId as string;
+    // A worker as they were configured before (maxStalledCount 3; 0 here, to need one stall) takes
+    // the chunk and dies holding it: its lock is never renewed, and its own stalled check hands the
+    // queue job back marked to fail ("job stalled more than allowable limit").
+    const old = new Worker(queue.name, null, { connection: redis.duplicate(), prefix: services.queuePrefix, autorun: false, lockDuration: 200, stalledInterval: 100, maxStalledCount: 0 });
+    try {
+      const taken = await old.getNextJob("dead-worker-token", { block: false });
+      expect(taken?.id).toBe(queueJobId);
+      await old.startStalledCheckTimer();
+      await waitFor("BullMQ to mark the queue job to fail for stalls", async () => (await queue.getJob(queueJobId))?.deferredFailure, 10_000);
+    } finally {
+      await old.close();
+    }
+    const { logger, lines } = capturedLogger();
+    const worker = await inProcessWorker({ RECONCILE_INTERVAL_MS: "300" }, logger);
+    try {
+      await finished(jobId, 30_000);
+      await expectScoredExactlyOnce(jobId, 8);
+      expect(lines.find((line) => line.msg.startsWith("BullMQ failed a chunk's queue job for stalls"))).toMatchObject({ level: 40, queueJobId });
+      expect(lines.find((line) => line.msg.startsWith("re-enqueued chunks"))).toMatchObject({ failed: 1 });
+      expect(lines.map((line) => line.msg)).not.toContain("chunk failed");
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it("a chunk whose every worker dies holding it ends after MAX_CHUNK_STARTS starts, failed with a reason that says so; the stalls before it fail nothing", async () => {
+    const MAX_CHUNK_STARTS = 4;
+    // Each worker holds the chunk for seconds (its batch waits to fill) and is killed holding it:
+    // as onnxruntime crashing on the chunk's rows would. Four kills, one more than BullMQ's old
+    // stall limit (3), which used to fail the rows at the next start.
+    const holding = { WORKER_CONCURRENCY: "4", MAX_BATCH_DELAY_MS: "20000", ...SLOW_BATCHES, STALLED_TAKEOVER_MS: "1000", MAX_CHUNK_STARTS: String(MAX_CHUNK_STARTS) };
+    const rows = 10;
+    const { jobId, chunks } = await createIrisJob(rows, rows);
+    const chunkId = chunks[0]?.chunkId as string;
+    for (let kill = 1; kill <= MAX_CHUNK_STARTS; kill++) {
+      const victim = startWorkerProcess(holding);
+      await holdsChunks(victim);
+      // Killed once it has started the chunk (its job is running), which counts in Postgres each
+      // start after a stall: the first start is not one.
+      await waitFor(
+        `start ${kill} to be counted`,
+        async () => {
+          const { rows: [chunk] } = await db.pool.query<{ restarts: number; status: string }>(
+            `SELECT c.restarts, j.status FROM job_chunks c JOIN jobs j ON j.id = c.job_id WHERE c.id = $1`,
+            [chunkId],
+          );
+          return chunk?.status === "running" && chunk.restarts === kill - 1;
+        },
+        30_000,
+        20,
+      );
+      victim.child.kill("SIGKILL");
+      await victim.exited;
+    }
+    expect(await findJob(db, tenantId, jobId)).toMatchObject({ status: "running", failedRows: 0 });
+
+    // The fifth start: the worker fails the chunk instead of running it.
+    const last = startWorkerProcess({ STALLED_TAKEOVER_MS: "1000", MAX_CHUNK_STARTS: String(MAX_CHUNK_STARTS) });
+    const job = await finished(jobId, 30_000);
+    const reason = `started ${MAX_CHUNK_STARTS + 1} times without finishing; every worker that took it died (a crash in the model?)`;
+    expect(job).toMatchObject({ status: "failed", succeededRows: 0, failedRows: rows });
+    const { rows: results } = await readResults(db, jobId, { cursor: 0, limit: 100 });
+    expect(results).toHaveLength(rows);
+    for (const row of results) expect(row).toMatchObject({ error: { code: "chunk_failed", message: reason } });
+    const said = await waitFor("the failure to be logged", async () => logLines(last).find((line) => line.msg === `chunk failed: ${reason}`), 10_000);
+    expect(said).toMatchObject({ level: 50, chunkId, jobId, starts: MAX_CHUNK_STARTS + 1 });
   });
 });

@@ -22,6 +22,11 @@ export type ApiLimits = {
   maxUploadBytes: number;
   /** Bounds on a CSV upload's fields, blank lines and records. @defaultValue DEFAULT_CSV_LIMITS */
   csv?: CsvLimits | undefined;
+  /**
+   * An upload not seen alive this long is dead, and a retry may take its Idempotency-Key
+   * (UPLOAD_STALE_MS, the same setting as the worker's upload sweep). @defaultValue 60,000
+   */
+  uploadStaleMs?: number | undefined;
 };
 
 /** Everything a route needs, built once at start-up and handed to createApp. */

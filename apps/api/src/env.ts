@@ -1,5 +1,5 @@
 import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
-import { DEFAULT_DATABASE_URL } from "@coalesce/db";
+import { DEFAULT_DATABASE_URL, DEFAULT_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR } from "@coalesce/models";
 import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
 import { WebhookPolicyEnvShape } from "@coalesce/webhooks";
@@ -27,6 +27,11 @@ export const ApiEnvSchema = z.object({
   MAX_CSV_EXTRA_FIELDS: intVar(1000, 0, 1_000_000),
   /** CSV uploads: blank lines one file may hold before it is refused. */
   MAX_CSV_BLANK_LINES: intVar(10_000, 0),
+  /**
+   * An upload not seen alive this long (its API says so every 2 s) is taken for dead: a retry may
+   * take its Idempotency-Key. The same setting as the worker's, which ends such an upload.
+   */
+  UPLOAD_STALE_MS: intVar(DEFAULT_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS),
   BOOTSTRAP_API_KEY: z.string().min(16, "use at least 16 characters").optional(),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),

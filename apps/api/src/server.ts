@@ -56,6 +56,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       maxModelBytes: env.MAX_MODEL_BYTES,
       maxUploadBytes: env.MAX_UPLOAD_BYTES,
       csv: { ...DEFAULT_CSV_LIMITS, maxExtraFields: env.MAX_CSV_EXTRA_FIELDS, maxBlankLines: env.MAX_CSV_BLANK_LINES },
+      uploadStaleMs: env.UPLOAD_STALE_MS,
     },
   };
   const app = createApp(deps);

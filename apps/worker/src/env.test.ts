@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { intraOpThreads, loadWorkerEnv } from "./env.ts";
+import { ConfigError } from "@coalesce/contracts";
+import { intraOpThreads, loadWorkerEnv, SYNC_INFERENCE_TAKEOVER_MS } from "./env.ts";
 
 describe("worker configuration", () => {
   it("runs one instance of each model unless told otherwise", () => {
@@ -17,6 +18,21 @@ describe("worker configuration", () => {
     expect(loadWorkerEnv({}).STALLED_TAKEOVER_MS).toBe(5_000);
     expect(loadWorkerEnv({ STALLED_TAKEOVER_MS: "2000" }).STALLED_TAKEOVER_MS).toBe(2_000);
     expect(() => loadWorkerEnv({ STALLED_TAKEOVER_MS: "10" })).toThrow(/STALLED_TAKEOVER_MS/);
+  });
+
+  it("with inference on the event loop, takes over within 30 s by default and refuses a shorter bound, naming both variables", () => {
+    expect(loadWorkerEnv({ INFERENCE_THREADS: "false" }).STALLED_TAKEOVER_MS).toBe(SYNC_INFERENCE_TAKEOVER_MS);
+    expect(loadWorkerEnv({ INFERENCE_THREADS: "false", STALLED_TAKEOVER_MS: "60000" }).STALLED_TAKEOVER_MS).toBe(60_000);
+    expect(() => loadWorkerEnv({ INFERENCE_THREADS: "false", STALLED_TAKEOVER_MS: "5000" })).toThrow(
+      /STALLED_TAKEOVER_MS: must be at least 30000 with INFERENCE_THREADS=false/,
+    );
+    expect(() => loadWorkerEnv({ INFERENCE_THREADS: "false", STALLED_TAKEOVER_MS: "5000" })).toThrow(ConfigError);
+  });
+
+  it("fails a chunk started more than 10 times without finishing unless MAX_CHUNK_STARTS says otherwise", () => {
+    expect(loadWorkerEnv({}).MAX_CHUNK_STARTS).toBe(10);
+    expect(loadWorkerEnv({ MAX_CHUNK_STARTS: "3" }).MAX_CHUNK_STARTS).toBe(3);
+    expect(() => loadWorkerEnv({ MAX_CHUNK_STARTS: "0" })).toThrow(/MAX_CHUNK_STARTS/);
   });
 
   it("shares the cores out among the instances unless INTRA_OP_THREADS says otherwise", () => {

@@ -1,10 +1,19 @@
 import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
-import { DEFAULT_DATABASE_URL, DEFAULT_UPLOAD_STALE_MS } from "@coalesce/db";
+import { DEFAULT_DATABASE_URL, DEFAULT_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS } from "@coalesce/models";
 import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, DEFAULT_STALLED_TAKEOVER_MS } from "@coalesce/queue";
 import { WebhookDeliveryEnvShape } from "@coalesce/webhooks";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
+
+/**
+ * STALLED_TAKEOVER_MS when INFERENCE_THREADS=false, and the least it may be set to then: the lock
+ * (half of it, see workerTimings) is renewed every eighth, so the event loop may be blocked for
+ * about 11 s (15 s less 3.75 s) by one batch before the worker's chunks are handed to another. A silent
+ * raise would break the takeover bound that the setting promises; a refusal at start says so.
+ * @defaultValue 30000
+ */
+export const SYNC_INFERENCE_TAKEOVER_MS = 30_000;
 
 export const WorkerEnvSchema = z.object({
   DATABASE_URL: z.string().url().default(DEFAULT_DATABASE_URL),
@@ -58,9 +67,17 @@ export const WorkerEnvSchema = z.object({
    * A worker that dies has its chunks running again on a live worker within this long, and drops
    * off /readyz within it too (BullMQ's lock duration and stalled check, and the heartbeat, are
    * derived from it: see workerTimings). Shorter means more Redis calls per worker, and a worker whose
-   * event loop stalls for half of it loses its chunks to another (harmless: results count once).
+   * event loop is blocked for 3/8 of it loses its chunks to another (harmless: results count once).
+   * Unset: DEFAULT_STALLED_TAKEOVER_MS, or SYNC_INFERENCE_TAKEOVER_MS with INFERENCE_THREADS=false,
+   * which is also the least it may be then (see loadWorkerEnv).
    */
-  STALLED_TAKEOVER_MS: intVar(DEFAULT_STALLED_TAKEOVER_MS, 300, 600_000),
+  STALLED_TAKEOVER_MS: z.coerce.number().int().min(300).max(600_000).optional(),
+  /**
+   * A chunk started more than this many times without finishing, each time after its worker died
+   * holding it (see startChunks), is failed rather than handed to yet another worker: its rows
+   * probably crash the model. Counted in Postgres, so a Redis flush does not reset it.
+   */
+  MAX_CHUNK_STARTS: intVar(10, 1, 1_000),
   /** Longest wait between retries of a chunk held back by an outage of Postgres or Redis. */
   TRANSIENT_RETRY_MAX_MS: intVar(5_000, 50, 300_000),
   /** On SIGTERM, how long the chunks in hand may take to finish; after that they are left to BullMQ to hand to another worker. */
@@ -70,7 +87,7 @@ export const WorkerEnvSchema = z.object({
   /** How often to end CSV uploads whose API process died mid-file (see upload-sweep.ts); 0 turns it off. */
   UPLOAD_SWEEP_MS: intVar(10_000, 0, 3_600_000),
   /** An upload not seen alive for this long is ended as interrupted, and its Idempotency-Key freed (the API says it is alive every 2 s). */
-  UPLOAD_STALE_MS: intVar(DEFAULT_UPLOAD_STALE_MS, 5_000, 86_400_000),
+  UPLOAD_STALE_MS: intVar(DEFAULT_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
   ...WebhookDeliveryEnvShape,
@@ -78,11 +95,24 @@ export const WorkerEnvSchema = z.object({
   if (env.MODEL_INSTANCES > 1 && !env.INFERENCE_THREADS) {
     ctx.addIssue({ code: "custom", path: ["MODEL_INSTANCES"], message: "more than one instance needs INFERENCE_THREADS=true (in process, runs block the event loop one at a time)" });
   }
+  if (!env.INFERENCE_THREADS && env.STALLED_TAKEOVER_MS !== undefined && env.STALLED_TAKEOVER_MS < SYNC_INFERENCE_TAKEOVER_MS) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["STALLED_TAKEOVER_MS"],
+      message:
+        `must be at least ${SYNC_INFERENCE_TAKEOVER_MS} with INFERENCE_THREADS=false: each batch then runs on the event loop, where no lock is ` +
+        `renewed while it runs, and a batch longer than 3/8 of STALLED_TAKEOVER_MS would lose its chunks to other workers (their work done twice, each loss counted toward MAX_CHUNK_STARTS). ` +
+        `Leave STALLED_TAKEOVER_MS unset (${SYNC_INFERENCE_TAKEOVER_MS} then), or set INFERENCE_THREADS=true`,
+    });
+  }
 });
-export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
+
+export type WorkerEnv = Omit<z.infer<typeof WorkerEnvSchema>, "STALLED_TAKEOVER_MS"> & { STALLED_TAKEOVER_MS: number };
 
 export function loadWorkerEnv(env: NodeJS.ProcessEnv = process.env): WorkerEnv {
-  return parseEnv(WorkerEnvSchema, env);
+  const parsed = parseEnv(WorkerEnvSchema, env);
+  // The default depends on INFERENCE_THREADS, so it is filled in here rather than in the schema.
+  return { ...parsed, STALLED_TAKEOVER_MS: parsed.STALLED_TAKEOVER_MS ?? (parsed.INFERENCE_THREADS ? DEFAULT_STALLED_TAKEOVER_MS : SYNC_INFERENCE_TAKEOVER_MS) };
 }
 
 /**

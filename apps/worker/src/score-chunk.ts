@@ -26,8 +26,14 @@ export type RowOutcome = { outputs: TensorRow; runRows: number };
 /** Completed chunks, written to Postgres together with the others finishing at the same time. */
 export type CompletionWriter = GroupCommit<ChunkCompletion, { status: JobStatus; latencySeconds: number | null } | null>;
 
+/**
+ * A chunk about to be scored; `restarted` when BullMQ's stalled check has handed its queue job back
+ * (a worker died holding it), so the start is counted (see startChunks).
+ */
+export type ChunkStart = { chunkId: string; restarted: boolean };
+
 /** Chunks about to be scored, read from Postgres (and their jobs marked running) together. */
-export type ChunkStarter = GroupCommit<string, ChunkWork | null>;
+export type ChunkStarter = GroupCommit<ChunkStart, ChunkWork | null>;
 
 export type ScoreChunkDeps = {
   db: Database;
@@ -38,6 +44,8 @@ export type ScoreChunkDeps = {
   metrics: WorkerMetrics;
   /** Announces a job that this worker just finished (long-polls answer at once). */
   onJobFinished: (jobId: string) => void;
+  /** MAX_CHUNK_STARTS: a chunk started more often than this, its workers dying each time, is failed. */
+  maxChunkStarts: number;
   logger: Logger;
 };
 
@@ -61,8 +69,8 @@ export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes
  * without spending an attempt, rather than failed, so a chunk that only met an outage is never
  * recorded as failed along with a sibling that failed for a reason of its own.
  */
-export async function scoreQueueJob(deps: ScoreChunkDeps, payload: ChunkJob): Promise<void> {
-  const outcomes = await Promise.allSettled(payload.chunks.map((chunk) => scoreChunk(deps, chunk.chunkId)));
+export async function scoreQueueJob(deps: ScoreChunkDeps, payload: ChunkJob, restarted = false): Promise<void> {
+  const outcomes = await Promise.allSettled(payload.chunks.map((chunk) => scoreChunk(deps, chunk.chunkId, restarted)));
   const failures = outcomes.flatMap((outcome) => (outcome.status === "rejected" ? [outcome.reason as unknown] : []));
   if (failures.length > 0) throw failures.find(isTransientError) ?? failures[0];
 }
@@ -71,11 +79,22 @@ export async function scoreQueueJob(deps: ScoreChunkDeps, payload: ChunkJob): Pr
  * Scores one chunk: reads its rows from Postgres, hands them to the model version's batcher (which
  * coalesces them with other chunks' rows), and stores the per-row results with the job's counts and
  * how the rows ran. Idempotent: a chunk already done (a retry after a crash) is skipped, and so is a
- * chunk whose job ended meanwhile (cancelled, expired).
+ * chunk whose job ended meanwhile (cancelled, expired). A chunk whose workers kept dying while they
+ * held it is failed instead of started once more (`restarted`: see ChunkStart).
  */
-export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string): Promise<void> {
-  const chunk = await deps.starts.add(chunkId);
+export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string, restarted = false): Promise<void> {
+  const chunk = await deps.starts.add({ chunkId, restarted });
   if (!chunk || chunk.done || (chunk.jobStatus !== "queued" && chunk.jobStatus !== "running")) return;
+  // Its first start, and one more per worker that died holding it.
+  const starts = chunk.restarts + 1;
+  if (starts > deps.maxChunkStarts) {
+    // Before the model is touched: running these rows is what is suspected of killing the workers.
+    const reason = `started ${starts} times without finishing; every worker that took it died (a crash in the model?)`;
+    deps.logger.error({ chunkId, jobId: chunk.jobId, starts, maxChunkStarts: deps.maxChunkStarts }, `chunk failed: ${reason}`);
+    const finishedJob = await failChunk(deps.db, chunk.id, reason);
+    if (finishedJob) deps.onJobFinished(finishedJob);
+    return;
+  }
   const model = await deps.models.get(chunk.modelVersionId);
 
   const results: StoredRowResult[] = new Array(chunk.rowCount);
@@ -167,8 +186,11 @@ function inferenceError(error: Error): RowError {
 
 /**
  * Records every row of a chunk as failed, after it failed for a reason of its own (its stored rows
- * cannot be read, its attempts ran out on a non-transient error), so its job can still finish. Never
- * called for an infrastructure failure. Returns the job id when that finished the job.
+ * cannot be read, its attempts ran out on a non-transient error, it was started MAX_CHUNK_STARTS
+ * times and every worker holding it died), so its job can still finish. Never called for an
+ * infrastructure failure: not for an outage of Postgres or Redis (the chunk is held back), nor for
+ * BullMQ's stall limit (a stall is a worker lost, not the chunk's fault; the reconciler brings such
+ * a queue job back). Returns the job id when that finished the job.
  */
 export async function failChunk(db: Database, chunkId: string, reason: string): Promise<string | null> {
   const chunk = await loadChunk(db, chunkId);

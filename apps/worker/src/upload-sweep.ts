@@ -10,7 +10,9 @@ export type UploadSweepOptions = {
   intervalMs: number;
   /**
    * An upload whose API has not said it is alive for this long is abandoned (the API says so every
-   * 2 s while it reads a file). @defaultValue 60,000 (UPLOAD_STALE_MS)
+   * UPLOAD_HEARTBEAT_MS, 2 s, while it reads a file). UPLOAD_STALE_MS, the setting the API reads too
+   * (a retry may take an abandoned upload's Idempotency-Key after it); at least MIN_UPLOAD_STALE_MS.
+   * @defaultValue 60,000 (DEFAULT_UPLOAD_STALE_MS)
    */
   staleMs: number;
 };

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ChunkJobSchema, isTransientError, type ChunkJob } from "@coalesce/contracts";
-import { completeChunks, connectDatabase, countChunksOfQueueJobs, GroupCommit, migrate, startChunks } from "@coalesce/db";
+import { completeChunks, connectDatabase, GroupCommit, migrate, startChunks } from "@coalesce/db";
 import { createModelStore, probeExecutionProviders } from "@coalesce/models";
 import {
   createPredictQueue,
@@ -29,11 +29,27 @@ import { startWebhookDispatcher, type WebhookDispatcher } from "./webhooks/dispa
 import { failChunk, parseBatcherKey, scoreQueueJob, type ChunkStarter, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
 
 /**
- * Times a chunk's queue job may be handed back by BullMQ's stalled check (its worker died, or lost
- * Redis for longer than the lock) before it is failed as one that kills its workers. A single
- * crash or outage is one stall; only a chunk that keeps taking its worker down reaches this.
+ * BullMQ's maxStalledCount: never reached. BullMQ counts a stall each time its stalled check hands a
+ * queue job back (its worker died, was stopped past SHUTDOWN_GRACE_MS, or lost Redis for longer than
+ * the lock), never resets the count over the job's life, and fails the job past the limit: that
+ * would fail good rows for an infrastructure reason. A chunk that keeps killing its workers is ended
+ * by MAX_CHUNK_STARTS instead, counted in Postgres (see scoreChunk).
  */
-const MAX_STALLS = 3;
+const MAX_STALLS = Number.MAX_SAFE_INTEGER;
+
+/**
+ * The failure BullMQ gives a queue job past maxStalledCount. It still arrives from a worker whose
+ * stalled check runs with a lower limit (a version from before MAX_STALLS was raised, during a
+ * rolling deploy); it is handled as a re-queue, never as the chunk's failure.
+ */
+const BULLMQ_STALL_LIMIT = "job stalled more than allowable limit";
+
+/**
+ * How long shutdown waits to take this worker off /readyz: the connection waits for Redis however
+ * long it is away, and every later part of shutdown would wait behind it. An entry left behind goes
+ * stale within STALLED_TAKEOVER_MS, as a dead worker's does.
+ */
+const REMOVE_STATUS_TIMEOUT_MS = 1_000;
 
 export type RunningWorker = {
   /** The execution provider this worker runs on. */
@@ -72,7 +88,10 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   // Chunks finishing together (rows of one batch usually do) are written in one statement.
   const completions: CompletionWriter = new GroupCommit((items) => completeChunks(db, items), 256);
   // Likewise chunks taken from the queue together are read in one statement.
-  const starts: ChunkStarter = new GroupCommit((chunkIds) => startChunks(db, chunkIds), 256);
+  const starts: ChunkStarter = new GroupCommit(
+    (items) => startChunks(db, items.map((item) => item.chunkId), { restarted: items.filter((item) => item.restarted).map((item) => item.chunkId) }),
+    256,
+  );
   const connection = createRedisConnection(env.REDIS_URL, { logger });
   const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
   const metrics = createWorkerMetrics(queue);
@@ -154,8 +173,12 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       // slot, its lock renewed), so the worker probes at the pace of the backoff instead of moving
       // the whole queue to delayed a chunk at a time.
       if (outages.isDown("postgres")) await sleep(outages.retryDelayMs("postgres"));
+      // A queue job that a stalled check has handed back was held by a worker that died (or lost
+      // Redis for longer than the lock): its chunks' starts are counted from then on (in Postgres,
+      // which outlives a Redis flush), and MAX_CHUNK_STARTS ends one that keeps killing its workers.
+      const restarted = job.stalledCounter > 0;
       try {
-        await scoreQueueJob({ db, starts, completions, models, batchers, metrics, onJobFinished, logger }, parsed.data);
+        await scoreQueueJob({ db, starts, completions, models, batchers, metrics, onJobFinished, maxChunkStarts: env.MAX_CHUNK_STARTS, logger }, parsed.data, restarted);
       } catch (error) {
         if (!isTransientError(error)) throw error;
         // Postgres (the only service scoring talks to) is away: the chunk waits and tries again,
@@ -177,7 +200,13 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       maxStalledCount: MAX_STALLS,
     },
   );
-  /** Puts a chunk back in the queue for `delayMs`; if Redis is away too, its lock lapses and BullMQ hands it back. */
+  /**
+   * Puts a chunk back in the queue for `delayMs`. If Redis is away too, the move waits for it (this
+   * connection holds commands until it reconnects), and the chunk keeps its slot meanwhile. Once
+   * Redis is back, either the lock is still this worker's and the chunk is delayed, or the outage
+   * outlasted the lock, a stalled check handed the chunk to another worker, and the move is refused
+   * (logged below, harmless: a chunk counts once, whoever completes it).
+   */
   const holdBack = async (job: Job<ChunkJob, void, "score">, token: string | undefined, delayMs: number) => {
     try {
       await job.moveToDelayed(Date.now() + delayMs, token);
@@ -189,13 +218,14 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   worker.on("failed", (job, error) => {
     if (!job) return;
     const parsed = ChunkJobSchema.safeParse(job.data);
-    const final = error instanceof UnrecoverableError || error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
-    if (isTransientError(error)) {
-      // Held back rather than failed (see the processor); one that got here anyway is the
-      // reconciler's to bring back. Never recorded as the rows' failure.
-      outages.failed("postgres", error);
+    // (A transient error never gets here: the processor holds such a chunk back with DelayedError.)
+    if (error.message === BULLMQ_STALL_LIMIT) {
+      // Failed by BullMQ for stalls (see BULLMQ_STALL_LIMIT): workers lost, not the chunk's failure.
+      // The queue job stays failed, and the reconciler enqueues its unfinished chunks afresh.
+      logger.warn({ queueJobId: job.id, stalls: job.stalledCounter }, "BullMQ failed a chunk's queue job for stalls; not recorded as the chunk's failure, the reconciler enqueues it again");
       return;
     }
+    const final = error instanceof UnrecoverableError || error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
     logger[final ? "error" : "warn"]({ queueJobId: job.id, attempt: job.attemptsMade, err: error }, "chunk failed");
     if (!final || !parsed.success) return;
     for (const { chunkId } of parsed.data.chunks) {
@@ -222,15 +252,14 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       takeoverTimer = undefined;
       const ids = [...takenOver];
       takenOver.clear();
-      // Counted in Postgres: a queue job taken over may well be done and gone from Redis by now.
-      void countChunksOfQueueJobs(db, ids)
-        .catch(() => null)
-        .then((chunks) =>
-          logger.warn(
-            { queueJobs: ids.length, chunks, queueJobIds: ids.slice(0, 20), stalledTakeoverMs: env.STALLED_TAKEOVER_MS },
-            "took over chunks whose worker stopped renewing their locks (it died, or lost Redis); they run again here or on another worker",
-          ),
-        );
+      // Queue jobs, not chunks: a queue job carries one chunk or several small ones, and counting
+      // them would take a look-up per queue job (Redis may have removed it by now) or a scan of
+      // job_chunks by queue_job_id, which has no index. Those that come back are counted in
+      // Postgres as they start (restarts, see startChunks).
+      logger.warn(
+        { queueJobs: ids.length, queueJobIds: ids.slice(0, 20), stalledTakeoverMs: env.STALLED_TAKEOVER_MS },
+        "took over chunks whose worker stopped renewing their locks (it died, or lost Redis); they run again here or on another worker",
+      );
     }, 100);
   });
   await worker.waitUntilReady();
@@ -295,6 +324,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       provider: probe.provider,
       executionProviders: env.EXECUTION_PROVIDERS,
       stalledTakeoverMs: env.STALLED_TAKEOVER_MS,
+      lockDurationMs: timings.lockDurationMs,
+      maxChunkStarts: env.MAX_CHUNK_STARTS,
     },
     "worker ready",
   );
@@ -323,8 +354,11 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       };
       await stop("heartbeat", async () => {
         clearInterval(heartbeatTimer);
-        // Off /readyz at once, rather than once the entry goes stale.
-        await removeWorkerStatus(connection, env.QUEUE_PREFIX, status.id);
+        // Off /readyz at once, rather than once the entry goes stale; but not at the cost of the
+        // rest of shutdown while Redis is away (see REMOVE_STATUS_TIMEOUT_MS).
+        if (outages.isDown("redis") || !(await within(removeWorkerStatus(connection, env.QUEUE_PREFIX, status.id), REMOVE_STATUS_TIMEOUT_MS))) {
+          logger.info({ staleAfterMs: status.staleAfterMs }, "Redis does not answer: left this worker's /readyz entry to go stale");
+        }
       });
       await stop("periodic tasks", () => {
         clearInterval(batchingTimer);
@@ -354,13 +388,19 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
  * A second close(true) would only wait on the first, so the rest of shutdown simply goes on.
  */
 async function closeWorker(worker: Worker<ChunkJob, void, "score">, graceMs: number, logger: Logger): Promise<void> {
-  const closing = worker.close().then(() => "closed" as const);
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), graceMs)));
-  const outcome = await Promise.race([closing, late]).finally(() => clearTimeout(timer));
-  if (outcome === "closed") return;
-  closing.catch(() => {});
+  if (await within(worker.close(), graceMs)) return;
   logger.warn({ graceMs }, "chunks in hand did not finish in time; leaving them for another worker");
+}
+
+/**
+ * Whether `work` finishes within `ms` (it rejects if the work fails in time); if not, it goes on
+ * unwatched, and a later failure of it is dropped: shutdown has moved on.
+ */
+async function within(work: Promise<unknown>, ms: number): Promise<boolean> {
+  work.catch(() => {});
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  return Promise.race([work.then(() => true), late]).finally(() => clearTimeout(timer));
 }
 
 /** Reports errors raised by BullMQ's Worker and Queue, outside any one chunk's processing. */

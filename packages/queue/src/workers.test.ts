@@ -13,12 +13,15 @@ afterAll(async () => {
 });
 
 describe("workerTimings", () => {
-  it("hands a dead worker's chunks back, and forgets the worker, within the bound; renews locks well inside them", () => {
-    for (const takeoverMs of [1_000, 5_000, 60_000]) {
+  it("finds a dead worker's chunks within 3/4 of the bound (the rest is for a live worker to take them), forgets the worker within it; renews locks well inside them", () => {
+    for (const takeoverMs of [300, 1_000, 5_000, 60_000]) {
       const t = workerTimings(takeoverMs);
       // A lapsed lock is found at the next stalled check: the worst case is the two together.
-      expect(t.lockDurationMs + t.stalledIntervalMs).toBeLessThanOrEqual(takeoverMs);
+      expect(t.lockDurationMs + t.stalledIntervalMs).toBeLessThanOrEqual(0.75 * takeoverMs);
       expect(t.lockRenewMs).toBeLessThanOrEqual(t.lockDurationMs / 4);
+      // A lock is renewed at most lockRenewMs after the last time: the event loop may be blocked for
+      // the rest of the lock, 3/8 of the bound (1.9 s at 5 s; blocks of 300-500 ms were measured).
+      expect(t.lockDurationMs - t.lockRenewMs).toBeGreaterThanOrEqual(0.37 * takeoverMs);
       expect(t.staleAfterMs).toBeLessThanOrEqual(takeoverMs);
       expect(t.heartbeatMs * 3).toBeLessThanOrEqual(t.staleAfterMs);
     }

@@ -41,18 +41,27 @@ export type WorkerTimings = {
 
 /**
  * Settings under which a worker that dies (kill -9, a lost machine) has its chunks running again
- * on a live worker within `takeoverMs`, and drops off /readyz within the same bound. A chunk's lock
- * lapses at most lockDuration after the last renewal, and the next stalled check after that (at
- * most stalledInterval later) hands it back: lockDuration + stalledInterval = takeoverMs. Locks are
- * renewed every quarter of lockDuration, so a live worker keeps them as long as its event loop is
- * never blocked for more than three quarters of it (inference runs on threads of its own).
+ * on a live worker within `takeoverMs`, and drops off /readyz within the same bound.
+ *
+ * Detection: a chunk's lock lapses at most lockDuration after its last renewal, and the next stalled
+ * check after that (at most stalledInterval later) hands it back, so lockDuration + stalledInterval
+ * = 1/2 + 1/4 = 3/4 of takeoverMs; the last quarter is for a live worker to take it (woken at once by
+ * BullMQ's marker) and start it. (At 2/3 + 1/3, detection alone used the whole bound: 6.4-6.9 s
+ * were measured from kill -9 to the job moving again under a 5 s bound.)
+ *
+ * Renewal: BullMQ looks every lockRenewTime / 2 and renews locks older than that, so a lock is
+ * renewed at most lockRenewTime (1/8) after the last time, plus a round trip. A live worker keeps its
+ * locks as long as its event loop is never blocked for longer than lockDuration - lockRenewTime =
+ * 3/8 of takeoverMs: 1.9 s at the default 5 s, against a worst block of 300-500 ms measured on a
+ * busy worker (inference runs on threads of its own; with INFERENCE_THREADS=false a batch blocks
+ * the loop for its whole run, hence the worker's larger bound then).
  */
 export function workerTimings(takeoverMs: number): WorkerTimings {
-  const lockDurationMs = Math.round((takeoverMs * 2) / 3);
+  const lockDurationMs = Math.max(1, Math.floor(takeoverMs / 2));
   return {
     lockDurationMs,
     lockRenewMs: Math.max(1, Math.floor(lockDurationMs / 4)),
-    stalledIntervalMs: Math.max(1, takeoverMs - lockDurationMs),
+    stalledIntervalMs: Math.max(1, Math.floor(takeoverMs / 4)),
     heartbeatMs: Math.max(1, Math.floor(takeoverMs / 5)),
     staleAfterMs: takeoverMs,
   };

@@ -1,7 +1,6 @@
-import type { FieldError, JobPriority, RowError, TensorRow } from "@coalesce/contracts";
+import { describeFailure, isTransientError, type FieldError, type JobPriority, type RowError, type TensorRow } from "@coalesce/contracts";
 import {
-  deleteJob,
-  findJob,
+  discardUploadJob,
   insertChunk,
   openUploadJob,
   recordUploadAlive,
@@ -9,10 +8,11 @@ import {
   UPLOAD_HEARTBEAT_MS,
   UPLOAD_INTERRUPTED,
   type JobRecord,
+  type KeyClaim,
   type ModelVersionRecord,
 } from "@coalesce/db";
 import { packRows } from "@coalesce/models";
-import { enqueueChunks, publishJobFinished, unqueueChunks } from "@coalesce/queue";
+import { publishJobFinished, unqueueChunks } from "@coalesce/queue";
 import { CsvError, parse } from "csv-parse";
 import { pipeline, type Readable } from "node:stream";
 import type { Logger } from "pino";
@@ -21,7 +21,10 @@ import { ApiError, validationError } from "../errors.ts";
 import { ColumnMappingError, mapColumns, type ColumnMapping, type MappingOptions } from "./csv-columns.ts";
 import { DEFAULT_CSV_LIMITS, guardCsv, type CsvLimits } from "./csv-guard.ts";
 import { looksNumeric, parseRecord } from "./csv-row.ts";
+import { enqueueWithin } from "./job-writer.ts";
 import { ClientGoneError } from "./upload-body.ts";
+import { keyTakenOver } from "../routes/jobs/idempotency.ts";
+
 /** Errors listed in a 422; the count says how many there were. */
 const MAX_REPORTED_ERRORS = 100;
 /**
@@ -29,6 +32,12 @@ const MAX_REPORTED_ERRORS = 100;
  * next, and the bounded number keeps a fast upload from queueing unbounded memory.
  */
 const WRITES_IN_FLIGHT = 3;
+/**
+ * After Redis refused a chunk, how long the upload leaves its next chunks to the reconciler without
+ * asking Redis again: enqueues go one after another in chunk order, and each wait on a Redis that
+ * does not answer (up to ENQUEUE_WAIT_MS) would otherwise hold the whole upload back.
+ */
+const ENQUEUE_RETRY_MS = 1_000;
 
 export type CsvIngestInput = {
   tenantId: string;
@@ -43,8 +52,11 @@ export type CsvIngestInput = {
   csv: Readable;
   /** Bounds on fields, blank lines and record size. @defaultValue DEFAULT_CSV_LIMITS */
   limits?: CsvLimits | undefined;
-  /** The upload's Idempotency-Key claim, kept alive with the upload (see recordUploadAlive). */
-  idempotencyKey?: { tenantId: string; key: string } | undefined;
+  /**
+   * The upload's Idempotency-Key claim, kept alive with the upload (see recordUploadAlive) and tied
+   * to the job as it is sealed, with the hash of the whole request (read once the file has ended).
+   */
+  idempotencyKey?: { claim: KeyClaim; requestHash: () => string } | undefined;
   log: Logger;
 };
 
@@ -55,9 +67,12 @@ type PendingChunk = { inputs: (TensorRow | null)[]; ids: string[]; errors: (RowE
  * rows are parsed as they arrive, written to Postgres a chunk at a time and enqueued at once, so
  * workers score the start of the file while the rest is still uploading. A row that does not parse
  * becomes a failed row naming its line and column. Past `maxErrors` such rows, past a limit of
- * CsvLimits, or on any failure mid-way (too large, client gone), the job and everything of it is
- * deleted and the error thrown. While it reads, the upload records every few seconds that it is
- * alive (and how many rows it has stored), so a worker can end it if this process dies.
+ * CsvLimits, or on any failure mid-way (too large, client gone, Postgres gone), the job and
+ * everything of it is deleted and the error thrown. A chunk that Redis will not take is no such
+ * failure: it is stored, and the worker's reconciler queues it (as for JSON jobs). While it reads,
+ * the upload records every few seconds that it is alive (and how many rows it has stored), so a
+ * worker can end it if this process dies. Once sealed the job is the client's: nothing after that
+ * deletes it.
  */
 export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<JobRecord> {
   // Line numbers are counted here rather than with csv-parse's `info`, which costs more than the
@@ -65,8 +80,9 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
   // inside an unquoted field is text (5'10"), as in real files, not a reason to refuse the file; the
   // row then fails alone if its cell is not what the model takes.
   const limits = input.limits ?? DEFAULT_CSV_LIMITS;
-  const parser = parse({ bom: true, relax_column_count: true, relax_quotes: true, max_record_size: limits.maxRecordBytes });
-  // The guard counts each record's fields and bytes before the parser builds the record. pipeline
+  const parser = parse({ bom: true, relax_column_count: true, relax_quotes: true });
+  // The guard counts each record's fields and bytes before the parser builds the record (so the
+  // parser needs no max_record_size of its own: it would count less, field characters only). pipeline
   // gives every stream an error listener and destroys them all together, whichever fails.
   pipeline(input.csv, guardCsv(limits), parser, () => {});
 
@@ -84,19 +100,54 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
 
   // A timer rather than a write per chunk: a slow client may send no full chunk for minutes and is
   // still alive; one UPDATE every few seconds per upload costs nothing beside the chunk inserts.
-  let beating = false;
+  // While Postgres is away every beat fails: said once for the streak, and once when it works again
+  // (the outage itself is reported by the pool's own status line).
+  let beat: Promise<void> | null = null;
+  let beatsFailed = 0;
   const heartbeat = setInterval(() => {
-    if (beating || (!job && !input.idempotencyKey)) return;
-    beating = true;
-    recordUploadAlive(deps.db, { jobId: job?.id ?? null, receivedRows: storedRows, idempotencyKey: input.idempotencyKey ?? null })
-      .catch((error: unknown) => input.log.warn({ err: error, jobId: job?.id }, "could not record that the upload is alive; will try again"))
-      .finally(() => (beating = false));
+    if (beat || (!job && !input.idempotencyKey)) return;
+    beat = recordUploadAlive(deps.db, { jobId: job?.id ?? null, receivedRows: storedRows, idempotencyKey: input.idempotencyKey?.claim ?? null })
+      .then(
+        () => {
+          if (beatsFailed > 0) input.log.info({ jobId: job?.id, beatsFailed }, "recording that the upload is alive works again");
+          beatsFailed = 0;
+        },
+        (error: unknown) => {
+          if (beatsFailed++ === 0) {
+            input.log.warn(
+              isTransientError(error) ? { jobId: job?.id, reason: describeFailure(error) } : { jobId: job?.id, err: error },
+              "could not record that the upload is alive; will keep trying (said once)",
+            );
+          }
+        },
+      )
+      .finally(() => (beat = null));
   }, UPLOAD_HEARTBEAT_MS);
   heartbeat.unref();
 
   // Inserts run side by side; enqueues follow in chunk order, so workers take the file front to
   // back and partial results grow from the start.
   let enqueued: Promise<unknown> = Promise.resolve();
+  // Chunks stored but left for the reconciler because Redis would not take them: one line at the end.
+  let deferredChunks = 0;
+  let deferReason: string | null = null;
+  let enqueueRetryAt = 0;
+  const enqueueChunk = async (chunkId: string, jobId: string, chunkSeq: number): Promise<void> => {
+    if (Date.now() < enqueueRetryAt) {
+      deferredChunks++;
+      return;
+    }
+    try {
+      await enqueueWithin(deps.queue, [{ chunkId, jobId, modelVersionId: input.modelVersion.id, seq: chunkSeq, priority: input.priority }]);
+    } catch (error) {
+      if (!isTransientError(error)) throw error;
+      // The chunk row is committed: the reconciler queues every unfinished chunk of a running job,
+      // sealed or still uploading.
+      deferredChunks++;
+      deferReason ??= describeFailure(error);
+      enqueueRetryAt = Date.now() + ENQUEUE_RETRY_MS;
+    }
+  };
   const writeChunk = (jobId: string, chunk: PendingChunk, chunkSeq: number, firstRow: number): Promise<void> => {
     const inserted = insertChunk(deps.db, {
       jobId,
@@ -112,7 +163,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
     });
     const queued = Promise.all([inserted, enqueued]).then(async ([chunkId]) => {
       chunkIds.push(chunkId);
-      await enqueueChunks(deps.queue, [{ chunkId, jobId, modelVersionId: input.modelVersion.id, seq: chunkSeq, priority: input.priority }]);
+      await enqueueChunk(chunkId, jobId, chunkSeq);
     });
     enqueued = queued.catch(() => {});
     return queued;
@@ -132,6 +183,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
 
   let line = 0;
   let emptyLines = 0;
+  let outcome: Awaited<ReturnType<typeof sealJob>>;
   try {
     for await (const record of parser as AsyncIterable<string[]>) {
       line++;
@@ -197,26 +249,48 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
     await Promise.all(writing);
     if (writeFailure) throw writeFailure;
     clearInterval(heartbeat);
-    const sealed = await sealJob(deps.db.prisma, job.id, rowCount);
-    // Every chunk may have been scored before the upload ended: then the job finished just now.
-    if (sealed === "succeeded" || sealed === "failed") await publishJobFinished(deps.redis, deps.queuePrefix, job.id);
-    // As it is now: most of a long file's rows may be scored already.
-    const now = (await findJob(deps.db, input.tenantId, job.id)) ?? { ...job, totalRows: rowCount, sealed: true };
-    if (now.error?.code === UPLOAD_INTERRUPTED) {
-      // This process went unseen past the staleness bound (stalled), and a worker ended the upload.
-      throw new ApiError("conflict", "the upload was ended as interrupted while it was still being read (the API was not seen alive in time); send the file again");
-    }
-    input.log.info({ jobId: job.id, rows: rowCount, failedRows: errorCount, chunks: chunkIds.length }, "csv upload accepted");
-    return now;
+    // A beat still in flight locks the job row: sealing waits for it rather than racing it.
+    await beat;
+    const key = input.idempotencyKey;
+    outcome = await sealJob(deps.db, job.id, rowCount, key ? { claim: key.claim, requestHash: key.requestHash() } : undefined);
+    if (outcome.kind === "key_lost") throw keyTakenOver();
+    if (outcome.kind === "gone") throw new ApiError("conflict", "the job was deleted while its file was still being uploaded");
   } catch (error) {
     parser.destroy();
     input.csv.destroy();
     await Promise.all(writing);
+    // Unless sealed: a seal whose answer was lost may have committed, and then the job is the client's.
     if (job) await discardUpload(deps, job.id, chunkIds, input.log);
     throw translateParseError(error);
   } finally {
     clearInterval(heartbeat);
   }
+
+  // Sealed: from here on nothing deletes the job, whatever fails.
+  const sealed = outcome.job;
+  if (sealed.error?.code === UPLOAD_INTERRUPTED) {
+    // This process went unseen past the staleness bound (stalled), and a worker ended the upload
+    // (and announced it): the job stays as the sweep left it.
+    throw new ApiError("conflict", "the upload was ended as interrupted while it was still being read (the API was not seen alive in time); send the file again");
+  }
+  // Every chunk may have been scored before the upload ended: then the job finished just now.
+  if (sealed.status === "succeeded" || sealed.status === "failed") {
+    await publishJobFinished(deps.redis, deps.queuePrefix, sealed.id).catch((error: unknown) =>
+      input.log.warn({ err: error, jobId: sealed.id }, "could not announce the finished upload; long-polls see it at their next look"),
+    );
+  }
+  if (deferredChunks > 0) {
+    input.log.warn(
+      { jobId: sealed.id, deferredChunks, chunks: chunkIds.length, reason: deferReason },
+      `${deferredChunks} of ${chunkIds.length} chunks were stored but not queued (Redis would not take them); the reconciler queues them`,
+    );
+  }
+  input.log.info(
+    { jobId: sealed.id, rows: rowCount, failedRows: errorCount, chunks: chunkIds.length, ...(beatsFailed > 0 ? { heartbeatsFailed: beatsFailed } : {}) },
+    "csv upload accepted",
+  );
+  // As the seal left it: most of a long file's rows may be scored already.
+  return sealed;
 }
 
 /**
@@ -240,13 +314,17 @@ function newPending(): PendingChunk {
   return { inputs: [], ids: [], errors: [], failed: 0 };
 }
 
-/** Nothing of a rejected upload is kept: its rows, results and queued chunks go. */
+/**
+ * Nothing of a rejected upload is kept: its rows, results and queued chunks go. A sealed job stays
+ * (see discardUploadJob); one that cannot be deleted now (Postgres away) is unsealed and no longer
+ * said alive, so the worker's upload sweep ends it.
+ */
 async function discardUpload(deps: ApiDeps, jobId: string, chunkIds: string[], log: Logger): Promise<void> {
   try {
-    await deleteJob(deps.db.prisma, jobId);
-    await unqueueChunks(deps.queue, chunkIds);
+    if (await discardUploadJob(deps.db, jobId)) await unqueueChunks(deps.queue, chunkIds);
   } catch (error) {
-    log.error({ err: error, jobId }, "could not discard a rejected upload");
+    if (isTransientError(error)) log.warn({ jobId, reason: describeFailure(error) }, "could not discard a rejected upload now; the upload sweep ends it");
+    else log.error({ err: error, jobId }, "could not discard a rejected upload");
   }
 }
 

@@ -37,7 +37,7 @@ export function createJobWriter(db: Database, queue: PredictQueue, logger: Logge
       })),
     );
     try {
-      await withDeadline(enqueueChunks(queue, chunks), ENQUEUE_WAIT_MS);
+      await enqueueWithin(queue, chunks);
       if (deferredJobs > 0) {
         logger.info({ deferredJobs }, `enqueueing works again; ${deferredJobs} jobs were left for the reconciler meanwhile`);
         deferredJobs = 0;
@@ -50,6 +50,14 @@ export function createJobWriter(db: Database, queue: PredictQueue, logger: Logge
     }
     return created;
   }, MAX_JOBS_PER_WRITE);
+}
+
+/**
+ * Queues chunks already stored, or fails with a TransientError once ENQUEUE_WAIT_MS have passed
+ * (the add itself goes on, and lands harmlessly if it lands: queue job ids are the chunks' ids).
+ */
+export function enqueueWithin(queue: PredictQueue, chunks: ChunkToEnqueue[]): Promise<void> {
+  return withDeadline(enqueueChunks(queue, chunks), ENQUEUE_WAIT_MS);
 }
 
 /** `work`, or a TransientError once `ms` have passed; the work itself goes on. */

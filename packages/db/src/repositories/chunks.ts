@@ -106,6 +106,11 @@ export type ChunkWork = {
   firstRow: number;
   rowCount: number;
   done: boolean;
+  /**
+   * Starts of the chunk after BullMQ's stalled check had handed its queue job back (see startChunks),
+   * this one included: how many workers died holding it (or lost Redis for longer than the lock).
+   */
+  restarts: number;
   /** The rows packed (packRows of @coalesce/models), or null for a chunk stored as JSON rows. */
   packedInputs: Buffer | null;
   /** A chunk written before rows were packed: one JSON row each (null for a row that could not be parsed). */
@@ -123,13 +128,14 @@ type ChunkSqlRow = {
   first_row: number;
   row_count: number;
   status: string;
+  restarts: number;
   inputs_packed: Buffer | null;
   inputs: (TensorRow | null)[] | null;
   input_errors: (RowError | null)[] | null;
 };
 
 const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.priority AS job_priority, j.model_version_id, c.first_row, c.row_count, c.status,
-       c.inputs_packed, c.inputs, c.input_errors
+       c.restarts, c.inputs_packed, c.inputs, c.input_errors
   FROM job_chunks c JOIN jobs j ON j.id = c.job_id`;
 
 function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
@@ -142,6 +148,7 @@ function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
     firstRow: chunk.first_row,
     rowCount: chunk.row_count,
     done: chunk.status === "done",
+    restarts: chunk.restarts,
     packedInputs: chunk.inputs_packed,
     inputs: chunk.inputs,
     inputErrors: chunk.input_errors,
@@ -156,18 +163,34 @@ export async function loadChunk(db: Database, chunkId: string): Promise<ChunkWor
 /**
  * loadChunk for a worker about to score chunks, many in one round trip (the worker groups the
  * chunks it takes at the same time): in the same statement, marks their jobs running where they
- * were still queued. Returns one entry per id, in order; null for a chunk (or job) that is gone.
+ * were still queued, and counts a restart of each unfinished chunk in `restarted` (the chunks whose
+ * queue job BullMQ's stalled check has handed back: their worker died holding them, or lost Redis
+ * for longer than the lock). A chunk whose queue job never stalled, nearly all of them, is only
+ * read: counting every start would write a new version of every chunk row once more per job. Returns
+ * one entry per id, in order; null for a chunk (or job) that is gone.
  */
-export async function startChunks(db: Database, chunkIds: readonly string[]): Promise<(ChunkWork | null)[]> {
+export async function startChunks(
+  db: Database,
+  chunkIds: readonly string[],
+  options: { restarted?: readonly string[] } = {},
+): Promise<(ChunkWork | null)[]> {
   const { rows } = await db.pool.query<ChunkSqlRow>({
     name: "start-chunks",
+    // By primary key with the array (not joined to c, whose row count the planner cannot see), and
+    // no index covers restarts, so the count is an in-place (HOT) update.
     text: `WITH c AS (${CHUNK_SELECT} WHERE c.id = ANY($1::text[])),
+     counted AS (
+       UPDATE job_chunks SET restarts = restarts + 1 WHERE id = ANY($2::text[]) AND status = 'queued'
+       RETURNING id, restarts
+     ),
      started AS (
        UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
         WHERE id IN (SELECT job_id FROM c WHERE status = 'queued') AND status = 'queued'
      )
-     SELECT * FROM c`,
-    values: [chunkIds],
+     SELECT c.id, c.job_id, c.job_status, c.job_priority, c.model_version_id, c.first_row, c.row_count, c.status,
+            COALESCE(counted.restarts, c.restarts) AS restarts, c.inputs_packed, c.inputs, c.input_errors
+       FROM c LEFT JOIN counted ON counted.id = c.id`,
+    values: [chunkIds, options.restarted ?? []],
   });
   const byId = new Map(rows.map((row) => [row.id, fromChunkRow(row)]));
   return chunkIds.map((id) => byId.get(id) ?? null);
@@ -313,18 +336,6 @@ export async function findUnfinishedChunks(
        AND (j.created_at, j.id, c.seq) > (${from.jobCreatedAt}, ${from.jobId}, ${from.seq})
      ORDER BY j.created_at, j.id, c.seq
      LIMIT ${limit}`;
-}
-
-/**
- * How many chunks the given BullMQ jobs carry (a queue job's id is its chunk's id, or the shared id
- * its chunks record), for a log line about queue jobs that may be gone from Redis by then.
- */
-export async function countChunksOfQueueJobs(db: Database, queueJobIds: readonly string[]): Promise<number> {
-  const { rows } = await db.pool.query<{ chunks: number }>(
-    `SELECT count(*)::int AS chunks FROM job_chunks WHERE id = ANY($1::text[]) OR queue_job_id = ANY($1::text[])`,
-    [queueJobIds],
-  );
-  return rows[0]?.chunks ?? 0;
 }
 
 /** Which of these chunks are still waiting to be scored (a reconciler's second look before it re-enqueues). */

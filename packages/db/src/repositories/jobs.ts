@@ -1,8 +1,10 @@
 import type { RowError, TensorRow } from "@coalesce/contracts";
-import type { Database, DbClient } from "../connection.ts";
+import type pg from "pg";
+import type { Database } from "../connection.ts";
 import type { JobPriority, JobStatus } from "../generated/client.ts";
 import { toBuffer } from "../bytes.ts";
 import { newId } from "../ids.ts";
+import { recordIdempotentJob, type KeyClaim } from "./idempotency.ts";
 
 export type JobRecord = {
   id: string;
@@ -263,33 +265,87 @@ export async function openUploadJob(
   return fromSqlRow(rows[0] as JobSqlRow);
 }
 
+/** What sealJob found: the job as sealed (or as it had ended meanwhile), gone, or its key lost. */
+export type SealOutcome = { kind: "sealed"; job: JobRecord } | { kind: "gone" } | { kind: "key_lost" };
+
+const SEAL_SQL = `WITH s AS (
+    UPDATE jobs SET total_rows = $2, sealed = true, upload_seen_at = NULL,
+      status = (CASE
+        WHEN status NOT IN ('queued', 'running') OR succeeded_rows + failed_rows < $2 THEN status::text
+        WHEN succeeded_rows = 0 THEN 'failed'
+        ELSE 'succeeded' END)::job_status,
+      completed_at = CASE WHEN status IN ('queued', 'running') AND succeeded_rows + failed_rows >= $2 THEN now() ELSE completed_at END,
+      error = CASE WHEN status IN ('queued', 'running') AND succeeded_rows = 0 AND failed_rows >= $2 THEN $3::jsonb ELSE error END
+    -- A job sealed already was ended by the upload sweep (interrupted): its count stays the rows it had.
+    WHERE id = $1 AND NOT sealed
+    RETURNING *
+  )
+  SELECT ${JOB_COLUMNS} FROM s j ${JOB_JOINS}`;
+
 /**
  * Ends an upload: sets the row count and lets the job finish, finishing it now if the workers
  * already scored every row while the upload was still running. A job that ended meanwhile
- * (cancelled, expired, or failed as an interrupted upload) keeps its status. Returns the status.
+ * (cancelled, expired) keeps its status; one the upload sweep ended as interrupted is returned as
+ * it is, unchanged. Returns the job as it is now, so the upload's answer needs no second read.
+ *
+ * With `idempotencyKey`, the key is tied to the job in the same transaction, guarded by the claim
+ * (see KeyClaim): the key names the job exactly when the job is sealed, so no crash between the two
+ * leaves a sealed job whose key a retry could take afresh. A key no longer this claim's rolls the
+ * seal back (`key_lost`): the job stays unsealed for the caller to discard. A job the sweep ended
+ * does not get the key (the sweep frees it, so a retry starts afresh).
  */
-export async function sealJob(db: DbClient, jobId: string, totalRows: number): Promise<JobStatus | null> {
-  const rows = await db.$queryRaw<{ status: JobStatus }[]>`
-    UPDATE jobs SET total_rows = ${totalRows}, sealed = true, upload_seen_at = NULL,
-      status = (CASE
-        WHEN status NOT IN ('queued', 'running') OR succeeded_rows + failed_rows < ${totalRows} THEN status::text
-        WHEN succeeded_rows = 0 THEN 'failed'
-        ELSE 'succeeded' END)::job_status,
-      completed_at = CASE WHEN status IN ('queued', 'running') AND succeeded_rows + failed_rows >= ${totalRows} THEN now() ELSE completed_at END,
-      error = CASE WHEN status IN ('queued', 'running') AND succeeded_rows = 0 AND failed_rows >= ${totalRows} THEN ${ALL_ROWS_FAILED}::jsonb ELSE error END
-    WHERE id = ${jobId}
-    RETURNING status`;
-  return rows[0]?.status ?? null;
+export async function sealJob(
+  db: Database,
+  jobId: string,
+  totalRows: number,
+  idempotencyKey?: { claim: KeyClaim; requestHash: string },
+): Promise<SealOutcome> {
+  if (!idempotencyKey) {
+    const { rows } = await db.pool.query<JobSqlRow>(SEAL_SQL, [jobId, totalRows, ALL_ROWS_FAILED]);
+    const job = rows[0] ? fromSqlRow(rows[0]) : await findJobById(db.pool, jobId);
+    return job ? { kind: "sealed", job } : { kind: "gone" };
+  }
+  const client = await db.pool.connect();
+  let done = false;
+  try {
+    await client.query("BEGIN");
+    // Jobs before keys, the order recordUploadAlive locks them in, so the two never deadlock.
+    const { rows } = await client.query<JobSqlRow>(SEAL_SQL, [jobId, totalRows, ALL_ROWS_FAILED]);
+    const sealed = rows[0] ? fromSqlRow(rows[0]) : null;
+    if (!sealed) {
+      await client.query("ROLLBACK");
+      done = true;
+      const job = await findJobById(db.pool, jobId);
+      return job ? { kind: "sealed", job } : { kind: "gone" };
+    }
+    if (!(await recordIdempotentJob(client, idempotencyKey.claim, jobId, idempotencyKey.requestHash))) {
+      await client.query("ROLLBACK");
+      done = true;
+      return { kind: "key_lost" };
+    }
+    await client.query("COMMIT");
+    done = true;
+    return { kind: "sealed", job: sealed };
+  } finally {
+    // A failure mid-way: the connection may be broken or inside the transaction; it is not reused.
+    client.release(done ? undefined : true);
+  }
+}
+
+async function findJobById(pool: pg.Pool, id: string): Promise<JobRecord | null> {
+  const { rows } = await pool.query<JobSqlRow>(`SELECT ${JOB_COLUMNS} FROM ${JOB_FROM} WHERE j.id = $1`, [id]);
+  return rows[0] ? fromSqlRow(rows[0]) : null;
 }
 
 /**
  * An upload in progress says it is alive: its job (when it has one yet) shows the rows received so
  * far (stored in chunks) and when it was last seen, and so does its Idempotency-Key claim (when it
- * has one). The API calls this every few seconds while it reads a file; one statement for both.
+ * has one, and it is still this upload's). The API calls this every few seconds while it reads a
+ * file; one statement for both.
  */
 export async function recordUploadAlive(
   db: Database,
-  upload: { jobId: string | null; receivedRows: number; idempotencyKey: { tenantId: string; key: string } | null },
+  upload: { jobId: string | null; receivedRows: number; idempotencyKey: KeyClaim | null },
 ): Promise<void> {
   await db.pool.query(
     `WITH j AS (
@@ -297,9 +353,19 @@ export async function recordUploadAlive(
         WHERE id = $1 AND NOT sealed AND status IN ('queued', 'running')
         RETURNING id
      )
-     UPDATE idempotency_keys SET seen_at = now() WHERE tenant_id = $3 AND key = $4 AND job_id IS NULL`,
-    [upload.jobId, upload.receivedRows, upload.idempotencyKey?.tenantId ?? null, upload.idempotencyKey?.key ?? null],
+     UPDATE idempotency_keys SET seen_at = now() WHERE tenant_id = $3 AND key = $4 AND job_id IS NULL AND created_at = $5`,
+    [upload.jobId, upload.receivedRows, upload.idempotencyKey?.tenantId ?? null, upload.idempotencyKey?.key ?? null, upload.idempotencyKey?.claimedAt ?? null],
   );
+}
+
+/**
+ * Deletes a rejected upload's job with its rows and results (the chunks cascade), unless it is
+ * sealed: then it was answered for (by the upload, or by the sweep that ended it) and may have
+ * finished and been announced. Returns whether it went.
+ */
+export async function discardUploadJob(db: Database, jobId: string): Promise<boolean> {
+  const deleted = await db.pool.query(`DELETE FROM jobs WHERE id = $1 AND NOT sealed`, [jobId]);
+  return (deleted.rowCount ?? 0) > 0;
 }
 
 /** Code of a job ended because its upload stopped before the file did (see endAbandonedUploads). */
@@ -343,11 +409,6 @@ export async function endAbandonedUploads(
     receivedRows: row.received_rows,
     queuedChunkIds: row.chunk_ids.filter((id): id is string => id !== null),
   }));
-}
-
-/** Deletes a job with its rows and results (the chunks cascade). */
-export async function deleteJob(db: DbClient, jobId: string): Promise<void> {
-  await db.job.deleteMany({ where: { id: jobId } });
 }
 
 export const ALL_ROWS_FAILED = JSON.stringify({

@@ -7,14 +7,17 @@ import {
   type TensorRow,
 } from "@coalesce/contracts";
 import {
+  deleteTenantJob,
   presentJob,
   recordIdempotentJob,
   releaseIdempotencyKey,
   resolveModelVersion,
   SingleFlight,
   type JobRecord,
+  type KeyClaim,
   type ModelVersionRecord,
 } from "@coalesce/db";
+import { unqueueChunks } from "@coalesce/queue";
 import { packRows, validateRow } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
@@ -25,7 +28,7 @@ import { ClientGoneError, openCsvStream } from "../../ingest/upload-body.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, problem } from "../responses.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
-import { claimCsvKey, claimJsonKey } from "./idempotency.ts";
+import { claimCsvKey, claimJsonKey, keyTakenOver } from "./idempotency.ts";
 
 /** JSON jobs up to this size default to the interactive lane. */
 const INTERACTIVE_MAX_ROWS = 1000;
@@ -95,7 +98,10 @@ export const createJobRoute = createRoute({
     404: problem("No such model or model version (`code: not_found`)"),
     413: problem("The body is larger than MAX_BODY_BYTES (JSON) or MAX_UPLOAD_BYTES (CSV) (`code: payload_too_large`)"),
     415: problem("The body is neither JSON nor CSV, or its Content-Encoding is not gzip (`code: unsupported_media_type`)"),
-    409: problem("A request with the same Idempotency-Key is still being written (`code: conflict`)"),
+    409: problem(
+      "A request with the same Idempotency-Key is still being written, or this request's key was taken over by a retry while it ran " +
+        "(its job discarded), or the upload was ended as interrupted (`code: conflict`)",
+    ),
     422: problem(
       "A field, a query parameter, a row or the CSV header does not fit (`errors` names each place), a field is unknown, " +
         "past `max_errors` CSV rows failed, or the Idempotency-Key was used with another request (`code: validation_failed`)",
@@ -160,9 +166,11 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
   const webhookUrl = body.webhook_url === undefined ? undefined : await assertDeliverableUrl(body.webhook_url, deps.webhookPolicy, "webhook_url");
 
   const idempotencyKey = c.req.header("idempotency-key");
+  let claim: KeyClaim | null = null;
   if (idempotencyKey !== undefined) {
     const earlier = await claimJsonKey(deps, tenantId, idempotencyKey, body);
-    if (earlier) return { job: earlier, replayed: true };
+    if (earlier.kind === "replay") return { job: earlier.job, replayed: true };
+    claim = earlier.claim;
   }
   let created;
   try {
@@ -178,10 +186,18 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
       webhookUrl,
     });
   } catch (error) {
-    if (idempotencyKey !== undefined) await releaseIdempotencyKey(deps.db, tenantId, idempotencyKey).catch(() => {});
+    if (claim) await releaseIdempotencyKey(deps.db, claim).catch(() => {});
     throw error;
   }
-  if (idempotencyKey !== undefined) await recordIdempotentJob(deps.db, tenantId, idempotencyKey, created.job.id);
+  // The job is committed before the key names it (the job is written by the GroupCommit together
+  // with others): an API that dies between the two leaves the claim to be freed by the upload sweep
+  // after UPLOAD_STALE_MS, and a retry after that makes a second job.
+  if (claim && !(await recordIdempotentJob(deps.db, claim, created.job.id))) {
+    // This request went unseen so long that a retry took the key over: the retry's job is the key's.
+    const gone = await deleteTenantJob(deps.db, tenantId, created.job.id);
+    if (gone) await unqueueChunks(deps.queue, gone.queuedChunkIds);
+    throw keyTakenOver();
+  }
   c.get("logger").info({ jobId: created.job.id, rows: created.job.totalRows, chunks: created.chunks.length, model: created.job.model }, "job accepted");
   return { job: created.job, replayed: false };
 }
@@ -263,14 +279,13 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps, resolveModel: ModelR
         webhookUrl,
         csv,
         limits: deps.limits.csv,
-        idempotencyKey: claim && idempotencyKey !== undefined ? { tenantId, key: idempotencyKey } : undefined,
+        idempotencyKey: claim ? { claim: claim.claim, requestHash: claim.requestHash } : undefined,
         log: c.get("logger"),
       });
     } catch (error) {
       await claim?.release().catch(() => {});
       throw error;
     }
-    await claim?.commit(job.id);
     return { job, replayed: false };
   } catch (error) {
     if (!(error instanceof ClientGoneError)) throw error;

@@ -7,10 +7,10 @@ import {
   findIdempotencyKey,
   findJob,
   IDEMPOTENCY_WINDOW_HOURS,
-  recordIdempotentJob,
   releaseIdempotencyKey,
   takeOverStaleClaim,
   type JobRecord,
+  type KeyClaim,
 } from "@coalesce/db";
 import type { ApiDeps } from "../../context.ts";
 import { ApiError, validationError } from "../../errors.ts";
@@ -42,20 +42,36 @@ function inProgress(): ApiError {
 }
 
 /**
+ * The answer to a request whose key was taken over by a retry while it ran (it went unseen past
+ * UPLOAD_STALE_MS): its own job was discarded, and the key is the retry's, whose answer stands.
+ */
+export function keyTakenOver(): ApiError {
+  return new ApiError(
+    "conflict",
+    "this request's Idempotency-Key was taken over by a retry while it ran (it was not seen alive in time), so its job was discarded; the retry's job is the key's",
+  );
+}
+
+/**
  * JSON jobs: claims the key for this request, or returns the job an earlier request with the same
  * key and body created (waiting a little if that request is still writing it).
  */
-export async function claimJsonKey(deps: ApiDeps, tenantId: string, key: string, body: CreateJobRequest): Promise<JobRecord | null> {
+export async function claimJsonKey(
+  deps: ApiDeps,
+  tenantId: string,
+  key: string,
+  body: CreateJobRequest,
+): Promise<{ kind: "replay"; job: JobRecord } | { kind: "claimed"; claim: KeyClaim }> {
   checkKeyFormat(key);
   const requestHash = createHash("sha256").update(JSON.stringify(body)).digest("hex");
   const deadline = Date.now() + IN_PROGRESS_WAIT_MS;
   for (;;) {
     const claim = await claimIdempotencyKey(deps.db, tenantId, key, requestHash);
-    if (claim.kind === "claimed") return null;
+    if (claim.kind === "claimed") return claim;
     if (claim.kind === "mismatch") throw mismatch();
     if (claim.kind === "replay") {
       const job = await findJob(deps.db, tenantId, claim.jobId);
-      if (job) return job;
+      if (job) return { kind: "replay", job };
     }
     if (Date.now() > deadline) throw inProgress();
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -68,8 +84,10 @@ export type CsvKeyClaim =
       kind: "claimed";
       /** The file, hashed as the upload reads it. */
       csv: Readable;
-      /** Ties the key to the job, with the hash of the whole request. */
-      commit(jobId: string): Promise<void>;
+      /** This request's hold on the key, tied to the job as the upload seals it (see sealJob). */
+      claim: KeyClaim;
+      /** The hash of the whole request, once the file has been read through. */
+      requestHash(): string;
       /** Frees the key after a failed upload, so a retry can use it. */
       release(): Promise<void>;
     };
@@ -86,7 +104,8 @@ export async function claimCsvKey(deps: ApiDeps, tenantId: string, key: string, 
   const earlier = await findIdempotencyKey(deps.db, tenantId, key);
   // A first upload not seen alive for the staleness bound died with its API process: its claim is
   // free (the worker's upload sweep frees it too, and ends its job).
-  const takenOver = earlier?.jobId === null && (await takeOverStaleClaim(deps.db, tenantId, key, UPLOAD_IN_PROGRESS, DEFAULT_UPLOAD_STALE_MS));
+  const staleMs = deps.limits.uploadStaleMs ?? DEFAULT_UPLOAD_STALE_MS;
+  const takenOver = earlier?.jobId === null ? await takeOverStaleClaim(deps.db, tenantId, key, UPLOAD_IN_PROGRESS, staleMs) : null;
   if (earlier && !takenOver) {
     if (earlier.jobId === null) throw inProgress();
     for await (const part of csv) hash.update(part as Buffer);
@@ -95,14 +114,16 @@ export async function claimCsvKey(deps: ApiDeps, tenantId: string, key: string, 
     if (job) return { kind: "replay", job };
     throw inProgress();
   }
-  const claim = takenOver ? { kind: "claimed" } : await claimIdempotencyKey(deps.db, tenantId, key, UPLOAD_IN_PROGRESS);
+  const claimed = takenOver ? { kind: "claimed" as const, claim: takenOver } : await claimIdempotencyKey(deps.db, tenantId, key, UPLOAD_IN_PROGRESS);
   // Another request took the key between the look and the claim.
-  if (claim.kind !== "claimed") throw inProgress();
+  if (claimed.kind !== "claimed") throw inProgress();
+  const { claim } = claimed;
   return {
     kind: "claimed",
     csv: hashing(csv, hash),
-    commit: (jobId) => recordIdempotentJob(deps.db, tenantId, key, jobId, hash.digest("hex")),
-    release: () => releaseIdempotencyKey(deps.db, tenantId, key),
+    claim,
+    requestHash: () => hash.digest("hex"),
+    release: () => releaseIdempotencyKey(deps.db, claim),
   };
 }
 
