@@ -7,6 +7,7 @@ import { hashApiKey } from "../../apps/api/src/auth/api-keys.ts";
 import type { ApiDeps } from "../../apps/api/src/context.ts";
 import { createJobWriter } from "../../apps/api/src/ingest/job-writer.ts";
 import { createApiMetrics } from "../../apps/api/src/metrics.ts";
+import { PredictService, type PredictSettings } from "../../apps/api/src/predict/service.ts";
 import { connectDatabase, DEFAULT_DATABASE_URL, migrate, upsertApiKey, type Database } from "@coalesce/db";
 import { createModelStore } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, DEFAULT_REDIS_URL, JobFinishedEvents } from "@coalesce/queue";
@@ -84,15 +85,25 @@ export type TestApi = {
 };
 
 /** The API app in process, for `app.request(...)`, on the test's own services. */
-export function createTestApi(services: TestServices, limits: Partial<ApiDeps["limits"]> = {}): TestApi {
+export function createTestApi(services: TestServices, limits: Partial<ApiDeps["limits"]> = {}, predictSettings: Partial<PredictSettings> = {}): TestApi {
   const db = connectDatabase(services.databaseUrl, { max: 4 });
   const redis = createRedisConnection(REDIS_URL);
   const queue = createPredictQueue({ connection: redis, prefix: services.queuePrefix });
+  const metrics = createApiMetrics(queue, redis, services.queuePrefix, db);
+  const predict = new PredictService({
+    redis,
+    cacheRedis: redis,
+    prefix: services.queuePrefix,
+    metrics,
+    logger: pino({ level: "silent" }),
+    settings: { timeoutMs: 10_000, maxRows: 1024, maxBacklogRows: 16_384, cache: { ttlSeconds: 300, maxEntryBytes: 64 * 1024 }, ...predictSettings },
+  });
   const deps: ApiDeps = {
     db,
     redis,
     queue,
-    metrics: createApiMetrics(queue, redis, services.queuePrefix, db),
+    metrics,
+    predict,
     jobWriter: createJobWriter(db, queue, pino({ level: "silent" })),
     jobEvents: new JobFinishedEvents(redis, services.queuePrefix),
     queuePrefix: services.queuePrefix,
@@ -114,6 +125,7 @@ export function createTestApi(services: TestServices, limits: Partial<ApiDeps["l
     async close() {
       await deps.queue.close();
       deps.jobEvents.close();
+      predict.close();
       redis.disconnect();
       await db.close();
     },

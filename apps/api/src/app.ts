@@ -8,6 +8,7 @@ import { registerDocs } from "./routes/docs.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerJobRoutes } from "./routes/jobs/index.ts";
 import { registerModelRoutes } from "./routes/models/index.ts";
+import { registerPredict } from "./routes/predict/predict.ts";
 import { registerWebhookRoutes } from "./routes/webhooks/index.ts";
 
 /**
@@ -25,6 +26,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   app.use("/v1/*", requireApiKey(deps.db));
   registerHealthRoutes(app, deps);
   registerModelRoutes(app, deps);
+  registerPredict(app, deps);
   registerJobRoutes(app, deps);
   registerWebhookRoutes(app, deps);
   registerDocs(app);

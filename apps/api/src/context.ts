@@ -8,6 +8,7 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { CsvLimits } from "./ingest/csv-guard.ts";
 import type { ApiMetrics } from "./metrics.ts";
+import type { PredictService } from "./predict/service.ts";
 
 export type ApiLimits = {
   /** Rows per chunk, the unit of queueing and retry. */
@@ -46,6 +47,8 @@ export type ApiDeps = {
   queuePrefix: string;
   /** Which webhook URLs are accepted (WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWLIST). */
   webhookPolicy: WebhookUrlPolicy;
+  /** The synchronous predict path (POST /v1/models/{name}/predict, /v2/.../infer). */
+  predict: PredictService;
 };
 
 export type AppEnv = {

@@ -1,4 +1,4 @@
-import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
+import { boolVar, DEFAULT_PREDICT_MAX_ROWS, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
 import { DEFAULT_DATABASE_URL, DEFAULT_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR } from "@coalesce/models";
 import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
@@ -32,6 +32,18 @@ export const ApiEnvSchema = z.object({
    * take its Idempotency-Key. The same setting as the worker's, which ends such an upload.
    */
   UPLOAD_STALE_MS: intVar(DEFAULT_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS),
+  /** Predict: most rows one request may carry. */
+  PREDICT_MAX_ROWS: intVar(DEFAULT_PREDICT_MAX_ROWS, 1, 100_000),
+  /** Predict: longest a request waits for its answer before a 504. */
+  PREDICT_TIMEOUT_MS: intVar(10_000, 100, 300_000),
+  /** Predict: most rows waiting for an answer over every API; past it a request is refused (503) at once. */
+  PREDICT_MAX_BACKLOG_ROWS: intVar(16_384, 1),
+  /** Predict: seconds an answered row stays in the result cache; 0 turns the cache off. */
+  PREDICT_CACHE_TTL_S: intVar(300, 0, 30 * 24 * 3600),
+  /** Predict: a row whose answer is larger than this (bytes of JSON) is not cached. */
+  PREDICT_CACHE_MAX_ENTRY_BYTES: intVar(64 * 1024, 0),
+  /** Predict: the Redis that holds the result cache, if not REDIS_URL (one with maxmemory and allkeys-lru). */
+  PREDICT_CACHE_REDIS_URL: z.string().url().optional(),
   BOOTSTRAP_API_KEY: z.string().min(16, "use at least 16 characters").optional(),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),

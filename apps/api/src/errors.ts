@@ -13,6 +13,7 @@ const TITLES: Record<ErrorCode, string> = {
   payload_too_large: "Payload too large",
   invalid_model: "Invalid model",
   service_unavailable: "Service unavailable",
+  timeout: "Timed out",
   internal_error: "Internal error",
 };
 

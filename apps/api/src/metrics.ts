@@ -21,6 +21,25 @@ export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix:
     }),
     jobs: new Counter({ name: "coalesce_jobs_created_total", help: "Jobs accepted, by input format", labelNames: ["format"], registers: [registry] }),
     rows: new Counter({ name: "coalesce_rows_accepted_total", help: "Rows accepted into jobs, by input format", labelNames: ["format"], registers: [registry] }),
+    predictRequests: new Counter({
+      name: "coalesce_predict_requests_total",
+      help: "Predict requests by protocol (v1, v2) and outcome: ok, timeout (504), rejected (503: no worker, a full backlog, Redis away), error",
+      labelNames: ["protocol", "outcome"],
+      registers: [registry],
+    }),
+    predictDuration: new Histogram({
+      name: "coalesce_predict_duration_seconds",
+      help: "Predict requests from validated to answered, by protocol and outcome",
+      labelNames: ["protocol", "outcome"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    predictCache: new Counter({
+      name: "coalesce_predict_cache_rows_total",
+      help: "Predict rows looked up in the result cache, by result (hit, miss)",
+      labelNames: ["result"],
+      registers: [registry],
+    }),
   };
   registerQueueGauge(registry, queue);
   new Gauge({

@@ -9,6 +9,7 @@ import { hashApiKey } from "./auth/api-keys.ts";
 import { DEFAULT_CSV_LIMITS } from "./ingest/csv-guard.ts";
 import { createJobWriter } from "./ingest/job-writer.ts";
 import { createApiMetrics } from "./metrics.ts";
+import { PredictService } from "./predict/service.ts";
 import type { ApiDeps } from "./context.ts";
 import type { ApiEnv } from "./env.ts";
 
@@ -38,13 +39,30 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       prefix: env.BOOTSTRAP_API_KEY.slice(0, 8),
     });
   }
+  const metrics = createApiMetrics(queue, redis, env.QUEUE_PREFIX, db);
+  // The result cache may live in a Redis of its own, one that may evict (BullMQ's must not).
+  const cacheRedis = env.PREDICT_CACHE_REDIS_URL ? createRedisConnection(env.PREDICT_CACHE_REDIS_URL, { failFast: true, logger }) : redis;
+  const predict = new PredictService({
+    redis,
+    cacheRedis,
+    prefix: env.QUEUE_PREFIX,
+    metrics,
+    logger,
+    settings: {
+      timeoutMs: env.PREDICT_TIMEOUT_MS,
+      maxRows: env.PREDICT_MAX_ROWS,
+      maxBacklogRows: env.PREDICT_MAX_BACKLOG_ROWS,
+      cache: { ttlSeconds: env.PREDICT_CACHE_TTL_S, maxEntryBytes: env.PREDICT_CACHE_MAX_ENTRY_BYTES },
+    },
+  });
   const deps: ApiDeps = {
     db,
     redis,
     queue,
     modelStore: createModelStore(env.MODEL_STORE_DIR),
     logger,
-    metrics: createApiMetrics(queue, redis, env.QUEUE_PREFIX, db),
+    metrics,
+    predict,
     jobWriter: createJobWriter(db, queue, logger),
     jobEvents: new JobFinishedEvents(redis, env.QUEUE_PREFIX),
     queuePrefix: env.QUEUE_PREFIX,
@@ -72,6 +90,8 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await queue.close();
       deps.jobEvents.close();
+      predict.close();
+      if (cacheRedis !== redis) cacheRedis.disconnect();
       redis.disconnect();
       await db.close();
     },

@@ -77,6 +77,8 @@ export const WorkerEnvSchema = z.object({
    * holding it (see startChunks), is failed rather than handed to yet another worker: its rows
    * probably crash the model. Counted in Postgres, so a Redis flush does not reset it.
    */
+  /** Predict rows this worker holds at once (the rest wait in Redis for any worker); 0: it serves no predict requests. */
+  PREDICT_ROWS_IN_FLIGHT: intVar(4096, 0, 1_000_000),
   MAX_CHUNK_STARTS: intVar(10, 1, 1_000),
   /** Longest wait between retries of a chunk held back by an outage of Postgres or Redis. */
   TRANSIENT_RETRY_MAX_MS: intVar(5_000, 50, 300_000),

@@ -25,6 +25,8 @@ export function createWorkerMetrics(queue: PredictQueue) {
     batchWait: new Histogram({ name: "coalesce_batch_wait_ms", help: "How long a batch's oldest row waited for the batch to fill", labelNames: laneLabelNames, buckets: MS_BUCKETS, registers: [registry] }),
     runTime: new Histogram({ name: "coalesce_onnx_run_ms", help: "onnxruntime time per batch", labelNames: laneLabelNames, buckets: MS_BUCKETS, registers: [registry] }),
     rows: new Counter({ name: "coalesce_rows_scored_total", help: "Rows scored, by outcome (rate() gives rows/s)", labelNames: [...labelNames, "outcome"], registers: [registry] }),
+    predictRows: new Counter({ name: "coalesce_predict_rows_total", help: "Predict rows answered by this worker, by outcome", labelNames: [...labelNames, "outcome"], registers: [registry] }),
+    predictDropped: new Counter({ name: "coalesce_predict_dropped_total", help: "Predict requests dropped unrun because their caller's timeout had passed" , registers: [registry] }),
     jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames: laneLabelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
     webhookAttempts: new Counter({ name: "coalesce_webhook_attempts_total", help: "Webhook delivery attempts, by event type and outcome (delivered, failed, gone, refused)", labelNames: ["event", "outcome"], registers: [registry] }),
     webhookLatency: new Histogram({ name: "coalesce_webhook_attempt_ms", help: "Time per webhook delivery attempt", buckets: MS_BUCKETS, registers: [registry] }),

@@ -178,7 +178,7 @@ function readRows(chunk: ChunkWork, inputs: readonly TensorSpec[], results: Stor
   return PackedRows.decode(packRows(valid, inputs), inputs);
 }
 
-function inferenceError(error: Error): RowError {
+export function inferenceError(error: Error): RowError {
   // onnxruntime's messages run to several lines of C++ context; the first says what went wrong.
   const message = error.message.split("\n")[0] ?? "inference failed";
   return { code: "inference_failed", message };

@@ -23,6 +23,7 @@ import { ModelCache } from "./inference/model-cache.ts";
 import { runBatch } from "./inference/run-batch.ts";
 import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
 import { Outages } from "./outages.ts";
+import { startPredictServer, type PredictServer } from "./predict/serve-predicts.ts";
 import { startReconciler } from "./reconcile.ts";
 import { startRetention } from "./retention.ts";
 import { startWebhookDispatcher, type WebhookDispatcher } from "./webhooks/dispatcher.ts";
@@ -50,6 +51,9 @@ const BULLMQ_STALL_LIMIT = "job stalled more than allowable limit";
  * stale within STALLED_TAKEOVER_MS, as a dead worker's does.
  */
 const REMOVE_STATUS_TIMEOUT_MS = 1_000;
+
+/** Longest shutdown waits for the predict requests in hand (their callers time out after PREDICT_TIMEOUT_MS anyway). */
+const PREDICT_GRACE_MS = 10_000;
 
 export type RunningWorker = {
   /** The execution provider this worker runs on. */
@@ -272,6 +276,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     concurrency: env.WORKER_CONCURRENCY,
     startedAt: new Date().toISOString(),
     staleAfterMs: timings.staleAfterMs,
+    predict: env.PREDICT_ROWS_IN_FLIGHT > 0,
   };
   let beating = false;
   const heartbeat = async () => {
@@ -290,6 +295,22 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   };
   await heartbeat();
   const heartbeatTimer = setInterval(() => void heartbeat(), timings.heartbeatMs);
+  // Predict requests, once the heartbeat says this worker is alive (others claim a silent one's requests).
+  const predicts: PredictServer | null =
+    env.PREDICT_ROWS_IN_FLIGHT > 0
+      ? await startPredictServer({
+          redis: connection,
+          prefix: env.QUEUE_PREFIX,
+          consumer: workerId,
+          models,
+          batchers,
+          rowsInFlight: env.PREDICT_ROWS_IN_FLIGHT,
+          claimIntervalMs: timings.stalledIntervalMs,
+          metrics,
+          outages,
+          logger,
+        })
+      : null;
   // Batching limits changed through the API reach this worker's live batchers without a restart.
   const refreshBatching = () =>
     models.refreshBatching().then(
@@ -326,6 +347,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       stalledTakeoverMs: env.STALLED_TAKEOVER_MS,
       lockDurationMs: timings.lockDurationMs,
       maxChunkStarts: env.MAX_CHUNK_STARTS,
+      predictRowsInFlight: env.PREDICT_ROWS_IN_FLIGHT,
     },
     "worker ready",
   );
@@ -352,6 +374,9 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
           logger.error({ err: error, part }, "could not stop a part of the worker");
         }
       };
+      // Predict requests first: their callers are waiting, and this worker's heartbeat keeps other
+      // workers from claiming what it still holds.
+      await stop("predict requests", () => predicts?.close(Math.min(env.SHUTDOWN_GRACE_MS, PREDICT_GRACE_MS)));
       await stop("heartbeat", async () => {
         clearInterval(heartbeatTimer);
         // Off /readyz at once, rather than once the entry goes stale; but not at the cost of the

@@ -11,6 +11,7 @@ export const ERROR_CODES = [
   "payload_too_large",
   "invalid_model",
   "service_unavailable",
+  "timeout",
   "internal_error",
 ] as const;
 export const ErrorCodeSchema = z.enum(ERROR_CODES);
@@ -27,6 +28,7 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   invalid_model: 422,
   service_unavailable: 503,
+  timeout: 504,
   internal_error: 500,
 } as const satisfies Record<ErrorCode, number>;
 

@@ -8,3 +8,4 @@ export * from "./webhooks.ts";
 export * from "./transient.ts";
 export * from "./request.ts";
 export * from "./dependency-status.ts";
+export * from "./predict.ts";

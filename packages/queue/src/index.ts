@@ -21,3 +21,18 @@ export {
 } from "./workers.ts";
 export { registerQueueGauge } from "./metrics.ts";
 export { JobFinishedEvents, publishJobFinished, publishJobsFinished } from "./job-events.ts";
+export {
+  ackPredict,
+  claimFromDead,
+  ensurePredictGroup,
+  leavePredictGroup,
+  predictBacklog,
+  PredictReplies,
+  publishPredictReply,
+  readPredicts,
+  replyChannel,
+  submitPredict,
+  type PredictMessage,
+  type PredictReply,
+  type ReceivedPredict,
+} from "./predict-requests.ts";

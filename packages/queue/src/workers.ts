@@ -9,6 +9,8 @@ export type WorkerStatus = {
   seenAt: string;
   /** How long after `seenAt` this worker counts as gone (its STALLED_TAKEOVER_MS); older entries lack it. */
   staleAfterMs?: number;
+  /** Whether it answers predict requests (PREDICT_ROWS_IN_FLIGHT above 0); older entries lack it. */
+  predict?: boolean;
 };
 
 /**

@@ -3,22 +3,18 @@ import {
   CsvUploadQuerySchema,
   JobSchema,
   type CreateJobRequest,
-  type FieldError,
-  type TensorRow,
 } from "@coalesce/contracts";
 import {
   deleteTenantJob,
   presentJob,
   recordIdempotentJob,
   releaseIdempotencyKey,
-  resolveModelVersion,
-  SingleFlight,
   type JobRecord,
   type KeyClaim,
   type ModelVersionRecord,
 } from "@coalesce/db";
 import { unqueueChunks } from "@coalesce/queue";
-import { packRows, validateRow } from "@coalesce/models";
+import { packRows } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
@@ -27,14 +23,13 @@ import { ingestCsv } from "../../ingest/csv-upload.ts";
 import { ClientGoneError, openCsvStream } from "../../ingest/upload-body.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, problem } from "../responses.ts";
+import { createModelResolver, parseModelRef } from "../model-resolver.ts";
+import { assertValidRows } from "../validate-rows.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
 import { claimCsvKey, claimJsonKey, keyTakenOver } from "./idempotency.ts";
 
 /** JSON jobs up to this size default to the interactive lane. */
 const INTERACTIVE_MAX_ROWS = 1000;
-
-/** Enough to fix a file without answering megabytes of errors for a wholly wrong one. */
-const MAX_REPORTED_ERRORS = 100;
 
 export const createJobRoute = createRoute({
   method: "post",
@@ -115,7 +110,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     if (c.req.method !== "POST" || isCsvUpload(c)) return next();
     return limitBody(deps.limits.maxBodyBytes, "the request body")(c, next);
   });
-  const resolveModel = createModelResolver(deps);
+  const resolveModel = createRefResolver(deps);
   app.openapi(createJobRoute, async (c) => {
     const format = isCsvUpload(c) ? "csv" : "json";
     const { job, replayed } = format === "csv" ? await acceptCsv(c, deps, resolveModel) : await acceptJson(c, deps, resolveModel);
@@ -153,16 +148,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
     ]);
   }
   const priority = body.priority ?? (body.inputs.length <= INTERACTIVE_MAX_ROWS ? "interactive" : "batch");
-  const errors: FieldError[] = [];
-  let errorCount = 0;
-  body.inputs.forEach((row, index) => {
-    const issues = validateRow(row, modelVersion.inputs, `inputs[${index}]`);
-    errorCount += issues.length;
-    for (const issue of issues) {
-      if (errors.length < MAX_REPORTED_ERRORS) errors.push({ field: issue.path, message: issue.message });
-    }
-  });
-  if (errorCount > 0) throw validationError(errors, errorCount);
+  assertValidRows(body.inputs, modelVersion.inputs);
   const webhookUrl = body.webhook_url === undefined ? undefined : await assertDeliverableUrl(body.webhook_url, deps.webhookPolicy, "webhook_url");
 
   const idempotencyKey = c.req.header("idempotency-key");
@@ -177,8 +163,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
     created = await deps.jobWriter.add({
       tenantId,
       modelVersionId: modelVersion.id,
-      // validateRow checked every row against the signature above.
-      rows: body.inputs as TensorRow[],
+      rows: body.inputs,
       chunkRows: deps.limits.chunkRows,
       packRows: (rows) => packRows(rows, modelVersion.inputs),
       priority,
@@ -207,23 +192,14 @@ function isCsvUpload(c: Context): boolean {
   return type.startsWith("text/csv") || type.startsWith("multipart/form-data");
 }
 
-/** Finds the model version a job names (`name` or `name@3`), or says how to fix the reference. */
+/** Finds the model version a job names (`name` or `name@3`). */
 type ModelResolver = (tenantId: string, ref: string) => Promise<ModelVersionRecord>;
 
-function createModelResolver(deps: ApiDeps): ModelResolver {
-  // Submissions arriving together for the same model share one lookup (no cache: a new version counts at once).
-  const lookups = new SingleFlight<ModelVersionRecord | null>();
-  return async (tenantId, ref) => {
-    const [name = "", versionText] = ref.split("@");
-    const version = versionText ? Number(versionText) : undefined;
-    const modelVersion = await lookups.run(`${tenantId}|${ref}`, () => resolveModelVersion(deps.db, tenantId, name, version));
-    if (!modelVersion) {
-      throw new ApiError(
-        "not_found",
-        versionText ? `model '${name}' has no version ${versionText}` : `no model named '${name}'; register it first`,
-      );
-    }
-    return modelVersion;
+function createRefResolver(deps: ApiDeps): ModelResolver {
+  const resolve = createModelResolver(deps);
+  return (tenantId, ref) => {
+    const { name, version } = parseModelRef(ref);
+    return resolve(tenantId, name, version);
   };
 }
 

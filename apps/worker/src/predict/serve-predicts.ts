@@ -1,0 +1,232 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { describeFailure, isTransientError, type PredictRowResult } from "@coalesce/contracts";
+import { PackedRows } from "@coalesce/models";
+import {
+  ackPredict,
+  claimFromDead,
+  ensurePredictGroup,
+  leavePredictGroup,
+  listWorkers,
+  publishPredictReply,
+  readPredicts,
+  type PredictReply,
+  type ReceivedPredict,
+} from "@coalesce/queue";
+import type { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { BatcherRegistry } from "../batch/batcher-registry.ts";
+import type { ModelCache } from "../inference/model-cache.ts";
+import type { WorkerMetrics } from "../metrics.ts";
+import type { Outages } from "../outages.ts";
+import { batcherKey, inferenceError, type RowOutcome, type RowWork } from "../score-chunk.ts";
+
+/** Most requests one read takes from the stream. */
+const READ_COUNT = 64;
+
+/** How long one read waits for a request before it looks again (and sees a stop). */
+const READ_BLOCK_MS = 1_000;
+
+/**
+ * A request delivered this often (its workers died each time) is answered with a failure instead
+ * of being run once more: its rows are what is suspected of killing them.
+ */
+const MAX_DELIVERIES = 3;
+
+export type PredictServerOptions = {
+  /** The worker's connection: answers and acknowledgements. Reads block a connection of their own. */
+  redis: Redis;
+  prefix: string;
+  /** This worker's id: its consumer name, as its heartbeat names it. */
+  consumer: string;
+  models: ModelCache;
+  batchers: BatcherRegistry<RowWork, RowOutcome>;
+  /** Most predict rows held at once (PREDICT_ROWS_IN_FLIGHT); the rest wait in the stream for any worker. */
+  rowsInFlight: number;
+  /** How often requests held by dead workers are looked for (a quarter of STALLED_TAKEOVER_MS). */
+  claimIntervalMs: number;
+  metrics: WorkerMetrics;
+  outages: Outages;
+  logger: Logger;
+};
+
+export type PredictServer = { close(graceMs: number): Promise<void> };
+
+/**
+ * Serves predict requests: reads them from the stream (up to PREDICT_ROWS_IN_FLIGHT rows at a
+ * time), hands their rows to the model's batchers in the interactive lane, where they share runs
+ * with other requests' rows and with small jobs' rows, and answers on the requesting API's channel.
+ * A request past its deadline is dropped unrun (its caller has had a 504). Requests held by a
+ * worker that died are claimed from it once its heartbeat is stale, and run here.
+ */
+export async function startPredictServer(options: PredictServerOptions): Promise<PredictServer> {
+  const { redis, prefix, consumer, logger, outages } = options;
+  const reader = redis.duplicate();
+  await ensurePredictGroup(redis, prefix);
+  let closing = false;
+  let heldRows = 0;
+  const inHand = new Set<Promise<void>>();
+  let roomWaiter: (() => void) | undefined;
+
+  const take = (request: ReceivedPredict) => {
+    heldRows += request.rowCount;
+    const work = serve(options, request).finally(() => {
+      heldRows -= request.rowCount;
+      inHand.delete(work);
+      roomWaiter?.();
+    });
+    inHand.add(work);
+  };
+
+  const readLoop = (async () => {
+    while (!closing) {
+      if (heldRows >= options.rowsInFlight) {
+        await new Promise<void>((resolve) => (roomWaiter = resolve));
+        roomWaiter = undefined;
+        continue;
+      }
+      try {
+        const requests = await readPredicts(reader, prefix, consumer, READ_COUNT, READ_BLOCK_MS);
+        outages.ok("redis");
+        for (const request of requests) take(request);
+      } catch (error) {
+        if (closing) return;
+        if (isTransientError(error)) outages.failed("redis", error);
+        else logger.warn({ err: error }, "could not read predict requests; trying again");
+        await sleep(outages.isDown("redis") ? outages.retryDelayMs("redis") : 1_000);
+      }
+    }
+  })();
+
+  // Requests whose worker died: claimed once its heartbeat is stale (it is then off /readyz too).
+  let claiming = false;
+  const claimTimer = setInterval(() => {
+    if (claiming || closing) return;
+    claiming = true;
+    void (async () => {
+      const live = new Set((await listWorkers(redis, prefix)).map((worker) => worker.id));
+      const claimed = await claimFromDead(redis, prefix, consumer, live);
+      if (claimed.length > 0) logger.warn({ requests: claimed.length }, "took over predict requests whose worker stopped before answering");
+      for (const request of claimed) {
+        if (request.deliveries > MAX_DELIVERIES) {
+          logger.error({ requestId: request.id, deliveries: request.deliveries }, "predict request failed: every worker that took it died");
+          await answer(options, request, { id: request.id, failure: { code: "failed", message: `the request was taken by ${request.deliveries} workers and each died before answering (a crash in the model?)` } });
+          continue;
+        }
+        take(request);
+      }
+    })()
+      .catch((error: unknown) => {
+        if (isTransientError(error)) outages.failed("redis", error);
+        else logger.warn({ err: error }, "could not look for predict requests held by stopped workers");
+      })
+      .finally(() => (claiming = false));
+  }, options.claimIntervalMs);
+
+  return {
+    async close(graceMs) {
+      closing = true;
+      clearInterval(claimTimer);
+      // The blocking read is abandoned; requests it would have taken stay in the stream for other workers.
+      reader.disconnect();
+      roomWaiter?.();
+      await readLoop;
+      let timer: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        Promise.all(inHand).then(() => true),
+        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
+      ]);
+      clearTimeout(timer);
+      if (finished) await leavePredictGroup(redis, prefix, consumer);
+      else logger.warn({ requests: inHand.size }, "predict requests in hand did not finish in time; another worker claims them");
+    },
+  };
+}
+
+/** Runs one request's rows and answers it; never rejects. */
+async function serve(options: PredictServerOptions, request: ReceivedPredict): Promise<void> {
+  if (Date.now() > request.deadline) {
+    // Its caller has been answered (504) already; running it would only take a batch slot.
+    options.metrics.predictDropped.inc();
+    await ack(options, request);
+    return;
+  }
+  await answer(options, request, await run(options, request));
+}
+
+async function run(options: PredictServerOptions, request: ReceivedPredict): Promise<PredictReply> {
+  const { id } = request;
+  let model;
+  try {
+    model = await options.models.get(request.modelVersionId);
+  } catch (error) {
+    const transient = isTransientError(error);
+    if (!transient) options.logger.error({ err: error, modelVersionId: request.modelVersionId }, "could not load a model for a predict request");
+    return { id, failure: { code: transient ? "unavailable" : "failed", message: `the model could not be loaded (${describeFailure(error)})` } };
+  }
+  let rows: PackedRows;
+  try {
+    rows = PackedRows.decode(request.rows, model.version.inputs);
+    if (rows.rowCount !== request.rowCount) throw new Error(`${rows.rowCount} rows where the request says ${request.rowCount}`);
+  } catch (error) {
+    return { id, failure: { code: "failed", message: `the request's rows cannot be read (${(error as Error).message})` } };
+  }
+  const groups = new Map<string, number[]>();
+  for (let index = 0; index < rows.rowCount; index++) {
+    const shape = rows.shapeKey(index);
+    const group = groups.get(shape);
+    if (group) group.push(index);
+    else groups.set(shape, [index]);
+  }
+  const results = new Array<PredictRowResult>(rows.rowCount);
+  const runRows = new Array<number>(rows.rowCount).fill(0);
+  let unavailable: Error | undefined;
+  await Promise.all(
+    [...groups].map(async ([shape, indexes]) => {
+      const key = batcherKey(request.modelVersionId, shape, rows.rowBytes(indexes[0]!));
+      const outcomes = await options.batchers.get(key).submit(
+        indexes.map((index) => ({ rows, index })),
+        "interactive",
+      );
+      outcomes.forEach((outcome, i) => {
+        const index = indexes[i]!;
+        if (outcome.ok) {
+          results[index] = { outputs: outcome.value.outputs };
+          runRows[index] = outcome.value.runRows;
+          return;
+        }
+        if (isTransientError(outcome.error)) unavailable ??= outcome.error;
+        results[index] = { error: inferenceError(outcome.error) };
+      });
+    }),
+  );
+  if (unavailable) return { id, failure: { code: "unavailable", message: `the model could not run (${describeFailure(unavailable)})` } };
+  const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
+  const failed = results.filter((result) => "error" in result).length;
+  options.metrics.predictRows.inc({ ...labels, outcome: "succeeded" }, results.length - failed);
+  if (failed > 0) options.metrics.predictRows.inc({ ...labels, outcome: "failed" }, failed);
+  return { id, results, runRows };
+}
+
+/** Sends the answer, then acknowledges the request; an outage of Redis is reported, not thrown. */
+async function answer(options: PredictServerOptions, request: ReceivedPredict, reply: PredictReply): Promise<void> {
+  try {
+    await publishPredictReply(options.redis, request.replyTo, reply);
+  } catch (error) {
+    report(options, error, "could not answer a predict request");
+  }
+  await ack(options, request);
+}
+
+async function ack(options: PredictServerOptions, request: ReceivedPredict): Promise<void> {
+  try {
+    await ackPredict(options.redis, options.prefix, request);
+  } catch (error) {
+    // Left pending under this worker: claimed by another only if this one dies, and dropped then (past its deadline).
+    report(options, error, "could not acknowledge a predict request");
+  }
+}
+
+function report(options: PredictServerOptions, error: unknown, what: string): void {
+  if (isTransientError(error)) options.outages.failed("redis", error);
+  else options.logger.warn({ err: error }, what);
+}

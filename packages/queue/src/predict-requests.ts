@@ -1,0 +1,326 @@
+import type { PredictRowResult } from "@coalesce/contracts";
+import type { Redis } from "ioredis";
+
+/**
+ * The synchronous predict path through Redis, with no Postgres write per request.
+ *
+ *   API:    SUBMIT (one Lua call: admission against the backlog, then XADD to a stream)
+ *   worker: XREADGROUP from the stream (many requests per read), rows into the batchers,
+ *           PUBLISH the answer on the requesting API process' own channel, ACK (XACK + XDEL)
+ *
+ * A Redis stream with one consumer group: each request goes to one worker, requests from every API
+ * replica meet in the same stream (and so in the same batches), and the group's pending entries
+ * list says which worker holds which request, so one held by a worker that died is claimed by a
+ * live one (see claimFromDead). BullMQ carries the chunks of jobs; a predict request is not a job:
+ * it lives for its timeout, needs no retries, attempts or retention, and a BullMQ job per request
+ * would cost a job hash, its lock renewals and several scripts each.
+ */
+
+/** The consumer group every worker reads in. */
+const GROUP = "workers";
+
+function streamKey(prefix: string): string {
+  return `${prefix}:predict:requests`;
+}
+
+/** Rows submitted and not yet answered (acknowledged), kept beside the stream by the same scripts. */
+function backlogKey(prefix: string): string {
+  return `${prefix}:predict:backlog`;
+}
+
+/** Where a worker answers the API process that holds the request. */
+export function replyChannel(prefix: string, apiId: string): string {
+  return `${prefix}:predict:replies:${apiId}`;
+}
+
+/** A request as it travels to a worker. */
+export type PredictMessage = {
+  /** Unique per request; the answer names it. */
+  id: string;
+  modelVersionId: string;
+  /** The channel of the API process waiting for the answer. */
+  replyTo: string;
+  /** Epoch ms past which nobody waits for the answer: a worker drops the request unrun. */
+  deadline: number;
+  /** The rows, packed (packRows of @coalesce/models) for the model version's inputs. */
+  rows: Buffer;
+  rowCount: number;
+};
+
+/** A request read from the stream: the message, its stream entry id, and how often it was delivered. */
+export type ReceivedPredict = PredictMessage & { entryId: string; deliveries: number };
+
+/** What a worker sends back: one result per row, or why none could be had. */
+export type PredictReply =
+  | { id: string; results: PredictRowResult[]; runRows: number[] }
+  | { id: string; failure: { code: "unavailable" | "failed"; message: string } };
+
+// Admission and enqueue in one step, so two API replicas cannot both squeeze past the bound.
+// KEYS: stream, backlog. ARGV: rows, max backlog rows, then the entry's field/value pairs.
+const SUBMIT = `
+local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
+local rows = tonumber(ARGV[1])
+if backlog > 0 and backlog + rows > tonumber(ARGV[2]) then return -backlog end
+redis.call('INCRBY', KEYS[2], rows)
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+return backlog + rows
+`;
+
+// A request answered (or dropped): off the pending list and out of the stream, and its rows off the
+// backlog, once only (a request claimed from a worker thought dead may be answered twice).
+// KEYS: stream, backlog. ARGV: group, entry id, rows.
+const ACK = `
+local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if acked == 1 then
+  if redis.call('DECRBY', KEYS[2], ARGV[3]) < 0 then redis.call('SET', KEYS[2], 0) end
+end
+return acked
+`;
+
+type ScriptedRedis = Redis & {
+  coalescePredictSubmit(stream: string, backlog: string, ...args: (string | number | Buffer)[]): Promise<number>;
+  coalescePredictAck(stream: string, backlog: string, group: string, entryId: string, rows: number): Promise<number>;
+};
+
+function scripted(redis: Redis): ScriptedRedis {
+  const r = redis as ScriptedRedis;
+  if (typeof r.coalescePredictSubmit !== "function") {
+    redis.defineCommand("coalescePredictSubmit", { numberOfKeys: 2, lua: SUBMIT });
+    redis.defineCommand("coalescePredictAck", { numberOfKeys: 2, lua: ACK });
+  }
+  return r;
+}
+
+/**
+ * Queues a request unless the rows waiting for an answer would pass `maxBacklogRows`: returns the
+ * backlog with this request in it, or null when it was refused (admission control: the caller
+ * answers 503 at once rather than queueing without bound). A request larger than the bound is let
+ * through only into an empty backlog.
+ */
+export async function submitPredict(redis: Redis, prefix: string, message: PredictMessage, maxBacklogRows: number): Promise<number | null> {
+  const result = await scripted(redis).coalescePredictSubmit(
+    streamKey(prefix),
+    backlogKey(prefix),
+    message.rowCount,
+    maxBacklogRows,
+    "id",
+    message.id,
+    "m",
+    message.modelVersionId,
+    "r",
+    message.replyTo,
+    "d",
+    message.deadline,
+    "n",
+    message.rowCount,
+    "x",
+    message.rows,
+  );
+  return result < 0 ? null : result;
+}
+
+/** Rows submitted and not yet answered, over every API and worker. */
+export async function predictBacklog(redis: Redis, prefix: string): Promise<number> {
+  return Number((await redis.get(backlogKey(prefix))) ?? 0);
+}
+
+export async function publishPredictReply(redis: Redis, channel: string, reply: PredictReply): Promise<void> {
+  await redis.publish(channel, JSON.stringify(reply));
+}
+
+/** Says a request is done with (answered, or dropped past its deadline). */
+export async function ackPredict(redis: Redis, prefix: string, request: Pick<ReceivedPredict, "entryId" | "rowCount">): Promise<void> {
+  await scripted(redis).coalescePredictAck(streamKey(prefix), backlogKey(prefix), GROUP, request.entryId, request.rowCount);
+}
+
+/** Creates the stream and its group if they are not there (first start, or Redis emptied). */
+export async function ensurePredictGroup(redis: Redis, prefix: string): Promise<void> {
+  try {
+    // From the stream's start: requests queued before the first worker ever started are served too.
+    await redis.xgroup("CREATE", streamKey(prefix), GROUP, "0", "MKSTREAM");
+  } catch (error) {
+    if (!String((error as Error).message).startsWith("BUSYGROUP")) throw error;
+  }
+}
+
+const isMissingGroup = (error: unknown) => String((error as Error)?.message).startsWith("NOGROUP");
+
+/**
+ * Reads up to `count` requests for `consumer`, waiting up to `blockMs` for the first. On a
+ * connection of its own (the read blocks it). Recreates the group if Redis lost it.
+ */
+export async function readPredicts(redis: Redis, prefix: string, consumer: string, count: number, blockMs: number): Promise<ReceivedPredict[]> {
+  let reply: unknown;
+  try {
+    reply = await redis.callBuffer("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS", streamKey(prefix), ">");
+  } catch (error) {
+    if (!isMissingGroup(error)) throw error;
+    await ensurePredictGroup(redis, prefix);
+    return [];
+  }
+  if (!Array.isArray(reply) || reply.length === 0) return [];
+  const [, entries] = reply[0] as [Buffer, [Buffer, Buffer[]][]];
+  return entries.flatMap(([entryId, fields]) => parseEntry(entryId, fields, 1));
+}
+
+function parseEntry(entryId: Buffer, fields: Buffer[] | null, deliveries: number): ReceivedPredict[] {
+  // An entry deleted after it was delivered (answered by another worker meanwhile) has no fields.
+  if (!fields) return [];
+  const values = new Map<string, Buffer>();
+  for (let i = 0; i + 1 < fields.length; i += 2) values.set(fields[i]!.toString(), fields[i + 1]!);
+  const text = (name: string) => values.get(name)?.toString() ?? "";
+  return [
+    {
+      entryId: entryId.toString(),
+      id: text("id"),
+      modelVersionId: text("m"),
+      replyTo: text("r"),
+      deadline: Number(text("d")),
+      rowCount: Number(text("n")),
+      rows: values.get("x") ?? Buffer.alloc(0),
+      deliveries,
+    },
+  ];
+}
+
+/** Most requests claimed from one dead worker per pass; the next pass takes more. */
+const CLAIM_BATCH = 256;
+
+/**
+ * Takes over the requests held by consumers that are not among `live` (their workers died before
+ * answering), for `consumer`, and forgets dead consumers that hold nothing. Returns the requests
+ * claimed, with how often each has been delivered (this claim included).
+ */
+export async function claimFromDead(redis: Redis, prefix: string, consumer: string, live: ReadonlySet<string>): Promise<ReceivedPredict[]> {
+  let consumers: unknown[];
+  try {
+    consumers = (await redis.xinfo("CONSUMERS", streamKey(prefix), GROUP)) as unknown[];
+  } catch (error) {
+    if (isMissingGroup(error) || /no such key/i.test(String((error as Error).message))) return [];
+    throw error;
+  }
+  const claimed: ReceivedPredict[] = [];
+  for (const entry of consumers) {
+    const info = fieldsOf(entry as unknown[]);
+    const name = String(info.get("name"));
+    if (name === consumer || live.has(name)) continue;
+    if (Number(info.get("pending")) === 0) {
+      await redis.xgroup("DELCONSUMER", streamKey(prefix), GROUP, name);
+      continue;
+    }
+    const pending = (await redis.xpending(streamKey(prefix), GROUP, "-", "+", CLAIM_BATCH, name)) as [string, string, number, number][];
+    if (pending.length === 0) continue;
+    const deliveries = new Map(pending.map(([id, , , count]) => [id, Number(count) + 1]));
+    const reply = (await redis.callBuffer("XCLAIM", streamKey(prefix), GROUP, consumer, 0, ...pending.map(([id]) => id))) as [Buffer, Buffer[] | null][];
+    for (const [entryId, fields] of reply ?? []) claimed.push(...parseEntry(entryId, fields, deliveries.get(entryId.toString()) ?? 1));
+  }
+  return claimed;
+}
+
+/** A consumer leaving for good, once it holds nothing (a consumer's pending requests die with it). */
+export async function leavePredictGroup(redis: Redis, prefix: string, consumer: string): Promise<void> {
+  const pending = (await redis.xpending(streamKey(prefix), GROUP, "-", "+", 1, consumer).catch(() => [])) as unknown[];
+  if (pending.length === 0) await redis.xgroup("DELCONSUMER", streamKey(prefix), GROUP, consumer).catch(() => 0);
+}
+
+function fieldsOf(flat: unknown[]): Map<string, unknown> {
+  const map = new Map<string, unknown>();
+  for (let i = 0; i + 1 < flat.length; i += 2) map.set(String(flat[i]), flat[i + 1]);
+  return map;
+}
+
+type Waiter = { resolve: (reply: PredictReply | null) => void; timer: NodeJS.Timeout };
+
+/**
+ * The answers to one API process' requests: one subscription to its own channel, and a waiter per
+ * request in flight. A reply for a request nobody waits for any more (it timed out) is dropped.
+ */
+export class PredictReplies {
+  readonly channel: string;
+  readonly #subscriber: Redis;
+  readonly #waiters = new Map<string, Waiter>();
+  #subscribed: Promise<void> | undefined;
+  #confirmed = false;
+
+  constructor(redis: Redis, prefix: string, apiId: string) {
+    this.channel = replyChannel(prefix, apiId);
+    // A subscribed connection can do nothing else.
+    this.#subscriber = redis.duplicate();
+    this.#subscriber.on("message", (_channel: string, text: string) => {
+      let reply: PredictReply;
+      try {
+        reply = JSON.parse(text) as PredictReply;
+      } catch {
+        return;
+      }
+      const waiter = this.#waiters.get(reply.id);
+      if (!waiter) return;
+      this.#waiters.delete(reply.id);
+      clearTimeout(waiter.timer);
+      waiter.resolve(reply);
+    });
+    // ioredis renews subscriptions it had on a reconnect; one refused while Redis was down is tried again.
+    this.#subscriber.on("ready", () => {
+      if (this.#subscribed === undefined) this.subscribe().catch(() => {});
+    });
+  }
+
+  /** Subscribes (once); rejects while Redis is unreachable, and a later call tries again. */
+  subscribe(): Promise<void> {
+    this.#subscribed ??= this.#subscriber.subscribe(this.channel).then(
+      () => {
+        this.#confirmed = true;
+      },
+      (error: unknown) => {
+        this.#subscribed = undefined;
+        throw error;
+      },
+    );
+    return this.#subscribed;
+  }
+
+  /** True while answers can arrive: subscribed on a connection that is up. */
+  get listening(): boolean {
+    return this.#subscriber.status === "ready" && this.#confirmed;
+  }
+
+  /** Requests waiting for their answer in this process. */
+  get waiting(): number {
+    return this.#waiters.size;
+  }
+
+  /**
+   * Resolves with the answer to request `id`, or null after `timeoutMs`. Call before submitting the
+   * request, so an answer faster than the submit's own reply is not missed.
+   */
+  wait(id: string, timeoutMs: number): { answer: Promise<PredictReply | null>; cancel: () => void } {
+    let waiter!: Waiter;
+    const answer = new Promise<PredictReply | null>((resolve) => {
+      waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          this.#waiters.delete(id);
+          resolve(null);
+        }, timeoutMs),
+      };
+    });
+    this.#waiters.set(id, waiter);
+    const cancel = () => {
+      if (this.#waiters.get(id) !== waiter) return;
+      this.#waiters.delete(id);
+      clearTimeout(waiter.timer);
+      waiter.resolve(null);
+    };
+    return { answer, cancel };
+  }
+
+  close(): void {
+    for (const [id, waiter] of this.#waiters) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(null);
+      this.#waiters.delete(id);
+    }
+    this.#subscriber.disconnect();
+  }
+}
