@@ -189,10 +189,16 @@ const CLAIM_BATCH = 256;
 
 /**
  * Takes over the requests held by consumers that are not among `live` (their workers died before
- * answering), for `consumer`, and forgets dead consumers that hold nothing. Returns the requests
- * claimed, with how often each has been delivered (this claim included).
+ * answering) and idle for `minIdleMs`, for `consumer`, and forgets dead consumers that hold nothing.
+ * Returns the requests claimed, with how often each has been delivered (this claim included).
  */
-export async function claimFromDead(redis: Redis, prefix: string, consumer: string, live: ReadonlySet<string>): Promise<ReceivedPredict[]> {
+export async function claimFromDead(
+  redis: Redis,
+  prefix: string,
+  consumer: string,
+  live: ReadonlySet<string>,
+  minIdleMs: number,
+): Promise<ReceivedPredict[]> {
   let consumers: unknown[];
   try {
     consumers = (await redis.xinfo("CONSUMERS", streamKey(prefix), GROUP)) as unknown[];
@@ -212,7 +218,9 @@ export async function claimFromDead(redis: Redis, prefix: string, consumer: stri
     const pending = (await redis.xpending(streamKey(prefix), GROUP, "-", "+", CLAIM_BATCH, name)) as [string, string, number, number][];
     if (pending.length === 0) continue;
     const deliveries = new Map(pending.map(([id, , , count]) => [id, Number(count) + 1]));
-    const reply = (await redis.callBuffer("XCLAIM", streamKey(prefix), GROUP, consumer, 0, ...pending.map(([id]) => id))) as [Buffer, Buffer[] | null][];
+    // Only entries idle that long: two live workers claiming at once do not take the same requests
+    // from each other (a claim resets an entry's idle time).
+    const reply = (await redis.callBuffer("XCLAIM", streamKey(prefix), GROUP, consumer, minIdleMs, ...pending.map(([id]) => id))) as [Buffer, Buffer[] | null][];
     for (const [entryId, fields] of reply ?? []) claimed.push(...parseEntry(entryId, fields, deliveries.get(entryId.toString()) ?? 1));
   }
   return claimed;

@@ -27,6 +27,7 @@ const ReadySchema = z.object({
         id: z.string(),
         provider: z.string().openapi({ example: "cpu" }),
         concurrency: z.number().int(),
+        predict: z.boolean().openapi({ description: "Whether it answers predict requests (PREDICT_ROWS_IN_FLIGHT above 0)" }),
         started_at: z.string(),
         seen_at: z.string(),
       }),
@@ -79,6 +80,7 @@ export function registerHealthRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): v
       id: worker.id,
       provider: worker.provider,
       concurrency: worker.concurrency,
+      predict: worker.predict ?? false,
       started_at: worker.startedAt,
       seen_at: worker.seenAt,
     }));

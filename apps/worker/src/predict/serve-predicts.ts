@@ -104,7 +104,7 @@ export async function startPredictServer(options: PredictServerOptions): Promise
     claiming = true;
     void (async () => {
       const live = new Set((await listWorkers(redis, prefix)).map((worker) => worker.id));
-      const claimed = await claimFromDead(redis, prefix, consumer, live);
+      const claimed = await claimFromDead(redis, prefix, consumer, live, options.claimIntervalMs);
       if (claimed.length > 0) logger.warn({ requests: claimed.length }, "took over predict requests whose worker stopped before answering");
       for (const request of claimed) {
         if (request.deliveries > MAX_DELIVERIES) {
