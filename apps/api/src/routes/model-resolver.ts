@@ -1,23 +1,59 @@
-import { resolveModelVersion, SingleFlight, type ModelVersionRecord } from "@coalesce/db";
+import { resolveModelVersion, SingleFlight, type Database, type ModelVersionRecord } from "@coalesce/db";
 import type { ApiDeps } from "../context.ts";
 import { ApiError } from "../errors.ts";
 
 /** Finds the model version a request names (its latest version when `version` is left out), or says how to fix the reference. */
 export type ModelResolver = (tenantId: string, name: string, version?: number) => Promise<ModelVersionRecord>;
 
+/**
+ * How long a looked-up version is trusted. A predict request is answered in about a millisecond,
+ * and a Postgres round trip per request for the same few models was a third of that. A version
+ * registered through this process is seen at once (see forgetModel); through another replica,
+ * within this long. Versions never change what they are (only their batching, which the workers
+ * read for themselves).
+ */
+const TRUST_MS = 1_000;
+
+/** Most versions remembered per process; past it the memory starts afresh. */
+const MAX_REMEMBERED = 10_000;
+
+type Remembered = { record: ModelVersionRecord; at: number };
+
+/** One memory per database, shared by every route of the process (so forgetModel reaches them all). */
+const memories = new WeakMap<Database, Map<string, Remembered>>();
+
+function memoryOf(db: Database): Map<string, Remembered> {
+  let memory = memories.get(db);
+  if (!memory) memories.set(db, (memory = new Map()));
+  return memory;
+}
+
 export function createModelResolver(deps: Pick<ApiDeps, "db">): ModelResolver {
-  // Requests arriving together for the same model share one lookup (no cache: a new version counts at once).
+  // Requests arriving together for the same model share one lookup.
   const lookups = new SingleFlight<ModelVersionRecord | null>();
+  const memory = memoryOf(deps.db);
   return async (tenantId, name, version) => {
-    const modelVersion = await lookups.run(`${tenantId}|${name}|${version ?? ""}`, () => resolveModelVersion(deps.db, tenantId, name, version));
+    const key = `${tenantId}|${name}|${version ?? ""}`;
+    const remembered = memory.get(key);
+    if (remembered && performance.now() - remembered.at < TRUST_MS) return remembered.record;
+    const modelVersion = await lookups.run(key, () => resolveModelVersion(deps.db, tenantId, name, version));
     if (!modelVersion) {
       throw new ApiError(
         "not_found",
         version !== undefined ? `model '${name}' has no version ${version}` : `no model named '${name}'; register it first`,
       );
     }
+    if (memory.size >= MAX_REMEMBERED) memory.clear();
+    memory.set(key, { record: modelVersion, at: performance.now() });
     return modelVersion;
   };
+}
+
+/** Forgets what this process remembers of a model's versions: a new one was just registered. */
+export function forgetModel(deps: Pick<ApiDeps, "db">, tenantId: string, name: string): void {
+  const memory = memoryOf(deps.db);
+  const prefix = `${tenantId}|${name}|`;
+  for (const key of memory.keys()) if (key.startsWith(prefix)) memory.delete(key);
 }
 
 /** `name` or `name@3`, as a job names its model. */

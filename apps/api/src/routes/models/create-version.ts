@@ -4,6 +4,7 @@ import { InvalidModelError, inspectModel } from "@coalesce/models";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
+import { forgetModel } from "../model-resolver.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { PARAM_ERRORS, problem } from "../responses.ts";
 import { presentModelVersion } from "./present.ts";
@@ -81,6 +82,7 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
         ? await updateModelVersionBatching(deps.db, c.get("tenantId"), name, version.version, given)
         : null;
     c.get("logger").info({ model: name, version: version.version, sha256: stored.sha256, created }, "model version registered");
+    if (created) forgetModel(deps, c.get("tenantId"), name);
     return c.json(presentModelVersion(relimited ?? version), created ? 201 : 200);
   });
 }
