@@ -247,7 +247,7 @@ describe("coalesce says what is wrong", () => {
   it("--help lists the commands, and each command has its own", async () => {
     const help = await coalesce(["--help"]);
     expect(help.code).toBe(0);
-    for (const command of ["submit", "status", "results", "models push", "models list", "models batching", "jobs list"]) {
+    for (const command of ["submit", "status", "results", "predict", "models push", "models list", "models batching", "jobs list"]) {
       expect(help.stdout).toContain(`  ${command} `);
     }
     const submitHelp = await coalesce(["submit", "--help"]);

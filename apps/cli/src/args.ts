@@ -28,6 +28,10 @@ function describeParseError(error: unknown): string {
   const option = /'(-[^' ]+)/.exec(message)?.[1];
   if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" && option) return `unknown option ${option}`;
   if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && option && /argument missing/.test(message)) return `${option} needs a value`;
+  // `--row -1.5,2`: node:util will not take a value that looks like an option unless it is attached.
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && option && /ambiguous/.test(message)) {
+    return `write a value that starts with '-' as ${option}=VALUE, e.g. ${option}=-1.5,2`;
+  }
   if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && option) return `${option} takes no value`;
   return message;
 }

@@ -2,6 +2,7 @@ import { GLOBAL_OPTIONS } from "./args.ts";
 import type { Command } from "./command.ts";
 import { jobsListCommand } from "./commands/jobs.ts";
 import { modelsBatchingCommand, modelsListCommand, modelsPushCommand } from "./commands/models.ts";
+import { predictCommand } from "./commands/predict.ts";
 import { resultsCommand } from "./commands/results.ts";
 import { cancelCommand } from "./commands/cancel.ts";
 import { statusCommand } from "./commands/status.ts";
@@ -16,6 +17,7 @@ export const COMMANDS: Command[] = [
   statusCommand,
   resultsCommand,
   cancelCommand,
+  predictCommand,
   modelsPushCommand,
   modelsListCommand,
   modelsBatchingCommand,
@@ -27,7 +29,8 @@ const GROUPS = new Set(COMMANDS.filter((command) => command.name.includes(" ")).
 
 export const HELP = `Usage: coalesce COMMAND [options]
 
-Batch predictions with ONNX models on a Coalesce server, from the command line.
+Predictions with ONNX models on a Coalesce server, from the command line: batch jobs of any
+size, or a few rows answered at once.
 
 Commands:
 ${COMMANDS.map((command) => `  ${command.name.padEnd(20)}${command.summary}`).join("\n")}
@@ -42,7 +45,8 @@ Exit status: 0 done, 1 the server, the job or a file said no, 2 a mistake on the
 Example:
   export COALESCE_API_KEY=csk_...
   coalesce models push iris fixtures/iris.onnx
-  coalesce submit fixtures/iris.csv --model iris --id-column row_id --ignore target --wait --out results.csv`;
+  coalesce submit fixtures/iris.csv --model iris --id-column row_id --ignore target --wait --out results.csv
+  coalesce predict iris --row 5.1,3.5,1.4,0.2`;
 
 /** Every option that takes a value, as written on the command line (`--model`, `-m`). */
 function valueOptionNames(): Set<string> {

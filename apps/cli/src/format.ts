@@ -77,12 +77,51 @@ export function summarizeJob(job: Job): string {
   return lines.join("\n");
 }
 
-/** Columns padded to their widest cell; the last column is not padded. */
+/** Columns padded to their widest cell; no line ends in spaces (a last column, or empty cells at the end). */
 export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((cell, i) => Math.max(cell.length, ...rows.map((row) => (row[i] ?? "").length)));
   return [header, ...rows]
-    .map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  "))
+    .map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ").trimEnd())
     .join("\n");
+}
+
+/** Vectors up to this long are shown whole in a table cell; longer ones by their ends. */
+const VECTOR_SHOWN = 6;
+const VECTOR_HEAD = 3;
+const VECTOR_TAIL = 2;
+/** Values shown of a matrix or deeper tensor, after its shape. */
+const TENSOR_SHOWN = 4;
+/** A cell wider than this (a long string output, say) is cut. */
+const CELL_MAX = 60;
+
+/**
+ * One model output in a table cell, readable at a glance rather than exact (`--json` has every
+ * digit): numbers to 4 significant digits, a long vector by its ends and length
+ * (`[0.1, 0.2, 0.3, …, 0.9, 1] (10 values)`), a matrix or deeper by its shape and first values
+ * (`3x2 [1, 2, 3, 4, …]`). null is a NaN, as the API writes it.
+ */
+export function formatOutputValue(value: unknown): string {
+  const text = Array.isArray(value) ? formatArray(value) : formatScalar(value);
+  return text.length > CELL_MAX ? `${text.slice(0, CELL_MAX - 1)}…` : text;
+}
+
+function formatScalar(value: unknown): string {
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(4)));
+  if (value === null) return "null";
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function formatArray(values: unknown[]): string {
+  const shape: number[] = [];
+  for (let level: unknown = values; Array.isArray(level); level = level[0]) shape.push(level.length);
+  if (shape.length > 1) {
+    const flat = (values as unknown[]).flat(shape.length);
+    const more = flat.length > TENSOR_SHOWN ? ", …" : "";
+    return `${shape.join("x")} [${flat.slice(0, TENSOR_SHOWN).map(formatScalar).join(", ")}${more}]`;
+  }
+  if (values.length <= VECTOR_SHOWN) return `[${values.map(formatScalar).join(", ")}]`;
+  const ends = [...values.slice(0, VECTOR_HEAD).map(formatScalar), "…", ...values.slice(-VECTOR_TAIL).map(formatScalar)];
+  return `[${ends.join(", ")}] (${formatCount(values.length)} values)`;
 }
 
 /** What `--json` prints: the API's answer, indented, one trailing newline. */

@@ -1,5 +1,6 @@
 // The client against a small HTTP server in this process that answers as the API would: real fetch,
-// real sockets and streamed bodies, no Coalesce server needed.
+// real sockets and streamed bodies, no Coalesce server needed. `predict` runs against the real API
+// (in this process, on a real port) and a real worker, where what it promises is the server's doing.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
@@ -8,8 +9,16 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { gunzipSync } from "node:zlib";
 import type { Job, ResultRow } from "@coalesce/contracts";
+import { publishWorkerStatus } from "@coalesce/queue";
+import { serve } from "@hono/node-server";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { buildCsvUploadQuery, CoalesceApiError, CoalesceConnectionError, CoalesceResponseError, CoalesceTimeoutError, createClient } from "./index.ts";
+import type { RunningWorker } from "../../../apps/worker/src/worker.ts";
+import { registerIris } from "../../../test/support/api-suite.ts";
+import { readReference } from "../../../test/support/fixtures.ts";
+import { irisInputs, useIrisSuite } from "../../../test/support/iris-suite.ts";
+import { createTestApi, createTestServices, type TestApi, type TestServices } from "../../../test/support/services.ts";
+import { startTestWorker } from "../../../test/support/worker.ts";
+import { buildCsvUploadQuery, CoalesceApiError, CoalesceConnectionError, CoalesceResponseError, CoalesceTimeoutError, createClient, type CoalesceClient } from "./index.ts";
 
 type Seen = { method: string; url: string; headers: IncomingMessage["headers"]; body: Buffer };
 type Handler = (request: Seen, response: ServerResponse) => void | Promise<void>;
@@ -220,6 +229,15 @@ describe("errors", () => {
     });
   });
 
+  it("reads Retry-After as seconds, or as a date from something in between", async () => {
+    handler = (_req, res) => send(res, 503, problem(503, "service_unavailable", "the queue is unreachable"), "application/problem+json", { "Retry-After": "7" });
+    await expect(client().listModels()).rejects.toMatchObject({ status: 503, code: "service_unavailable", retryAfterSeconds: 7 });
+    handler = (_req, res) => send(res, 503, "Service Unavailable", "text/plain", { "Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT" });
+    await expect(client().listModels()).rejects.toMatchObject({ status: 503, code: null, retryAfterSeconds: 0 });
+    handler = (_req, res) => send(res, 404, problem(404, "not_found", "no job"), "application/problem+json");
+    await expect(client().getJob("job_x")).rejects.toMatchObject({ retryAfterSeconds: null });
+  });
+
   it("names the URL when nothing listens there", async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
@@ -337,5 +355,158 @@ describe("reading", () => {
   it("downloadResults refuses an answer in another format", async () => {
     handler = (_req, res) => send(res, 200, { data: [], next_cursor: null, job_status: "succeeded", complete: true }, "application/json", { "Coalesce-Job-Status": "succeeded" });
     await expect(client().downloadResults("job_a", "ndjson")).rejects.toThrow(/application\/json for Accept: application\/x-ndjson/);
+  });
+});
+
+/** The API app on a real loopback port, as the client meets it in production. */
+async function listen(api: TestApi): Promise<{ url: string; close(): Promise<void> }> {
+  const listening = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: api.app.fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s as Server));
+  });
+  return {
+    url: `http://127.0.0.1:${(listening.address() as AddressInfo).port}`,
+    async close() {
+      listening.closeAllConnections();
+      await new Promise((resolve) => listening.close(resolve));
+    },
+  };
+}
+
+/** The suite's `Authorization: Bearer ...` value as the client's apiKey. */
+const keyOf = (auth: string) => auth.replace(/^Bearer /, "");
+
+describe("predict against the API and a worker", () => {
+  const suite = useIrisSuite("client-predict");
+  let worker: RunningWorker;
+  let api: Awaited<ReturnType<typeof listen>>;
+  let coalesce: CoalesceClient;
+  beforeAll(async () => {
+    worker = await startTestWorker(suite.services);
+    api = await listen(suite.api);
+    coalesce = createClient({ baseUrl: api.url, apiKey: keyOf(suite.auth) });
+  });
+  afterAll(async () => {
+    await api?.close();
+    await worker?.close();
+  });
+
+  it("scores rows by model name with the reference's outputs, and the same rows again come from the cache", async () => {
+    const rows = irisInputs(suite, 5);
+    const reference = await readReference("iris");
+    const first = await coalesce.predict("iris", rows);
+    expect(first.model).toEqual({ name: "iris", version: 1 });
+    expect(first.cache).toBe("miss");
+    expect(first.outputs.map((row) => row.index)).toEqual([0, 1, 2, 3, 4]);
+    first.outputs.forEach((row, i) => {
+      expect(row.error).toBeUndefined();
+      expect(row.outputs?.label).toBe(reference[i]?.label);
+      (row.outputs?.probabilities as number[]).forEach((p, j) => expect(p).toBeCloseTo(reference[i]?.probabilities[j] ?? Number.NaN, 5));
+    });
+    const again = await coalesce.predict("iris", rows);
+    expect(again.cache).toBe("hit");
+    expect(again.outputs).toEqual(first.outputs);
+  });
+
+  it("cache: refresh runs the model anyway and stores the answer; skip neither reads nor writes the cache", async () => {
+    const rows = irisInputs(suite, 12).slice(8);
+    expect((await coalesce.predict("iris", rows)).cache).toBe("miss");
+    expect((await coalesce.predict("iris", rows)).cache).toBe("hit");
+    expect((await coalesce.predict("iris", rows, { cache: "refresh" })).cache).toBe("miss");
+    expect((await coalesce.predict("iris", rows)).cache).toBe("hit");
+    expect((await coalesce.predict("iris", rows, { cache: "skip" })).cache).toBe("miss");
+
+    const unseen = irisInputs(suite, 20).slice(15);
+    expect((await coalesce.predict("iris", unseen, { cache: "skip" })).cache).toBe("miss");
+    expect((await coalesce.predict("iris", unseen)).cache, "a no-store answer was stored").toBe("miss");
+  });
+
+  it("names a version with { name, version }; an unknown version or model is a 404 CoalesceApiError", async () => {
+    const answer = await coalesce.predict({ name: "iris", version: 1 }, irisInputs(suite, 1));
+    expect(answer.model).toEqual({ name: "iris", version: 1 });
+    expect(answer.outputs).toHaveLength(1);
+    await expect(coalesce.predict({ name: "iris", version: 2 }, irisInputs(suite, 1))).rejects.toMatchObject({
+      name: "CoalesceApiError",
+      status: 404,
+      code: "not_found",
+      detail: "model 'iris' has no version 2",
+    });
+    await expect(coalesce.predict("nope", irisInputs(suite, 1))).rejects.toMatchObject({ status: 404, code: "not_found", detail: expect.stringContaining("no model named 'nope'") });
+  });
+
+  it("a row that does not fit the model is a 422 naming the row and field", async () => {
+    const error = await coalesce.predict("iris", [{ features: [5.1, 3.5, 1.4, 0.2] }, { features: [1, 2, 3] }]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceApiError);
+    expect(error).toMatchObject({ status: 422, code: "validation_failed", retryAfterSeconds: null });
+    expect((error as CoalesceApiError).errors).toEqual([{ field: "inputs[1].features", message: expect.stringContaining("expected 4 values, got 3") }]);
+  });
+});
+
+describe("predict when no worker answers", () => {
+  let services: TestServices;
+  let apis: TestApi[] = [];
+  let listening: Awaited<ReturnType<typeof listen>>[] = [];
+  let apiKey: string;
+  const PREDICT_TIMEOUT_MS = 300;
+
+  /** A client of a fresh API process-part (so no worker count is cached), counting the requests it sends. */
+  async function clientOfFreshApi(): Promise<{ client: CoalesceClient; requests: () => number }> {
+    const api = createTestApi(services, {}, { timeoutMs: PREDICT_TIMEOUT_MS });
+    apis.push(api);
+    const server = await listen(api);
+    listening.push(server);
+    let requests = 0;
+    const counting: typeof fetch = (input, init) => {
+      requests++;
+      return fetch(input, init);
+    };
+    return { client: createClient({ baseUrl: server.url, apiKey, fetch: counting }), requests: () => requests };
+  }
+
+  beforeAll(async () => {
+    services = await createTestServices();
+    const setup = createTestApi(services);
+    apis.push(setup);
+    const auth = await setup.createTenant("client-predict-down");
+    await registerIris(setup, auth);
+    apiKey = keyOf(auth);
+  });
+  afterAll(async () => {
+    for (const server of listening) await server.close();
+    for (const api of apis) await api.close();
+    await services?.cleanup();
+    apis = [];
+    listening = [];
+  });
+
+  it("with no worker running: 503 service_unavailable with retryAfterSeconds, in one request (not retried)", async () => {
+    const { client: coalesce, requests } = await clientOfFreshApi();
+    const error = await coalesce.predict("iris", [{ features: [5.1, 3.5, 1.4, 0.2] }]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceApiError);
+    expect(error).toMatchObject({ status: 503, code: "service_unavailable", retryAfterSeconds: 5 });
+    expect((error as CoalesceApiError).detail).toContain("no worker is running");
+    expect(requests()).toBe(1);
+  });
+
+  it("with a worker listed that never answers: 504 timeout, in one request; the caller's abort comes first", async () => {
+    // A worker that says it is alive but reads nothing: what a stalled one looks like to the API.
+    await publishWorkerStatus(apis[0]!.deps.redis, services.queuePrefix, {
+      id: "stalled-worker",
+      provider: "cpu",
+      concurrency: 1,
+      startedAt: new Date().toISOString(),
+      staleAfterMs: 10 * 60_000,
+      predict: true,
+    });
+    const { client: coalesce, requests } = await clientOfFreshApi();
+    const error = await coalesce.predict("iris", [{ features: [5.1, 3.5, 1.4, 0.2] }], { cache: "skip" }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CoalesceApiError);
+    expect(error).toMatchObject({ status: 504, code: "timeout", retryAfterSeconds: null });
+    expect((error as CoalesceApiError).detail).toContain(`no answer within PREDICT_TIMEOUT_MS (${PREDICT_TIMEOUT_MS} ms)`);
+    expect(requests()).toBe(1);
+
+    const stop = new AbortController();
+    const pending = coalesce.predict("iris", [{ features: [5.1, 3.5, 1.4, 0.3] }], { signal: stop.signal });
+    stop.abort(new Error("the caller gave up"));
+    await expect(pending).rejects.toThrow("the caller gave up");
   });
 });

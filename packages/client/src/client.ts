@@ -7,6 +7,8 @@ import {
   ModelListSchema,
   ModelSchema,
   ModelVersionSchema,
+  PREDICT_CACHE_HEADER,
+  PredictResponseSchema,
   RESULTS_COMPLETE_HEADER,
   RESULTS_MEDIA_TYPES,
   TERMINAL_JOB_STATUSES,
@@ -19,6 +21,7 @@ import {
   type ModelList,
   type ModelVersion,
   type ResultRow,
+  type TensorRow,
   type UpdateModelVersionRequest,
   CreatedWebhookSchema,
   WebhookDeliveryListSchema,
@@ -85,6 +88,34 @@ export type ResultsDownload = {
   complete: boolean;
 };
 
+/** A model by name (its latest version), or one version of it. */
+export type ModelRef = string | { name: string; version: number };
+
+/**
+ * `use`: answer from the server's result cache where it can; `refresh`: run the model anyway and
+ * store the fresh answer (`Cache-Control: no-cache`); `skip`: neither read nor write the cache
+ * (`Cache-Control: no-store`).
+ */
+export type PredictCacheMode = "use" | "refresh" | "skip";
+
+export type PredictOptions = {
+  /** @defaultValue "use" */
+  cache?: PredictCacheMode;
+  /** Stops waiting for the answer (rejects with the signal's reason); the server may still run the rows. */
+  signal?: AbortSignal;
+};
+
+export type Prediction = {
+  /** The version that answered: the latest one when the call named only the model. */
+  model: { name: string; version: number };
+  /** One per row sent, in order: its `outputs`, or that row's own `error`. */
+  outputs: ResultRow[];
+  /** `hit` when every row was answered from the result cache. */
+  cache: "hit" | "miss";
+};
+
+const CACHE_CONTROL: Record<PredictCacheMode, string | undefined> = { use: undefined, refresh: "no-cache", skip: "no-store" };
+
 const DEFAULT_POLL_INTERVAL_MS = 1000;
 /** The longest the server holds a long-poll. */
 const MAX_WAIT_SECONDS = 60;
@@ -97,6 +128,7 @@ type Call = {
   query?: URLSearchParams;
   headers?: Record<string, string>;
   body?: RequestInit["body"];
+  signal?: AbortSignal;
 };
 
 /** A typed client of the Coalesce HTTP API. Every response is parsed through its contracts schema. */
@@ -123,8 +155,11 @@ export function createClient(options: ClientOptions) {
         method: call.method,
         headers: { ...authorization, ...call.headers },
         ...(call.body === undefined ? {} : { body: call.body }),
+        ...(call.signal === undefined ? {} : { signal: call.signal }),
       });
     } catch (error) {
+      // The caller's own abort is not a network failure.
+      if (call.signal?.aborted) throw call.signal.reason;
       throw new CoalesceConnectionError(baseUrl, error);
     }
     if (!response.ok) throw await readApiError(response);
@@ -209,6 +244,39 @@ export function createClient(options: ClientOptions) {
 
     async getModel(name: string): Promise<Model> {
       return callJson(ModelSchema, { method: "GET", path: `/v1/models/${encodeURIComponent(name)}` });
+    },
+
+    /**
+     * Scores rows now and returns their outputs, for a caller that needs the answer inside its own
+     * request (for many rows, `createJob`). Rows are in the form a JSON job takes them and are checked
+     * the same way: a row that does not fit the model is a 422 naming `inputs[i].field`. A row the
+     * model fails on has its own `error` and does not fail the call.
+     *
+     * Bounded, and never retried here: with no worker running or a full backlog the server answers
+     * 503 `service_unavailable` at once, with `retryAfterSeconds` (5 s from Coalesce); with no answer
+     * within its PREDICT_TIMEOUT_MS, 504 `timeout`. Waiting out a Retry-After would turn a call the
+     * caller meant to be quick into one of many seconds, so the caller, who knows its own budget,
+     * chooses: retry, fall back, or submit a job. (No call of this client retries on its own.)
+     */
+    async predict(model: ModelRef, rows: TensorRow[], options: PredictOptions = {}): Promise<Prediction> {
+      const name = typeof model === "string" ? model : model.name;
+      const modelPath = `/v1/models/${encodeURIComponent(name)}`;
+      const cacheControl = CACHE_CONTROL[options.cache ?? "use"];
+      const call: Call = {
+        method: "POST",
+        path: typeof model === "string" ? `${modelPath}/predict` : `${modelPath}/versions/${model.version}/predict`,
+        headers: { "Content-Type": "application/json", ...(cacheControl ? { "Cache-Control": cacheControl } : {}) },
+        body: JSON.stringify({ inputs: rows }),
+        ...(options.signal ? { signal: options.signal } : {}),
+      };
+      const response = await send(call);
+      const cache = response.headers.get(PREDICT_CACHE_HEADER);
+      if (cache !== "hit" && cache !== "miss") {
+        await response.body?.cancel();
+        throw new CoalesceResponseError(`${call.method} ${call.path} answered without a valid ${PREDICT_CACHE_HEADER} header; is the server the same version?`);
+      }
+      const answer = await parse(PredictResponseSchema, response, call);
+      return { model: answer.model, outputs: answer.outputs, cache };
     },
 
     /** Submits rows as JSON; every row is checked against the model before the job is accepted (422 otherwise). */

@@ -17,14 +17,28 @@ export class CoalesceApiError extends CoalesceError {
   readonly requestId: string | null;
   /** Each place a 422 found wrong; empty for other errors. */
   readonly errors: FieldError[];
+  /**
+   * How long the server asks to wait before trying again (its `Retry-After`, in seconds), as a 503
+   * `service_unavailable` carries it; null when the answer did not say. This client never waits
+   * on it by itself: the caller knows how long it can afford to.
+   */
+  readonly retryAfterSeconds: number | null;
 
-  constructor(fields: { status: number; code: ErrorCode | null; detail: string; requestId: string | null; errors: FieldError[] }) {
+  constructor(fields: {
+    status: number;
+    code: ErrorCode | null;
+    detail: string;
+    requestId: string | null;
+    errors: FieldError[];
+    retryAfterSeconds?: number | null;
+  }) {
     super(`${fields.status}${fields.code ? ` ${fields.code}` : ""}: ${fields.detail}`);
     this.status = fields.status;
     this.code = fields.code;
     this.detail = fields.detail;
     this.requestId = fields.requestId;
     this.errors = fields.errors;
+    this.retryAfterSeconds = fields.retryAfterSeconds ?? null;
   }
 }
 
@@ -64,6 +78,7 @@ export class CoalesceTimeoutError extends CoalesceError {
 export async function readApiError(response: Response): Promise<CoalesceApiError> {
   const text = await response.text().catch(() => "");
   const headerRequestId = response.headers.get("x-request-id");
+  const retryAfterSeconds = parseRetryAfter(response.headers.get("retry-after"));
   let body: unknown = undefined;
   try {
     body = JSON.parse(text);
@@ -78,6 +93,7 @@ export async function readApiError(response: Response): Promise<CoalesceApiError
       detail: problem.data.detail,
       requestId: problem.data.request_id,
       errors: problem.data.errors ?? [],
+      retryAfterSeconds,
     });
   }
   // Read what is there, so a newer server's code or a partial problem document still says something useful.
@@ -93,7 +109,17 @@ export async function readApiError(response: Response): Promise<CoalesceApiError
     detail,
     requestId: typeof loose.request_id === "string" ? loose.request_id : headerRequestId,
     errors: [],
+    retryAfterSeconds,
   });
+}
+
+/** RFC 9110 `Retry-After`: delta-seconds (what Coalesce sends) or an HTTP date (what a proxy may send). */
+function parseRetryAfter(value: string | null): number | null {
+  if (value === null) return null;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text);
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
 
 /** fetch rejects with `TypeError: fetch failed`; the reason is in its cause, sometimes one level further down. */

@@ -40,7 +40,7 @@ export function createModelResolver(deps: Pick<ApiDeps, "db">): ModelResolver {
     if (!modelVersion) {
       throw new ApiError(
         "not_found",
-        version !== undefined ? `model '${name}' has no version ${version}` : `no model named '${name}'; register it first`,
+        version !== undefined ? `model '${name}' has no version ${version}` : `no model named '${name}'; register one (coalesce models push ${name} FILE.onnx, or POST /v1/models/${name}/versions)`,
       );
     }
     if (memory.size >= MAX_REMEMBERED) memory.clear();

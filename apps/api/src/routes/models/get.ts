@@ -25,7 +25,7 @@ export function registerGetModel(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void 
   app.openapi(getModelRoute, async (c) => {
     const { name } = c.req.valid("param");
     const model = await findModel(deps.db.prisma, c.get("tenantId"), name);
-    if (!model) throw new ApiError("not_found", `no model named '${name}'; register one with POST /v1/models/${name}/versions`);
+    if (!model) throw new ApiError("not_found", `no model named '${name}'; register one (coalesce models push ${name} FILE.onnx, or POST /v1/models/${name}/versions)`);
     return c.json(presentModel(model), 200);
   });
 }
