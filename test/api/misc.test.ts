@@ -7,7 +7,7 @@ const suite = useApiSuite("misc");
 describe("unknown routes", () => {
   it.each([
     ["GET", "/nope", null],
-    ["GET", "/v2/jobs", null],
+    ["GET", "/v3/jobs", null],
     ["GET", "/v1/nope", "auth"],
     ["POST", "/v1/models", "auth"],
   ])("%s %s is 404 problem+json naming the route", async (method, url, withAuth) => {

@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readModel } from "../support/fixtures.ts";
 import { expectJson, get, requestJson, submitJob } from "../support/http.ts";
 import { useApiSuite } from "../support/api-suite.ts";
+import { startTestWorker } from "../support/worker.ts";
+import type { RunningWorker } from "../../apps/worker/src/worker.ts";
 import { ContractJudge, listOperations, seededRandom, type OpenApiDocument, type OperationRef } from "./contract.ts";
 import { requestsFor, type FuzzRequest, type KnownValues } from "./generate.ts";
 
@@ -39,7 +41,23 @@ const OPERATION_IDS = [
   "deleteWebhook",
   "listJobDeliveries",
   "retryDelivery",
+  "predict",
+  "predictVersion",
+  "serverMetadata",
+  "serverLive",
+  "serverReady",
+  "modelMetadata",
+  "modelVersionMetadata",
+  "modelReady",
+  "modelVersionReady",
+  "modelInfer",
+  "modelVersionInfer",
 ];
+
+/** Routes behind the API key: /v1, and the Open Inference Protocol's per-model routes. */
+const needsKey = (path: string) => path.startsWith("/v1/") || path.startsWith("/v2/models/");
+/** The Open Inference Protocol answers errors as `{"error": ...}` in application/json, and a bad request as 400. */
+const isV2 = (path: string) => path === "/v2" || path.startsWith("/v2/");
 
 const suite = useApiSuite("fuzz", { iris: true });
 let doc: OpenApiDocument;
@@ -48,6 +66,7 @@ const failures = new Map<string, string[]>();
 const byStatus = new Map<number, number>();
 const byOperation = new Map<string, Map<number, number>>();
 let sent = 0;
+let worker: RunningWorker | undefined;
 
 async function send(request: FuzzRequest): Promise<Response> {
   let timer: NodeJS.Timeout | undefined;
@@ -94,6 +113,11 @@ function runOrder(operations: OperationRef[]): OperationRef[] {
 }
 
 beforeAll(async () => {
+  // Predict and infer need a worker to answer rather than 503. The fuzz patches the model's batching up
+  // to a 60 s delay, past PREDICT_TIMEOUT_MS: the worker never re-reads it (BATCHING_REFRESH_MS=0), and
+  // has loaded the model before the fuzz starts.
+  worker = await startTestWorker(suite.services, { BATCHING_REFRESH_MS: "0" });
+  expect((await requestJson(suite.api, suite.auth, "POST", "/v1/models/iris/predict", { inputs: [{ features: [5.1, 3.5, 1.4, 0.2] }] })).status).toBe(200);
   doc = await expectJson<OpenApiDocument>(await get(suite.api, null, "/openapi.json"), 200);
   judge = new ContractJudge(doc);
   const known = await knownValues();
@@ -123,7 +147,8 @@ beforeAll(async () => {
   }
 }, 180_000);
 
-afterAll(() => {
+afterAll(async () => {
+  await worker?.close();
   const statuses = [...byStatus.entries()].sort(([a], [b]) => a - b).map(([status, n]) => `${status}: ${n}`);
   console.log(`fuzz (seed ${SEED}): ${sent} requests over ${byOperation.size} operations; by status ${statuses.join(", ")}`);
   for (const [id, counts] of byOperation) {
@@ -138,26 +163,27 @@ describe("the OpenAPI document", () => {
     expect([...ids].sort()).toEqual([...OPERATION_IDS].sort());
   });
 
-  it("has servers and applies the bearer scheme to /v1, not to the health checks", () => {
+  it("has servers and applies the bearer scheme to /v1 and /v2/models, not to the health checks", () => {
     expect(doc.servers?.length).toBeGreaterThan(0);
     expect(doc.components.securitySchemes?.bearerAuth).toMatchObject({ type: "http", scheme: "bearer" });
     for (const ref of listOperations(doc)) {
       const security = ref.operation.security ?? doc.security;
-      if (ref.path.startsWith("/v1/")) expect(security, ref.id).toEqual([{ bearerAuth: [] }]);
+      if (needsKey(ref.path)) expect(security, ref.id).toEqual([{ bearerAuth: [] }]);
       else expect(security, ref.id).toEqual([]);
     }
   });
 
-  it("lists 401 and 503 on every /v1 operation, and 400, 413, 415 and 422 where a JSON body is taken", () => {
+  it("lists 401 and 503 on every keyed operation, and 400, 413, 415 and 422 (400 under /v2) where a JSON body is taken", () => {
     for (const ref of listOperations(doc)) {
       const statuses = Object.keys(ref.operation.responses);
-      if (ref.path.startsWith("/v1/")) expect(statuses, ref.id).toEqual(expect.arrayContaining(["401", "503"]));
-      if (ref.operation.requestBody?.content["application/json"]) expect(statuses, ref.id).toEqual(expect.arrayContaining(["400", "413", "415", "422"]));
-      if ((ref.operation.parameters ?? []).length > 0) expect(statuses, ref.id).toContain("422");
+      const invalid = isV2(ref.path) ? "400" : "422";
+      if (needsKey(ref.path)) expect(statuses, ref.id).toEqual(expect.arrayContaining(["401", "503"]));
+      if (ref.operation.requestBody?.content["application/json"]) expect(statuses, ref.id).toEqual(expect.arrayContaining(["400", "413", "415", invalid]));
+      if ((ref.operation.parameters ?? []).length > 0) expect(statuses, ref.id).toContain(invalid);
       for (const [status, response] of Object.entries(ref.operation.responses)) {
-        if (Number(status) >= 400) expect(Object.keys(response.content ?? {}), `${ref.id} ${status}`).toEqual(["application/problem+json"]);
+        if (Number(status) >= 400) expect(Object.keys(response.content ?? {}), `${ref.id} ${status}`).toEqual([isV2(ref.path) ? "application/json" : "application/problem+json"]);
       }
-      if (ref.path.startsWith("/v1/")) expect(Object.keys(ref.operation.responses["503"]?.headers ?? {}), ref.id).toContain("Retry-After");
+      if (needsKey(ref.path)) expect(Object.keys(ref.operation.responses["503"]?.headers ?? {}), ref.id).toContain("Retry-After");
     }
   });
 

@@ -9,11 +9,13 @@ import { registerHealthRoutes } from "./routes/health.ts";
 import { registerJobRoutes } from "./routes/jobs/index.ts";
 import { registerModelRoutes } from "./routes/models/index.ts";
 import { registerPredict } from "./routes/predict/predict.ts";
+import { registerV2Routes } from "./routes/v2/index.ts";
 import { registerWebhookRoutes } from "./routes/webhooks/index.ts";
 
 /**
  * The whole HTTP API: request id and log line, then auth for /v1, then the routes. Every error,
- * including zod validation failures, leaves as application/problem+json.
+ * including zod validation failures, leaves as application/problem+json, except under /v2, where
+ * the Open Inference Protocol's routes answer `{"error": "..."}`.
  */
 export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({
@@ -27,6 +29,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   registerHealthRoutes(app, deps);
   registerModelRoutes(app, deps);
   registerPredict(app, deps);
+  registerV2Routes(app, deps);
   registerJobRoutes(app, deps);
   registerWebhookRoutes(app, deps);
   registerDocs(app);

@@ -36,10 +36,12 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
       title: "Coalesce API",
       version: "1.0.0",
       description:
-        "Asynchronous batch prediction for ONNX models. Register a model, submit rows, poll the job, read the results. " +
-        "Authenticate with `Authorization: Bearer <key>`. Every error is `application/problem+json` (RFC 9457) with a " +
-        "stable `code` and the `request_id` to quote; a 422 lists each bad field in `errors`. A 503 means Postgres or " +
-        "Redis is unreachable and nothing was done: retry after its `Retry-After`.",
+        "Batch and real-time prediction for ONNX models. Register a model, then submit rows as a job (poll it, read the " +
+        "results) or predict them now. Authenticate with `Authorization: Bearer <key>`. Every /v1 error is " +
+        "`application/problem+json` (RFC 9457) with a stable `code` and the `request_id` to quote; a 422 lists each bad " +
+        "field in `errors`. A 503 means a dependency (Postgres, Redis, the workers) cannot serve and nothing was done: " +
+        "retry after its `Retry-After`. The /v2 routes are the Open Inference Protocol (KServe V2) and answer errors " +
+        "in its form, `{\"error\": \"...\"}`.",
     },
     // Relative: the document is served by the API it describes, wherever that is deployed (behind a proxy too).
     servers: [{ url: "/", description: "The server this document was fetched from" }],

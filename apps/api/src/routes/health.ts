@@ -49,7 +49,8 @@ export const readyzRoute = createRoute({
   },
 });
 
-async function check(name: string, probe: () => Promise<unknown>): Promise<string | null> {
+/** Null when `probe` settles without an error within CHECK_TIMEOUT_MS; else why `name` counts as unreachable. */
+export async function check(name: string, probe: () => Promise<unknown>): Promise<string | null> {
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
