@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { pgText, requestObject } from "./request.ts";
-import { RowErrorSchema, TensorRowSchema } from "./tensor.ts";
+import { RowErrorSchema, tensorRowList } from "./tensor.ts";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "expired"] as const;
 export const JobStatusSchema = z.enum(JOB_STATUSES);
@@ -45,10 +45,7 @@ export const ModelRefSchema = z
 
 export const CreateJobRequestSchema = requestObject({
   model: ModelRefSchema,
-  inputs: z
-    .array(TensorRowSchema)
-    .min(1, "a job needs at least one row")
-    .openapi({
+  inputs: tensorRowList("a job needs at least one row").openapi({
       description:
         "One element per row, keyed by the model's input names; each value is that row's tensor without the batch dimension.",
       example: [{ features: [5.1, 3.5, 1.4, 0.2] }, { features: [6.7, 3.1, 4.7, 1.5] }],

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { ResultRowSchema } from "./jobs.ts";
 import { requestObject } from "./request.ts";
-import { TensorRowSchema, type RowError, type TensorRow } from "./tensor.ts";
+import { tensorRowList, type RowError, type TensorRow } from "./tensor.ts";
 
 /**
  * Most rows one predict request may carry (PREDICT_MAX_ROWS).
@@ -11,10 +11,7 @@ export const DEFAULT_PREDICT_MAX_ROWS = 1024;
 
 /** POST /v1/models/{name}/predict: rows in exactly the form a JSON job takes them. */
 export const PredictRequestSchema = requestObject({
-  inputs: z
-    .array(TensorRowSchema)
-    .min(1, "send at least one row")
-    .openapi({
+  inputs: tensorRowList("send at least one row").openapi({
       description: "The rows to score, each keyed by the model's input names (as a JSON job's `inputs`); at most PREDICT_MAX_ROWS.",
       example: [{ features: [5.1, 3.5, 1.4, 0.2] }],
     }),

@@ -89,6 +89,41 @@ export const TensorRowSchema = z.record(z.string(), TensorValueSchema).openapi("
 /** One row's values keyed by input (or output) name. */
 export type TensorRow = Record<string, TensorValue>;
 
+/** Most rows a list of rows reports as malformed: a body of a million wrong rows is answered with these. */
+export const MAX_ROW_LIST_ISSUES = 100;
+
+/** What is wrong with a row that is not an object of tensor values, at which path below it; null when it is one. */
+function tensorRowIssue(row: unknown): { path: (string | number)[]; message: string } | null {
+  if (typeof row !== "object" || row === null || Array.isArray(row)) return { path: [], message: `expected an object keyed by input name, got ${Array.isArray(row) ? "array" : describeKind(row)}` };
+  for (const [name, value] of Object.entries(row)) {
+    const issue = tensorValueIssue(value);
+    if (issue) return { path: [name, ...issue.path], message: issue.message };
+  }
+  return null;
+}
+
+/**
+ * A request's rows (a JSON job's or a predict request's `inputs`): at least one, each an object of
+ * tensor values (TensorRow). Checked by one loop that stops after MAX_ROW_LIST_ISSUES bad rows rather
+ * than by an array of TensorRowSchema, whose issue per bad row overflowed zod's stack when merging
+ * a million of them (a 500 instead of a 422). Each row's fit to the model is checked by validateRow.
+ */
+export function tensorRowList(emptyMessage: string): z.ZodType<TensorRow[]> {
+  return z
+    .array(z.unknown())
+    .min(1, emptyMessage)
+    .superRefine((rows, ctx) => {
+      let reported = 0;
+      for (let index = 0; index < rows.length && reported < MAX_ROW_LIST_ISSUES; index++) {
+        const issue = tensorRowIssue(rows[index]);
+        if (!issue) continue;
+        ctx.addIssue({ code: "custom", path: [index, ...issue.path], message: issue.message });
+        reported++;
+      }
+    })
+    .openapi({ type: "array", items: { $ref: "#/components/schemas/TensorRow" } }) as unknown as z.ZodType<TensorRow[]>;
+}
+
 /** Why a single row failed; stored with the row and returned with its results. */
 export const RowErrorSchema = z
   .object({

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { PredictRowResult, TensorRow } from "@coalesce/contracts";
 import { SingleFlight, type ModelVersionRecord } from "@coalesce/db";
@@ -72,7 +73,8 @@ export class PredictService {
     this.#settings = options.settings;
     this.#metrics = options.metrics;
     this.#logger = options.logger;
-    this.#replies = new PredictReplies(options.redis, options.prefix, `${hostname()}:${process.pid}:${Date.now().toString(36)}`);
+    // Unique per instance: two in one process (tests, or two apps) must not read each other's answers.
+    this.#replies = new PredictReplies(options.redis, options.prefix, `${hostname()}:${process.pid}:${randomBytes(6).toString("hex")}`);
     this.#replies.subscribe().catch(() => {});
     this.#cache = new PredictCache(options.cacheRedis, options.prefix, options.settings.cache);
   }
@@ -160,11 +162,24 @@ export class PredictService {
         `the workers have more than PREDICT_MAX_BACKLOG_ROWS (${this.#settings.maxBacklogRows}) rows waiting; retry in 5 s, or submit a job for bulk work`,
       );
     }
-    const reply = await answer;
+    // The workers may all stop while the request waits (their heartbeats go stale within
+    // STALLED_TAKEOVER_MS): then it is answered 503 as soon as that is seen, not at the timeout.
+    let workersGone = false;
+    const watch = setInterval(() => {
+      this.#liveWorkers().then(
+        (count) => {
+          if (count > 0) return;
+          workersGone = true;
+          cancel();
+        },
+        () => {},
+      );
+    }, WORKERS_TTL_MS);
+    const reply = await answer.finally(() => clearInterval(watch));
     if (!reply) {
       // Nobody answered: the workers may all have stopped meanwhile (then retrying later helps).
       this.#workers = undefined;
-      if ((await this.#liveWorkers().catch(() => 0)) === 0) {
+      if (workersGone || (await this.#liveWorkers().catch(() => 0)) === 0) {
         throw new ApiError("service_unavailable", "the worker running the request stopped and no other is running; retry in 5 s");
       }
       throw new ApiError("timeout", `no answer within PREDICT_TIMEOUT_MS (${this.#settings.timeoutMs} ms); the workers are busy or stalled, retry, or submit a job`);

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { WEBHOOK_EVENT_TYPES, WebhookEventBodySchema } from "@coalesce/contracts";
+import { TensorRowSchema, WEBHOOK_EVENT_TYPES, WebhookEventBodySchema } from "@coalesce/contracts";
 import { z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
@@ -48,6 +48,8 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
     // Every /v1 route; the health routes clear it with `security: []`.
     security: [{ bearerAuth: [] }],
   });
+  // Rows are checked by a loop, not a schema per row (see tensorRowList); the document still types them.
+  app.openAPIRegistry.register("TensorRow", TensorRowSchema);
   app.openAPIRegistry.registerComponent("securitySchemes", "bearerAuth", {
     type: "http",
     scheme: "bearer",
