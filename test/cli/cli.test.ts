@@ -1,19 +1,18 @@
 // The `coalesce` command as a user runs it: a child process talking to real API and worker
 // processes (started as `npm start` starts them) on this test's own schema and queue prefix.
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createClient, type CoalesceClient } from "@coalesce/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
+import { runCli, type CliRun } from "../support/cli.ts";
 import { readReference } from "../support/fixtures.ts";
 import { irisRows } from "../support/http.ts";
 import { createTestServices, TEST_WEBHOOK_ENV, type TestServices } from "../support/services.ts";
 import { verifyWebhook, WebhookReceiver } from "../support/webhook-receiver.ts";
 
 const KEY = "csk_cli_0123456789abcdef";
-const CLI = path.join(ROOT, "apps/cli/bin/coalesce.mjs");
 let services: TestServices;
 let processes: ServiceProcess[] = [];
 let baseUrl: string;
@@ -21,23 +20,11 @@ let client: CoalesceClient;
 let tmp: string;
 let output = "";
 
-type Run = { code: number | null; stdout: string; stderr: string };
+type Run = CliRun;
 
 /** `coalesce ...args` from the repository root, pointed at the test's API unless `env` says otherwise. */
 function coalesce(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, COALESCE_URL: baseUrl, COALESCE_API_KEY: KEY, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCli(args, { COALESCE_URL: baseUrl, COALESCE_API_KEY: KEY, ...env });
 }
 
 /** What a user sees of a failure: exit 1, one `error:` line first, never a stack trace. */

@@ -1,18 +1,16 @@
 // `coalesce predict` as a user runs it: a child process talking to real API and worker processes
 // (started as `npm start` starts them) on this test's own schema and queue prefix.
-import { spawn } from "node:child_process";
-import path from "node:path";
 import { CoalesceApiError, createClient, type CoalesceClient, type Prediction } from "@coalesce/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatPrediction } from "../../apps/cli/src/commands/predict.ts";
 import { formatOutputValue } from "../../apps/cli/src/format.ts";
 import { buildOnnxModel } from "../../packages/models/src/tiny-onnx.ts";
-import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
+import { API_MAIN, freePort, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
+import { runCli, type CliRun } from "../support/cli.ts";
 import { readFeatureCsv, readModel, readReference, type Reference } from "../support/fixtures.ts";
 import { createTestServices, type TestServices } from "../support/services.ts";
 
 const KEY = "csk_cli_predict_0123456789abcdef";
-const CLI = path.join(ROOT, "apps/cli/bin/coalesce.mjs");
 let services: TestServices;
 let processes: ServiceProcess[] = [];
 let baseUrl: string;
@@ -21,24 +19,11 @@ let features: number[][];
 let reference: Reference[];
 let output = "";
 
-type Run = { code: number | null; stdout: string; stderr: string };
+type Run = CliRun;
 
 /** `coalesce ...args` from the repository root, with `stdin` piped in (else an empty stdin). */
 function coalesce(args: string[], stdin = ""): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, COALESCE_URL: baseUrl, COALESCE_API_KEY: KEY },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(stdin);
-  });
+  return runCli(args, { COALESCE_URL: baseUrl, COALESCE_API_KEY: KEY }, stdin);
 }
 
 /** What a user sees of a failure: the exit status, one `error:` line first, never a stack trace. */

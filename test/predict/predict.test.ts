@@ -12,7 +12,7 @@ import { irisInputs, irisTenant, useIrisSuite } from "../support/iris-suite.ts";
 import { readFeatureCsv, readModel } from "../support/fixtures.ts";
 import { errorFields, expectJson, expectProblem, get, submitJob, uploadModel, waitForJob } from "../support/http.ts";
 import { createTestApi, createTestServices, REDIS_URL, type TestApi, type TestServices } from "../support/services.ts";
-import { predictBacklogKey, readWorkerMetric, waitUntil } from "../support/predict.ts";
+import { addModel, predictBacklogKey, readWorkerMetric, waitUntil } from "../support/predict.ts";
 import { startTestWorker } from "../support/worker.ts";
 
 type Row = Record<string, unknown>;
@@ -45,15 +45,6 @@ function freshRows(seed: number, count: number): { features: number[] }[] {
   return Array.from({ length: count }, (_, i) => ({ features: [4 + ((seed * 7919 + i) % 997) / 331, 3.1, 1 + (seed % 50) / 10, 0.2 + i / 1000] }));
 }
 
-/** `y = a + b` over [batch, n] and [batch, m]: rows check out one by one, but unequal lengths cannot be added. */
-const addModel = buildOnnxModel({
-  inputs: [
-    { name: "a", type: "float32", shape: ["batch", "n"] },
-    { name: "b", type: "float32", shape: ["batch", "m"] },
-  ],
-  outputs: [{ name: "y", type: "float32", shape: ["batch", "k"] }],
-  nodes: [{ opType: "Add", inputs: ["a", "b"], outputs: ["y"] }],
-});
 
 /** `y = -x` over [batch, 4]: answers unlike the identity over the same rows. */
 const negateModel = buildOnnxModel({

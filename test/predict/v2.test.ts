@@ -2,7 +2,8 @@
 // engine as /v1 predict, tensors out; and every error in the protocol's `{"error": "..."}` form.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
-import { buildIdentityModel, buildOnnxModel } from "../../packages/models/src/tiny-onnx.ts";
+import { buildIdentityModel } from "../../packages/models/src/tiny-onnx.ts";
+import { addModel } from "../support/predict.ts";
 import { expectJson, requestJson, uploadModel } from "../support/http.ts";
 import { irisInputs, useIrisSuite } from "../support/iris-suite.ts";
 import { createTestApi, createTestServices } from "../support/services.ts";
@@ -10,15 +11,6 @@ import { startTestWorker } from "../support/worker.ts";
 
 const suite = useIrisSuite("predict-v2");
 
-/** `y = a + b` with open dimensions, so inputs of sizes that do not broadcast fail at inference, not at validation. */
-const addModel = buildOnnxModel({
-  inputs: [
-    { name: "a", type: "float32", shape: ["batch", "n"] },
-    { name: "b", type: "float32", shape: ["batch", "m"] },
-  ],
-  outputs: [{ name: "y", type: "float32", shape: ["batch", "k"] }],
-  nodes: [{ opType: "Add", inputs: ["a", "b"], outputs: ["y"] }],
-});
 let worker: RunningWorker;
 beforeAll(async () => {
   expect((await uploadModel(suite.api, suite.auth, "ids", buildIdentityModel("int64", ["batch", 2]))).status).toBe(201);

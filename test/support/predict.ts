@@ -1,3 +1,4 @@
+import { buildOnnxModel } from "../../packages/models/src/tiny-onnx.ts";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
 
 /** Where the predict scripts keep the rows submitted and not yet answered (see packages/queue/src/predict-requests.ts). */
@@ -40,3 +41,16 @@ export async function waitUntil(what: string, probe: () => Promise<boolean>, tim
     await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
 }
+
+/**
+ * `y = a + b` over [batch, n] and [batch, m], open dimensions: each row passes validation, and one
+ * whose two lengths do not broadcast fails in onnxruntime (a row's own inference error).
+ */
+export const addModel = buildOnnxModel({
+  inputs: [
+    { name: "a", type: "float32", shape: ["batch", "n"] },
+    { name: "b", type: "float32", shape: ["batch", "m"] },
+  ],
+  outputs: [{ name: "y", type: "float32", shape: ["batch", "k"] }],
+  nodes: [{ opType: "Add", inputs: ["a", "b"], outputs: ["y"] }],
+});

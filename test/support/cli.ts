@@ -1,0 +1,29 @@
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { ROOT } from "../../scripts/processes.ts";
+
+const CLI = path.join(ROOT, "apps/cli/bin/coalesce.mjs");
+
+/** What a run of the command left: its exit status and everything it printed. */
+export type CliRun = { code: number | null; stdout: string; stderr: string };
+
+/**
+ * `coalesce ...args` as a user runs it, from the repository root, with `env` added to this
+ * process' environment and `stdin` piped in (an empty stdin when it is left out).
+ */
+export function runCli(args: string[], env: Record<string, string>, stdin?: string): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: [stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout?.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
+    if (stdin !== undefined) child.stdin?.end(stdin);
+  });
+}
