@@ -16,9 +16,17 @@
 //   6. end to end against raw onnxruntime at the batch size each run achieved, measured in the same
 //      round as the run (this shared machine's speed drifts by tens of percent within minutes);
 //   7. fairness: single-row jobs sent every 100 ms while one 20,000-row batch-lane job runs: their
-//      latency, and that job's own rows/s.
-// Prints a table and writes bench/results/batching.json. `--jobs N` sets the coalescing rows per
-// load over all rounds (a third of that for MAX_BATCH_ROWS=1, four times that for 64-row jobs).
+//      latency, and that job's own rows/s;
+//   8. predict now (bench/predict.ts): single-row POST /v1/models/{name}/predict with
+//      `Cache-Control: no-cache` (the model runs) at 1, 64 and 256 in flight, in the same rounds as
+//      the job loads and against raw onnxruntime at the batch they achieved; cached answers (the
+//      same few rows asked again), 64 in flight and one at a time; a lone iris request at a time.
+//      Latency is the client's (request sent to answer read), the mean batch and the time inside
+//      the API and the worker come from their /metrics.
+// Prints a table, each issue target with whether it is met, and writes bench/results/batching.json.
+// `--jobs N` sets the coalescing rows per load over all rounds (a third of that for
+// MAX_BATCH_ROWS=1, four times that for 64-row jobs; as many predict rows as coalescing rows, a
+// fifteenth of that one at a time). `--only jobs|predict` runs only those loads.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -33,6 +41,7 @@ import { Pool } from "undici";
 import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
 import { cpuPerJob, snapshotCpu } from "./cpu.ts";
 import { openBench, registerModel, type Bench } from "./harness.ts";
+import { makePredictBodies, predictRecord, scrape, sendPredicts, servedTotals, warmCache, warmPredict, type PredictLoad, type ServedMs } from "./predict.ts";
 import { writeResults } from "./results.ts";
 
 const { values: args } = parseArgs({
@@ -41,8 +50,14 @@ const { values: args } = parseArgs({
     "max-batch": { type: "string", default: "256" },
     models: { type: "string", default: "mlp_wide,heavy" },
     rounds: { type: "string", default: "3" },
+    only: { type: "string" },
   },
 });
+if (args.only !== undefined && args.only !== "jobs" && args.only !== "predict") {
+  throw new Error(`--only takes "jobs" or "predict", got "${args.only}"; leave it out to run both`);
+}
+const RUN_JOBS = args.only !== "predict";
+const RUN_PREDICT = args.only !== "jobs";
 const ROUNDS = Math.max(1, Number(args.rounds));
 const JOBS = Number(args.jobs);
 const MAX_BATCH = Number(args["max-batch"]);
@@ -59,6 +74,23 @@ const LOADS: Load[] = [
   // Coalescing off would take minutes here and says nothing new: batch 1 is batch 1.
   { name: MANY_ROWS_LOAD, rowsPerJob: 64, concurrency: 16, both: false, share: 4 },
 ];
+
+/** Single-row predict requests with `concurrency` in flight, `share` of --jobs rows over all rounds. */
+const PREDICT_LOADS = [
+  { name: "c=1", concurrency: 1, share: 1 / 15 },
+  { name: "c=64", concurrency: 64, share: 1 },
+  { name: "c=256", concurrency: 256, share: 1 },
+];
+/** Distinct rows of the cache-hit loads: few enough that every one is in the cache, asked many times each. */
+const CACHED_ROWS = 8;
+const CACHE_HIT_LOADS = [
+  { name: "cache hit, c=64", concurrency: 64, requests: 5000 },
+  { name: "cache hit, one at a time", concurrency: 1, requests: 1000 },
+];
+/** Lone iris requests, one at a time: the service's own latency, the model's run being tiny. */
+const LONE_IRIS_REQUESTS = 1000;
+/** The issue's targets for predict, checked on every run. */
+const PREDICT_TARGETS = { vsJobsAt256X: 5, vsRawPct: 60, loneIrisP50Ms: 3, cacheHitP50Ms: 1 };
 
 async function loadModel(name: string): Promise<Uint8Array> {
   if (name === "heavy") return buildRandomMlp([64, 4096, 4096, 10]);
@@ -132,10 +164,12 @@ async function startWorker(bench: Bench, env: Record<string, string>): Promise<{
   return { worker, metricsPort };
 }
 
-/** The worst event-loop delay since the last scrape (prom-client resets it on each scrape). */
+/** The worst event-loop delay since the previous scrape, from a scrape's text (prom-client resets it on each scrape). */
+const eventLoopMaxMsOf = (metricsText: string) => Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(metricsText)?.[1] ?? Number.NaN) * 1000;
+
+/** The worst event-loop delay since the last scrape. */
 async function eventLoopMaxMs(port: number): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  return Number(/^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text)?.[1] ?? Number.NaN) * 1000;
+  return eventLoopMaxMsOf(await scrape(port));
 }
 
 // The load generator shares the 2 cores with the service, so it uses undici's request API on a
@@ -279,12 +313,108 @@ async function besideRun(bench: Bench, model: string, bulk: string): Promise<str
   return ids;
 }
 
-/** One mode of one load: each round's record, CPU per row and worst event-loop delay, and raw onnxruntime beside it. */
-type Entry = { records: RunRecord[]; cpu: Record<string, number>[]; eventLoopMs: number[]; rawAtAchieved: number[] };
+/**
+ * One mode of one load: each round's record, CPU per row and worst event-loop delay, and raw
+ * onnxruntime beside it; for predict loads also where the time went inside the services.
+ */
+type Entry = { records: RunRecord[]; cpu: Record<string, number>[]; eventLoopMs: number[]; rawAtAchieved: number[]; served: ServedMs[] };
+
+const newEntry = (): Entry => ({ records: [], cpu: [], eventLoopMs: [], rawAtAchieved: [], served: [] });
+
+/** A row of the 64-feature models (mlp_wide and the heavy one). */
+const randomRow = () => ({ x: Array.from({ length: 64 }, () => Math.random()) });
+
+type Pids = { api: number | undefined; worker: number | undefined };
+
+/**
+ * One predict load, recorded into `entry` as a job load is: the client's timings and rows/s, CPU
+ * per row, the worker's worst event-loop delay, and from both processes' metrics the mean batch
+ * and the time spent inside them.
+ */
+async function measurePredict(bench: Bench, port: number, pids: Pids, load: PredictLoad, entry: Entry): Promise<RunRecord> {
+  const scrapeBoth = async () => {
+    const [worker, api] = await Promise.all([scrape(port), scrape(bench.baseUrl)]);
+    return servedTotals(worker, api, load.model);
+  };
+  // The worker's scrape also starts a fresh worst event-loop delay, as eventLoopMaxMs does for jobs.
+  const before = await scrapeBoth();
+  const cpuBefore = await snapshotCpu(pids);
+  const sent = await sendPredicts(http(bench), bench, load);
+  const cpuAfter = await snapshotCpu(pids);
+  const workerText = await scrape(port);
+  const after = servedTotals(workerText, await scrape(bench.baseUrl), load.model);
+  const record = predictRecord(sent, before, after);
+  entry.records.push(record);
+  entry.cpu.push(cpuPerJob(cpuBefore, cpuAfter, load.count));
+  entry.eventLoopMs.push(eventLoopMaxMsOf(workerText));
+  entry.served.push(record.servedMs);
+  return record;
+}
+
+/** The table rows of one model's runs: each mode and load over its rounds. */
+function summarizeRuns(model: string, runs: Map<string, Entry>): Record<string, unknown>[] {
+  const rows: Record<string, unknown>[] = [];
+  for (const [key, entry] of runs) {
+    const [mode = "", load = ""] = key.split("|");
+    const cpu: Record<string, number> = {};
+    for (const part of entry.cpu) for (const [name, value] of Object.entries(part)) cpu[name] = (cpu[name] ?? 0) + value / entry.cpu.length;
+    const served: Record<string, number> = {};
+    for (const part of entry.served) for (const [name, value] of Object.entries(part)) served[name] = (served[name] ?? 0) + value / entry.served.length;
+    // End to end against raw onnxruntime at the batch each round achieved, round by round.
+    const vsRaw = entry.rawAtAchieved.map((rawRows, i) => (100 * (entry.records[i]?.rows_s ?? 0)) / rawRows);
+    const latencies = entry.records.flatMap((r) => r.latencies);
+    const row = {
+      model,
+      mode,
+      load,
+      ...combine(entry.records),
+      // The client's mean: beside the services' own means below, the rest is HTTP over loopback and the client.
+      ...(entry.served.length > 0 ? { mean_ms: Math.round((latencies.reduce((sum, l) => sum + l, 0) / latencies.length) * 1000) / 1000 } : {}),
+      worst_event_loop_ms: entry.eventLoopMs.length > 0 ? round1(Math.max(...entry.eventLoopMs)) : null,
+      ...(vsRaw.length > 0 ? { raw_at_achieved_rows_s: Math.round(median(entry.rawAtAchieved)), e2e_vs_raw_pct: Math.round(median(vsRaw)) } : {}),
+      ...Object.fromEntries(Object.entries(cpu).map(([name, value]) => [name, Math.round(value * 100) / 100])),
+      ...Object.fromEntries(Object.entries(served).map(([name, value]) => [name, Math.round(value * 1000) / 1000])),
+    };
+    rows.push(row);
+    console.log(row);
+  }
+  return rows;
+}
+
+/** Lone iris predict requests, one at a time, on a worker of their own: the service's latency when the model costs nothing. */
+async function loneIrisRun(bench: Bench): Promise<Record<string, unknown>[]> {
+  await registerModel(bench, "iris", new Uint8Array(await readFile(path.join(ROOT, "fixtures/iris.onnx"))));
+  const csv = (await readFile(path.join(ROOT, "fixtures/iris.csv"), "utf8")).trim().split("\n").slice(1);
+  // row_id, the four features, target.
+  const rows = csv.map((line) => ({ features: line.split(",").slice(1, 5).map(Number) }));
+  let next = 0;
+  const bodies = makePredictBodies(() => rows[next++ % rows.length], rows.length);
+  const { worker, metricsPort } = await startWorker(bench, { MAX_BATCH_ROWS: String(MAX_BATCH), MAX_BATCH_DELAY_MS: "5" });
+  const runs = new Map<string, Entry>();
+  try {
+    const port = await metricsPort;
+    await warmPredict(http(bench), bench, "iris", bodies[0] as string);
+    const entry = newEntry();
+    await measurePredict(bench, port, { api: bench.api.child.pid, worker: worker.child.pid }, { model: "iris", bodies, count: LONE_IRIS_REQUESTS, concurrency: 1, cacheControl: "no-cache", expectCache: "miss" }, entry);
+    runs.set("predict|lone request, one at a time", entry);
+  } finally {
+    await stopProcess(worker);
+  }
+  return summarizeRuns("iris", runs);
+}
+
+/** One issue target: its measured value, the goal, and whether it is met. */
+type Target = { target: string; model: string; value: number | null; goal: string; met: boolean | null };
+
+function checkTarget(target: string, model: string, value: number | null | undefined, goal: number, atLeast: boolean): Target {
+  const known = value !== null && value !== undefined && Number.isFinite(value);
+  return { target, model, value: known ? value : null, goal: `${atLeast ? ">=" : "<="} ${goal}`, met: known ? (atLeast ? value >= goal : value <= goal) : null };
+}
 
 async function main(): Promise<void> {
   const bench = await openBench();
   const results: Record<string, unknown>[] = [];
+  const targets: Target[] = [];
   try {
     for (const model of String(args.models).split(",")) {
       const bytes = await loadModel(model);
@@ -305,21 +435,28 @@ async function main(): Promise<void> {
         { name: "MAX_BATCH_ROWS=1", model: `${model}-b1`, share: 1 / 3 },
       ];
       await registerModel(bench, model, bytes);
-      await registerModel(bench, `${model}-b1`, bytes, "max_batch_rows=1&max_batch_delay_ms=0");
+      if (RUN_JOBS) await registerModel(bench, `${model}-b1`, bytes, "max_batch_rows=1&max_batch_delay_ms=0");
 
       const { worker, metricsPort } = await startWorker(bench, { MAX_BATCH_ROWS: String(MAX_BATCH), MAX_BATCH_DELAY_MS: "5" });
       const runs = new Map<string, Entry>();
       try {
         const port = await metricsPort;
-        // Warm up: each model loads on its first job.
-        for (const mode of modes) await recordOf(bench, await loadRun(bench, makeBodies(mode.model, 1, 16), 16, 16));
+        // Warm up: each model loads on its first job (or predict request).
+        if (RUN_JOBS) for (const mode of modes) await recordOf(bench, await loadRun(bench, makeBodies(mode.model, 1, 16), 16, 16));
+        if (RUN_PREDICT) await warmPredict(http(bench), bench, model, makePredictBodies(randomRow, 1)[0] as string);
         const pids = { api: bench.api.child.pid, worker: worker.child.pid };
-        const plan = LOADS.flatMap((load) =>
+        const plan = (RUN_JOBS ? LOADS : []).flatMap((load) =>
           modes.filter((mode) => load.both || mode.name === "coalescing").map((mode) => {
             const jobs = Math.ceil((JOBS * mode.share * load.share) / load.rowsPerJob / ROUNDS);
             return { load, mode, jobs, bodies: makeBodies(mode.model, load.rowsPerJob, Math.min(jobs, 2048)) };
           }),
         );
+        // `no-cache`: every request runs the model (and stores its answer, as such a request does).
+        const predictPlan = (RUN_PREDICT ? PREDICT_LOADS : []).map(({ name, concurrency, share }) => {
+          const count = Math.ceil((JOBS * share) / ROUNDS);
+          const load: PredictLoad = { model, bodies: makePredictBodies(randomRow, Math.min(count, 2048)), count, concurrency, cacheControl: "no-cache", expectCache: "miss" };
+          return { name, load };
+        });
         for (let round = 1; round <= ROUNDS; round++) {
           for (const { load, mode, jobs, bodies } of plan) {
             await eventLoopMaxMs(port);
@@ -327,7 +464,7 @@ async function main(): Promise<void> {
             const ids = await loadRun(bench, bodies, jobs, load.concurrency);
             const record = await recordOf(bench, ids);
             const key = `${mode.name}|${load.name}`;
-            const entry = runs.get(key) ?? { records: [], cpu: [], eventLoopMs: [], rawAtAchieved: [] };
+            const entry = runs.get(key) ?? newEntry();
             entry.records.push(record);
             entry.cpu.push(cpuPerJob(cpuBefore, await snapshotCpu(pids), ids.length * load.rowsPerJob));
             entry.eventLoopMs.push(await eventLoopMaxMs(port));
@@ -336,43 +473,50 @@ async function main(): Promise<void> {
             runs.set(key, entry);
             console.log(`${model} round ${round}/${ROUNDS} ${mode.name} ${load.name}: ${record.rows_s} rows/s`);
           }
+          for (const { name, load } of predictPlan) {
+            const key = `predict|${name}`;
+            const entry = runs.get(key) ?? newEntry();
+            const record = await measurePredict(bench, port, pids, load, entry);
+            entry.rawAtAchieved.push(await rawLimit(runners, Math.max(1, Math.round(meanBatch([record]))), 1.5));
+            runs.set(key, entry);
+            console.log(`${model} round ${round}/${ROUNDS} predict ${name}: ${record.rows_s} rows/s, mean batch ${round1(meanBatch([record]))}`);
+          }
         }
-        await eventLoopMaxMs(port);
-        const lowLoad = await recordOf(bench, await lowLoadRun(bench, model, 100));
-        // At low load the CPU goes to waiting, not to jobs: no CPU per row.
-        runs.set("coalescing|low load", { records: [lowLoad], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)], rawAtAchieved: [] });
-        // Fairness: the same lone rows (interactive lane) while one big job (batch lane) runs.
-        const bulk = await submit(bench, makeBodies(model, BULK_ROWS, 1)[0] as string);
-        const beside = await recordOf(bench, await besideRun(bench, model, bulk));
-        runs.set(`coalescing|${BULK_ROWS_LOAD}`, { records: [await recordOf(bench, [bulk])], cpu: [], eventLoopMs: [], rawAtAchieved: [] });
-        runs.set(`coalescing|1 row every ${BESIDE_EVERY_MS} ms beside it`, { records: [beside], cpu: [], eventLoopMs: [await eventLoopMaxMs(port)], rawAtAchieved: [] });
+        if (RUN_JOBS) {
+          await eventLoopMaxMs(port);
+          const lowLoad = await recordOf(bench, await lowLoadRun(bench, model, 100));
+          // At low load the CPU goes to waiting, not to jobs: no CPU per row.
+          runs.set("coalescing|low load", { ...newEntry(), records: [lowLoad], eventLoopMs: [await eventLoopMaxMs(port)] });
+          // Fairness: the same lone rows (interactive lane) while one big job (batch lane) runs.
+          const bulk = await submit(bench, makeBodies(model, BULK_ROWS, 1)[0] as string);
+          const beside = await recordOf(bench, await besideRun(bench, model, bulk));
+          runs.set(`coalescing|${BULK_ROWS_LOAD}`, { ...newEntry(), records: [await recordOf(bench, [bulk])] });
+          runs.set(`coalescing|1 row every ${BESIDE_EVERY_MS} ms beside it`, { ...newEntry(), records: [beside], eventLoopMs: [await eventLoopMaxMs(port)] });
+        }
+        if (RUN_PREDICT) {
+          // The same few rows asked again and again: every answer from the cache, no model run.
+          const cached = makePredictBodies(randomRow, CACHED_ROWS);
+          await warmCache(http(bench), bench, model, cached);
+          for (const { name, concurrency, requests } of CACHE_HIT_LOADS) {
+            const entry = newEntry();
+            await measurePredict(bench, port, pids, { model, bodies: cached, count: requests, concurrency, expectCache: "hit" }, entry);
+            runs.set(`predict|${name}`, entry);
+          }
+        }
       } finally {
         await stopProcess(worker);
       }
       for (const runner of runners) await runner.release();
-      for (const [key, entry] of runs) {
-        const [mode = "", load = ""] = key.split("|");
-        const cpu: Record<string, number> = {};
-        for (const part of entry.cpu) for (const [name, value] of Object.entries(part)) cpu[name] = (cpu[name] ?? 0) + value / entry.cpu.length;
-        // End to end against raw onnxruntime at the batch each round achieved, round by round.
-        const vsRaw = entry.rawAtAchieved.map((rawRows, i) => (100 * (entry.records[i]?.rows_s ?? 0)) / rawRows);
-        const row = {
-          model,
-          mode,
-          load,
-          ...combine(entry.records),
-          worst_event_loop_ms: entry.eventLoopMs.length > 0 ? round1(Math.max(...entry.eventLoopMs)) : null,
-          ...(vsRaw.length > 0 ? { raw_at_achieved_rows_s: Math.round(median(entry.rawAtAchieved)), e2e_vs_raw_pct: Math.round(median(vsRaw)) } : {}),
-          ...Object.fromEntries(Object.entries(cpu).map(([name, value]) => [name, Math.round(value * 100) / 100])),
-        };
-        results.push(row);
-        console.log(row);
-      }
-      const coalesced = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === "c=256") as (RunStats & { e2e_vs_raw_pct?: number }) | undefined;
-      const single = results.find((r) => r.model === model && r.mode === "MAX_BATCH_ROWS=1" && r.load === "c=256") as RunStats | undefined;
-      const manyRows = results.find((r) => r.model === model && r.mode === "coalescing" && r.load === MANY_ROWS_LOAD) as { e2e_vs_raw_pct?: number } | undefined;
+      results.push(...summarizeRuns(model, runs));
+      const find = (mode: string, load: string) => results.find((r) => r.model === model && r.mode === mode && r.load === load) as (RunStats & { e2e_vs_raw_pct?: number }) | undefined;
+      const coalesced = find("coalescing", "c=256");
+      const single = find("MAX_BATCH_ROWS=1", "c=256");
+      const manyRows = find("coalescing", MANY_ROWS_LOAD);
+      const predicted = find("predict", "c=256");
+      const cacheHit = find("predict", "cache hit, one at a time");
       // Each round's own ratio too: both sides of a round ran back to back.
-      const ratios = (coalesced?.rows_s_by_round ?? []).map((rows, i) => round1(rows / (single?.rows_s_by_round[i] ?? Number.NaN)));
+      const byRound = (a: RunStats | undefined, b: RunStats | undefined) => (a && b ? a.rows_s_by_round : []).map((rows, i) => round1(rows / (b?.rows_s_by_round[i] ?? Number.NaN)));
+      const predictVsJobs = predicted && coalesced ? round1(predicted.rows_s / coalesced.rows_s) : null;
       const summary = {
         model,
         raw_provider: provider,
@@ -383,13 +527,37 @@ async function main(): Promise<void> {
         // onnxruntime's own gain from batching on this machine: what coalescing's ratio can at best approach.
         [`raw_batch${MAX_BATCH}_vs_batch1_x`]: round1(raw.batchMax / raw.batch1),
         coalescing_vs_batch1_x: coalesced && single ? round1(coalesced.rows_s / single.rows_s) : null,
-        coalescing_vs_batch1_x_by_round: ratios.join(" "),
+        coalescing_vs_batch1_x_by_round: byRound(coalesced, single).join(" "),
         e2e_vs_raw_at_achieved_pct: coalesced?.e2e_vs_raw_pct ?? null,
         e2e_vs_raw_64_rows_per_job_pct: manyRows?.e2e_vs_raw_pct ?? null,
+        ...(RUN_PREDICT
+          ? {
+              predict_vs_jobs_c256_x: predictVsJobs,
+              predict_vs_jobs_c256_x_by_round: byRound(predicted, coalesced).join(" "),
+              predict_vs_raw_at_achieved_pct: predicted?.e2e_vs_raw_pct ?? null,
+              predict_c256_mean_batch: predicted?.mean_batch ?? null,
+              cache_hit_p50_ms: cacheHit?.p50_ms ?? null,
+            }
+          : {}),
       };
       results.push(summary);
       console.log(summary);
+      if (RUN_PREDICT) {
+        targets.push(
+          checkTarget("predict@256 rows/s vs single-row jobs@256 (x)", model, predictVsJobs, PREDICT_TARGETS.vsJobsAt256X, true),
+          checkTarget("predict@256 vs raw onnxruntime at its batch (%)", model, predicted?.e2e_vs_raw_pct, PREDICT_TARGETS.vsRawPct, true),
+          checkTarget("cache hit p50, one at a time (ms)", model, cacheHit?.p50_ms, PREDICT_TARGETS.cacheHitP50Ms, false),
+        );
+      }
     }
+    if (RUN_PREDICT) {
+      const [lone] = await loneIrisRun(bench);
+      if (lone) {
+        results.push(lone);
+        targets.push(checkTarget("lone predict p50, one at a time (ms)", "iris", lone.p50_ms as number, PREDICT_TARGETS.loneIrisP50Ms, false));
+      }
+    }
+    results.push(...targets);
     console.log("");
     const runRows = results.filter((r) => "mode" in r);
     console.table(runRows.map(({ model, mode, load, provider, rows_s, rows_s_by_round, p50_ms, p95_ms, p99_ms, mean_batch, worst_event_loop_ms, e2e_vs_raw_pct }) =>
@@ -400,7 +568,19 @@ async function main(): Promise<void> {
       console.table(runRows.map(({ model, mode, load, api_cpu_ms, worker_loop_cpu_ms, worker_threads_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms }) =>
         ({ model, mode, load, api_cpu_ms, worker_loop_cpu_ms, worker_threads_cpu_ms, postgres_cpu_ms, redis_cpu_ms, client_cpu_ms })));
     }
-    console.table(results.filter((r) => !("mode" in r)));
+    const predictRows = runRows.filter((r) => r.mode === "predict");
+    if (predictRows.length > 0) {
+      // Where a predict request's time goes: the client's mean against the API's own (routing to response,
+      // and the part from validated to answered), and per onnxruntime run the batch's wait and the run.
+      console.log("Predict, mean ms (client: request sent to answer read; the rest from the API's and the worker's /metrics):");
+      console.table(predictRows.map(({ model, load, mean_ms, api_request_mean_ms, api_predict_mean_ms, batch_wait_mean_ms, onnx_run_mean_ms, runs }) =>
+        ({ model, load, client_mean_ms: mean_ms, api_request_mean_ms, api_predict_mean_ms, batch_wait_mean_ms, onnx_run_mean_ms, runs_per_round: runs })));
+    }
+    console.table(results.filter((r) => !("mode" in r) && !("target" in r)));
+    if (targets.length > 0) {
+      console.log("Predict targets (issue 14), this run:");
+      console.table(targets);
+    }
     console.log(`written to ${await writeResults("batching", results)}`);
   } finally {
     await pool?.close();
