@@ -26,6 +26,7 @@ export function createWorkerMetrics(queue: PredictQueue) {
     runTime: new Histogram({ name: "coalesce_onnx_run_ms", help: "onnxruntime time per batch", labelNames: laneLabelNames, buckets: MS_BUCKETS, registers: [registry] }),
     rows: new Counter({ name: "coalesce_rows_scored_total", help: "Rows scored, by outcome (rate() gives rows/s)", labelNames: [...labelNames, "outcome"], registers: [registry] }),
     predictRows: new Counter({ name: "coalesce_predict_rows_total", help: "Predict rows answered by this worker, by outcome", labelNames: [...labelNames, "outcome"], registers: [registry] }),
+    predictWait: new Histogram({ name: "coalesce_predict_queue_wait_ms", help: "How long a predict request waited in Redis, from its API's submit to this worker's read (hosts' clocks apart)", buckets: MS_BUCKETS, registers: [registry] }),
     predictDropped: new Counter({ name: "coalesce_predict_dropped_total", help: "Predict requests dropped unrun because their caller's timeout had passed" , registers: [registry] }),
     jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames: laneLabelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
     webhookAttempts: new Counter({ name: "coalesce_webhook_attempts_total", help: "Webhook delivery attempts, by event type and outcome (delivered, failed, gone, refused)", labelNames: ["event", "outcome"], registers: [registry] }),

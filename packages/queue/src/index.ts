@@ -22,16 +22,15 @@ export {
 export { registerQueueGauge } from "./metrics.ts";
 export { JobFinishedEvents, publishJobFinished, publishJobsFinished } from "./job-events.ts";
 export {
-  ackPredict,
+  answerPredicts,
   claimFromDead,
   ensurePredictGroup,
   leavePredictGroup,
   predictBacklog,
   PredictReplies,
-  publishPredictReply,
   readPredicts,
   replyChannel,
-  submitPredict,
+  submitPredicts,
   type PredictMessage,
   type PredictReply,
   type ReceivedPredict,

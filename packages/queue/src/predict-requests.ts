@@ -4,9 +4,11 @@ import type { Redis } from "ioredis";
 /**
  * The synchronous predict path through Redis, with no Postgres write per request.
  *
- *   API:    SUBMIT (one Lua call: admission against the backlog, then XADD to a stream)
- *   worker: XREADGROUP from the stream (many requests per read), rows into the batchers,
- *           PUBLISH the answer on the requesting API process' own channel, ACK (XACK + XDEL)
+ *   API:    SUBMIT (one Lua call for the requests arriving together: admission against the
+ *           backlog, then XADD each to a stream)
+ *   worker: XREADGROUP from the stream (many requests per read), rows into the batchers, then for
+ *           the requests answered together one PUBLISH per requesting API process (its own
+ *           channel) and one ACK (XACK + XDEL each)
  *
  * A Redis stream with one consumer group: each request goes to one worker, requests from every API
  * replica meet in the same stream (and so in the same batches), and the group's pending entries
@@ -42,6 +44,8 @@ export type PredictMessage = {
   replyTo: string;
   /** Epoch ms past which nobody waits for the answer: a worker drops the request unrun. */
   deadline: number;
+  /** Epoch ms when the API sent it (for the time it waited in Redis). */
+  submittedAt: number;
   /** The rows, packed (packRows of @coalesce/models) for the model version's inputs. */
   rows: Buffer;
   rowCount: number;
@@ -55,32 +59,51 @@ export type PredictReply =
   | { id: string; results: PredictRowResult[]; runRows: number[] }
   | { id: string; failure: { code: "unavailable" | "failed"; message: string } };
 
-// Admission and enqueue in one step, so two API replicas cannot both squeeze past the bound.
-// KEYS: stream, backlog. ARGV: rows, max backlog rows, then the entry's field/value pairs.
+// Admission and enqueue in one step, so two API replicas cannot both squeeze past the bound; a
+// group of requests in one call, each admitted in turn. KEYS: stream, backlog. ARGV: max backlog
+// rows, then per request its rows and its entry's FIELD_COUNT field/value pairs. Returns, per
+// request, the backlog with it in, or minus the backlog that refused it.
+const FIELD_COUNT = 7;
 const SUBMIT = `
 local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
-local rows = tonumber(ARGV[1])
-if backlog > 0 and backlog + rows > tonumber(ARGV[2]) then return -backlog end
-redis.call('INCRBY', KEYS[2], rows)
-redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
-return backlog + rows
+local max = tonumber(ARGV[1])
+local out = {}
+local i = 2
+while i <= #ARGV do
+  local rows = tonumber(ARGV[i])
+  if backlog > 0 and backlog + rows > max then
+    out[#out + 1] = -backlog
+  else
+    backlog = backlog + rows
+    redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + ${FIELD_COUNT * 2}))
+    out[#out + 1] = backlog
+  end
+  i = i + 1 + ${FIELD_COUNT * 2}
+end
+redis.call('SET', KEYS[2], backlog)
+return out
 `;
 
-// A request answered (or dropped): off the pending list and out of the stream, and its rows off the
-// backlog, once only (a request claimed from a worker thought dead may be answered twice).
-// KEYS: stream, backlog. ARGV: group, entry id, rows.
+// Requests answered (or dropped): off the pending list and out of the stream, and their rows off
+// the backlog, once only (a request claimed from a worker thought dead may be answered twice).
+// KEYS: stream, backlog. ARGV: group, then per request its entry id and rows.
 const ACK = `
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-if acked == 1 then
-  if redis.call('DECRBY', KEYS[2], ARGV[3]) < 0 then redis.call('SET', KEYS[2], 0) end
+local done = 0
+local acked = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    done = done + tonumber(ARGV[i + 1])
+    acked = acked + 1
+  end
+  redis.call('XDEL', KEYS[1], ARGV[i])
 end
+if done > 0 and redis.call('DECRBY', KEYS[2], done) < 0 then redis.call('SET', KEYS[2], 0) end
 return acked
 `;
 
 type ScriptedRedis = Redis & {
-  coalescePredictSubmit(stream: string, backlog: string, ...args: (string | number | Buffer)[]): Promise<number>;
-  coalescePredictAck(stream: string, backlog: string, group: string, entryId: string, rows: number): Promise<number>;
+  coalescePredictSubmit(stream: string, backlog: string, ...args: (string | number | Buffer)[]): Promise<number[]>;
+  coalescePredictAck(stream: string, backlog: string, group: string, ...entries: (string | number)[]): Promise<number>;
 };
 
 function scripted(redis: Redis): ScriptedRedis {
@@ -93,31 +116,19 @@ function scripted(redis: Redis): ScriptedRedis {
 }
 
 /**
- * Queues a request unless the rows waiting for an answer would pass `maxBacklogRows`: returns the
- * backlog with this request in it, or null when it was refused (admission control: the caller
- * answers 503 at once rather than queueing without bound). A request larger than the bound is let
- * through only into an empty backlog.
+ * Queues requests, in order, each unless the rows waiting for an answer would pass `maxBacklogRows`:
+ * returns per request the backlog with it in, or null when it was refused (admission control: the
+ * caller answers 503 at once rather than queueing without bound). A request larger than the bound
+ * is let through only into an empty backlog. One round trip for the whole group.
  */
-export async function submitPredict(redis: Redis, prefix: string, message: PredictMessage, maxBacklogRows: number): Promise<number | null> {
-  const result = await scripted(redis).coalescePredictSubmit(
-    streamKey(prefix),
-    backlogKey(prefix),
-    message.rowCount,
-    maxBacklogRows,
-    "id",
-    message.id,
-    "m",
-    message.modelVersionId,
-    "r",
-    message.replyTo,
-    "d",
-    message.deadline,
-    "n",
-    message.rowCount,
-    "x",
-    message.rows,
-  );
-  return result < 0 ? null : result;
+export async function submitPredicts(redis: Redis, prefix: string, messages: readonly PredictMessage[], maxBacklogRows: number): Promise<(number | null)[]> {
+  const args: (string | number | Buffer)[] = [maxBacklogRows];
+  for (const message of messages) {
+    args.push(message.rowCount, "id", message.id, "m", message.modelVersionId, "r", message.replyTo, "d", message.deadline);
+    args.push("t", message.submittedAt, "n", message.rowCount, "x", message.rows);
+  }
+  const results = await scripted(redis).coalescePredictSubmit(streamKey(prefix), backlogKey(prefix), ...args);
+  return results.map((result) => (result < 0 ? null : result));
 }
 
 /** Rows submitted and not yet answered, over every API and worker. */
@@ -125,14 +136,39 @@ export async function predictBacklog(redis: Redis, prefix: string): Promise<numb
   return Number((await redis.get(backlogKey(prefix))) ?? 0);
 }
 
-export async function publishPredictReply(redis: Redis, channel: string, reply: PredictReply): Promise<void> {
-  await redis.publish(channel, JSON.stringify(reply));
+/**
+ * Answers requests and acknowledges them, in one round trip: the answers to each API process in one
+ * message on its channel (a JSON array), then every request off the stream and the backlog. An
+ * answer goes before its acknowledgement: a worker that dies between the two leaves a request that
+ * another worker runs again, and its second answer is dropped by the API. A null reply only
+ * acknowledges (a request dropped past its deadline).
+ */
+export async function answerPredicts(
+  redis: Redis,
+  prefix: string,
+  answers: readonly { request: Pick<ReceivedPredict, "entryId" | "rowCount" | "replyTo">; reply: PredictReply | null }[],
+): Promise<void> {
+  const byChannel = new Map<string, PredictReply[]>();
+  const acks: (string | number)[] = [];
+  for (const { request, reply } of answers) {
+    if (reply) {
+      const replies = byChannel.get(request.replyTo);
+      if (replies) replies.push(reply);
+      else byChannel.set(request.replyTo, [reply]);
+    }
+    acks.push(request.entryId, request.rowCount);
+  }
+  const pipeline = scripted(redis).pipeline() as unknown as ScriptedPipeline;
+  for (const [channel, replies] of byChannel) pipeline.publish(channel, JSON.stringify(replies));
+  pipeline.coalescePredictAck(streamKey(prefix), backlogKey(prefix), GROUP, ...acks);
+  const results = (await pipeline.exec()) ?? [];
+  const failed = results.find(([error]) => error);
+  if (failed) throw failed[0];
 }
 
-/** Says a request is done with (answered, or dropped past its deadline). */
-export async function ackPredict(redis: Redis, prefix: string, request: Pick<ReceivedPredict, "entryId" | "rowCount">): Promise<void> {
-  await scripted(redis).coalescePredictAck(streamKey(prefix), backlogKey(prefix), GROUP, request.entryId, request.rowCount);
-}
+type ScriptedPipeline = ReturnType<Redis["pipeline"]> & {
+  coalescePredictAck(stream: string, backlog: string, group: string, ...entries: (string | number)[]): ScriptedPipeline;
+};
 
 /** Creates the stream and its group if they are not there (first start, or Redis emptied). */
 export async function ensurePredictGroup(redis: Redis, prefix: string): Promise<void> {
@@ -177,6 +213,7 @@ function parseEntry(entryId: Buffer, fields: Buffer[] | null, deliveries: number
       modelVersionId: text("m"),
       replyTo: text("r"),
       deadline: Number(text("d")),
+      submittedAt: Number(text("t")),
       rowCount: Number(text("n")),
       rows: values.get("x") ?? Buffer.alloc(0),
       deliveries,
@@ -256,17 +293,19 @@ export class PredictReplies {
     // A subscribed connection can do nothing else.
     this.#subscriber = redis.duplicate();
     this.#subscriber.on("message", (_channel: string, text: string) => {
-      let reply: PredictReply;
+      let replies: unknown;
       try {
-        reply = JSON.parse(text) as PredictReply;
+        replies = JSON.parse(text);
       } catch {
         return;
       }
-      const waiter = this.#waiters.get(reply.id);
-      if (!waiter) return;
-      this.#waiters.delete(reply.id);
-      clearTimeout(waiter.timer);
-      waiter.resolve(reply);
+      for (const reply of Array.isArray(replies) ? (replies as PredictReply[]) : []) {
+        const waiter = this.#waiters.get(reply.id);
+        if (!waiter) continue;
+        this.#waiters.delete(reply.id);
+        clearTimeout(waiter.timer);
+        waiter.resolve(reply);
+      }
     });
     // ioredis renews subscriptions it had on a reconnect; one refused while Redis was down is tried again.
     this.#subscriber.on("ready", () => {

@@ -1,7 +1,11 @@
 import { createHash } from "node:crypto";
 import type { TensorRow } from "@coalesce/contracts";
 import type { PackedRows } from "@coalesce/models";
+import { GroupCommit } from "@coalesce/db";
 import type { Redis } from "ioredis";
+
+/** Most requests' lookups (or writes) sent to Redis together; more wait for the next round trip. */
+const MAX_TOGETHER = 256;
 
 export type PredictCacheSettings = {
   /** How long an answer is kept, in seconds (PREDICT_CACHE_TTL_S); 0 turns the cache off. */
@@ -21,11 +25,27 @@ export class PredictCache {
   readonly #redis: Redis;
   readonly #prefix: string;
   readonly #settings: PredictCacheSettings;
+  /** Lookups of requests arriving while one is in flight go together, as one MGET. */
+  readonly #reads: GroupCommit<readonly string[], (string | null)[]>;
+  /** Likewise writes, as one pipeline. */
+  readonly #writes: GroupCommit<readonly { key: string; text: string }[], undefined>;
 
   constructor(redis: Redis, prefix: string, settings: PredictCacheSettings) {
     this.#redis = redis;
     this.#prefix = `${prefix}:predict:cache`;
     this.#settings = settings;
+    this.#reads = new GroupCommit(async (groups) => {
+      // An array, not spread arguments: a group may hold a few hundred thousand keys.
+      const found = await this.#redis.mget(groups.flat());
+      let at = 0;
+      return groups.map((keys) => found.slice(at, (at += keys.length)));
+    }, MAX_TOGETHER);
+    this.#writes = new GroupCommit(async (groups) => {
+      const pipeline = this.#redis.pipeline();
+      for (const { key, text } of groups.flat()) pipeline.set(key, text, "EX", this.#settings.ttlSeconds);
+      await pipeline.exec();
+      return groups.map(() => undefined);
+    }, MAX_TOGETHER);
   }
 
   get enabled(): boolean {
@@ -53,7 +73,7 @@ export class PredictCache {
   async get(keys: readonly string[]): Promise<(TensorRow | undefined)[]> {
     let found: (string | null)[];
     try {
-      found = await this.#redis.mget(...keys);
+      found = await this.#reads.add(keys);
     } catch {
       return keys.map(() => undefined);
     }
@@ -69,15 +89,11 @@ export class PredictCache {
 
   /** Keeps rows' answers for the TTL; best effort (the answer has been given already). */
   set(entries: readonly { key: string; outputs: TensorRow }[]): void {
-    if (entries.length === 0) return;
-    const pipeline = this.#redis.pipeline();
-    let queued = 0;
+    const kept: { key: string; text: string }[] = [];
     for (const { key, outputs } of entries) {
       const text = JSON.stringify(outputs);
-      if (Buffer.byteLength(text) > this.#settings.maxEntryBytes) continue;
-      pipeline.set(key, text, "EX", this.#settings.ttlSeconds);
-      queued++;
+      if (Buffer.byteLength(text) <= this.#settings.maxEntryBytes) kept.push({ key, text });
     }
-    if (queued > 0) pipeline.exec().catch(() => {});
+    if (kept.length > 0) this.#writes.add(kept).catch(() => {});
   }
 }

@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { PredictRowResult, TensorRow } from "@coalesce/contracts";
-import { SingleFlight, type ModelVersionRecord } from "@coalesce/db";
+import { GroupCommit, SingleFlight, type ModelVersionRecord } from "@coalesce/db";
 import { packRows, PackedRows } from "@coalesce/models";
-import { listWorkers, PredictReplies, submitPredict, type PredictReply } from "@coalesce/queue";
+import { listWorkers, PredictReplies, submitPredicts, type PredictMessage, type PredictReply } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { ApiError } from "../errors.ts";
@@ -45,6 +45,9 @@ export type PredictOutput = {
   cache: "hit" | "miss";
 };
 
+/** Most requests one submit takes; more wait for the next. */
+const MAX_SUBMITS_TOGETHER = 256;
+
 /** How long the list of live workers is trusted before it is read again. */
 const WORKERS_TTL_MS = 1_000;
 
@@ -64,6 +67,8 @@ export class PredictService {
   readonly #metrics: ApiMetrics;
   readonly #logger: Logger;
   readonly #workerLookups = new SingleFlight<number>();
+  /** Requests arriving while a submit is in flight go together in the next one (one Redis round trip). */
+  readonly #submits: GroupCommit<PredictMessage, number | null>;
   #workers: { count: number; at: number } | undefined;
   #next = 0;
 
@@ -77,6 +82,7 @@ export class PredictService {
     this.#replies = new PredictReplies(options.redis, options.prefix, `${hostname()}:${process.pid}:${randomBytes(6).toString("hex")}`);
     this.#replies.subscribe().catch(() => {});
     this.#cache = new PredictCache(options.cacheRedis, options.prefix, options.settings.cache);
+    this.#submits = new GroupCommit((messages) => submitPredicts(this.#redis, this.#prefix, messages, this.#settings.maxBacklogRows), MAX_SUBMITS_TOGETHER);
   }
 
   get settings(): PredictSettings {
@@ -138,19 +144,16 @@ export class PredictService {
     const { answer, cancel } = this.#replies.wait(id, this.#settings.timeoutMs);
     let queued: number | null;
     try {
-      queued = await submitPredict(
-        this.#redis,
-        this.#prefix,
-        {
-          id,
-          modelVersionId: model.id,
-          replyTo: this.#replies.channel,
-          deadline: Date.now() + this.#settings.timeoutMs,
-          rows: missing.length === rows.length ? packed : packRows(missing.map((index) => rows[index]!), inputs),
-          rowCount: missing.length,
-        },
-        this.#settings.maxBacklogRows,
-      );
+      const now = Date.now();
+      queued = await this.#submits.add({
+        id,
+        modelVersionId: model.id,
+        replyTo: this.#replies.channel,
+        deadline: now + this.#settings.timeoutMs,
+        submittedAt: now,
+        rows: missing.length === rows.length ? packed : packRows(missing.map((index) => rows[index]!), inputs),
+        rowCount: missing.length,
+      });
     } catch (error) {
       cancel();
       throw error;

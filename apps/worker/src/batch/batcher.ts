@@ -12,6 +12,9 @@ import type { JobPriority } from "@coalesce/contracts";
  */
 export type Lane = JobPriority;
 
+/** Adaptive batching: how often a waiting batch is looked at again (Node's timers go by the millisecond). */
+const ADAPTIVE_RECHECK_MS = 1;
+
 /** Runs one batch. Must resolve with exactly `items.length` outputs, in the order of `items`. */
 export type BatchRunner<I, O> = (items: I[]) => Promise<O[]>;
 
@@ -220,14 +223,19 @@ export class DynamicBatcher<I, O> {
         void this.dispatch(now);
         continue;
       }
-      if (this.timer !== undefined && this.timerDeadline === deadline) return;
+      // Adaptive: looked at again soon, not only at the deadline, since the expectation of another
+      // row falls as the wait goes on without one. A client that sends its next row only once this
+      // one is answered looks like a stream to the arrival rate, and would otherwise hold its own
+      // row for the whole delay (1.1 ms of a lone predict request's 3.6 ms, measured).
+      const wakeAt = this.adaptive ? Math.min(deadline, now + ADAPTIVE_RECHECK_MS) : deadline;
+      if (this.timer !== undefined && this.timerDeadline <= wakeAt) return;
       this.clearTimer();
-      this.timerDeadline = deadline;
+      this.timerDeadline = wakeAt;
       // Timers may fire a fraction of a millisecond early; pump then simply re-arms for the rest.
       this.timer = setTimeout(() => {
         this.timer = undefined;
         this.pump();
-      }, Math.ceil(deadline - now));
+      }, Math.ceil(wakeAt - now));
       return;
     }
   }

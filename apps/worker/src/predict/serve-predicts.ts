@@ -1,13 +1,13 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describeFailure, isTransientError, type PredictRowResult } from "@coalesce/contracts";
 import { PackedRows } from "@coalesce/models";
+import { GroupCommit } from "@coalesce/db";
 import {
-  ackPredict,
+  answerPredicts,
   claimFromDead,
   ensurePredictGroup,
   leavePredictGroup,
   listWorkers,
-  publishPredictReply,
   readPredicts,
   type PredictReply,
   type ReceivedPredict,
@@ -21,7 +21,10 @@ import type { Outages } from "../outages.ts";
 import { batcherKey, inferenceError, type RowOutcome, type RowWork } from "../score-chunk.ts";
 
 /** Most requests one read takes from the stream. */
-const READ_COUNT = 64;
+const READ_COUNT = 256;
+
+/** Most requests answered (and acknowledged) in one round trip; more wait for the next. */
+const MAX_ANSWERS_TOGETHER = 512;
 
 /** How long one read waits for a request before it looks again (and sees a stop). */
 const READ_BLOCK_MS = 1_000;
@@ -51,6 +54,12 @@ export type PredictServerOptions = {
 
 export type PredictServer = { close(graceMs: number): Promise<void> };
 
+/** A request done with: its answer (null when it is only acknowledged, dropped past its deadline). */
+type Answer = { request: ReceivedPredict; reply: PredictReply | null };
+
+/** What serving one request needs: the options, and where answers are sent, together. */
+type Serving = PredictServerOptions & { answers: GroupCommit<Answer, undefined> };
+
 /**
  * Serves predict requests: reads them from the stream (up to PREDICT_ROWS_IN_FLIGHT rows at a
  * time), hands their rows to the model's batchers in the interactive lane, where they share runs
@@ -62,6 +71,14 @@ export async function startPredictServer(options: PredictServerOptions): Promise
   const { redis, prefix, consumer, logger, outages } = options;
   const reader = redis.duplicate();
   await ensurePredictGroup(redis, prefix);
+  // Requests answered while an answer is in flight go together: one PUBLISH per API, one acknowledgement.
+  const serving: Serving = {
+    ...options,
+    answers: new GroupCommit(async (answers) => {
+      await answerPredicts(redis, prefix, answers);
+      return answers.map(() => undefined);
+    }, MAX_ANSWERS_TOGETHER),
+  };
   let closing = false;
   let heldRows = 0;
   const inHand = new Set<Promise<void>>();
@@ -69,7 +86,8 @@ export async function startPredictServer(options: PredictServerOptions): Promise
 
   const take = (request: ReceivedPredict) => {
     heldRows += request.rowCount;
-    const work = serve(options, request).finally(() => {
+    options.metrics.predictWait.observe(Math.max(0, Date.now() - request.submittedAt));
+    const work = serve(serving, request).finally(() => {
       heldRows -= request.rowCount;
       inHand.delete(work);
       roomWaiter?.();
@@ -109,7 +127,7 @@ export async function startPredictServer(options: PredictServerOptions): Promise
       for (const request of claimed) {
         if (request.deliveries > MAX_DELIVERIES) {
           logger.error({ requestId: request.id, deliveries: request.deliveries }, "predict request failed: every worker that took it died");
-          await answer(options, request, { id: request.id, failure: { code: "failed", message: `the request was taken by ${request.deliveries} workers and each died before answering (a crash in the model?)` } });
+          await answer(serving, request, { id: request.id, failure: { code: "failed", message: `the request was taken by ${request.deliveries} workers and each died before answering (a crash in the model?)` } });
           continue;
         }
         take(request);
@@ -143,14 +161,14 @@ export async function startPredictServer(options: PredictServerOptions): Promise
 }
 
 /** Runs one request's rows and answers it; never rejects. */
-async function serve(options: PredictServerOptions, request: ReceivedPredict): Promise<void> {
+async function serve(serving: Serving, request: ReceivedPredict): Promise<void> {
   if (Date.now() > request.deadline) {
     // Its caller has been answered (504) already; running it would only take a batch slot.
-    options.metrics.predictDropped.inc();
-    await ack(options, request);
+    serving.metrics.predictDropped.inc();
+    await answer(serving, request, null);
     return;
   }
-  await answer(options, request, await run(options, request));
+  await answer(serving, request, await run(serving, request));
 }
 
 async function run(options: PredictServerOptions, request: ReceivedPredict): Promise<PredictReply> {
@@ -207,22 +225,16 @@ async function run(options: PredictServerOptions, request: ReceivedPredict): Pro
   return { id, results, runRows };
 }
 
-/** Sends the answer, then acknowledges the request; an outage of Redis is reported, not thrown. */
-async function answer(options: PredictServerOptions, request: ReceivedPredict, reply: PredictReply): Promise<void> {
+/**
+ * Sends the answer, then acknowledges the request; an outage of Redis is reported, not thrown (a
+ * request left unacknowledged is pending under this worker: claimed by another only if this one
+ * dies, and dropped then, past its deadline).
+ */
+async function answer(serving: Serving, request: ReceivedPredict, reply: PredictReply | null): Promise<void> {
   try {
-    await publishPredictReply(options.redis, request.replyTo, reply);
+    await serving.answers.add({ request, reply });
   } catch (error) {
-    report(options, error, "could not answer a predict request");
-  }
-  await ack(options, request);
-}
-
-async function ack(options: PredictServerOptions, request: ReceivedPredict): Promise<void> {
-  try {
-    await ackPredict(options.redis, options.prefix, request);
-  } catch (error) {
-    // Left pending under this worker: claimed by another only if this one dies, and dropped then (past its deadline).
-    report(options, error, "could not acknowledge a predict request");
+    report(serving, error, "could not answer a predict request");
   }
 }
 
