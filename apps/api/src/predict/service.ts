@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import type { PredictRowResult, TensorRow } from "@coalesce/contracts";
+import { isTransientError, type PredictRowResult, type TensorRow } from "@coalesce/contracts";
 import { GroupCommit, SingleFlight, type ModelVersionRecord } from "@coalesce/db";
 import { packRows, PackedRows } from "@coalesce/models";
 import { listWorkers, PredictReplies, submitPredicts, type PredictMessage, type PredictReply } from "@coalesce/queue";
@@ -102,7 +102,9 @@ export class PredictService {
       outcome = "ok";
       return output;
     } catch (error) {
+      // Refused: no worker, a full backlog, or Redis away (which the error handler answers 503 too).
       if (error instanceof ApiError) outcome = error.code === "timeout" ? "timeout" : error.code === "service_unavailable" ? "rejected" : "error";
+      else if (isTransientError(error)) outcome = "rejected";
       throw error;
     } finally {
       this.#metrics.predictRequests.inc({ protocol: input.protocol, outcome });
