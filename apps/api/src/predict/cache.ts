@@ -94,6 +94,7 @@ export class PredictCache {
       const text = JSON.stringify(outputs);
       if (Buffer.byteLength(text) <= this.#settings.maxEntryBytes) kept.push({ key, text });
     }
-    if (kept.length > 0) this.#writes.add(kept).catch(() => {});
+    // After this turn of the event loop: the caller's answer is written to its socket first.
+    if (kept.length > 0) setImmediate(() => this.#writes.add(kept).catch(() => {}));
   }
 }

@@ -12,6 +12,14 @@ import type { JobPriority } from "@coalesce/contracts";
  */
 export type Lane = JobPriority;
 
+/**
+ * Adaptive batching waits for a batch to fill only while at least this many more rows are expected
+ * before its deadline. At one, a client sending a row each time the last is answered (every ~4 ms)
+ * looked like a stream and was held for the rows it would never send; waiting for a batch of two
+ * instead of one is worth little anyway.
+ */
+const ADAPTIVE_MIN_EXPECTED_ROWS = 2;
+
 /** Adaptive batching: how often a waiting batch is looked at again (Node's timers go by the millisecond). */
 const ADAPTIVE_RECHECK_MS = 1;
 
@@ -245,14 +253,14 @@ export class DynamicBatcher<I, O> {
   }
 
   /**
-   * Adaptive mode: whether, at the recent arrival rate, less than one more row is expected before
-   * the deadline. The rows already pending count as arrivals, so a lone row after a quiet spell goes
+   * Adaptive mode: whether, at the recent arrival rate, fewer than ADAPTIVE_MIN_EXPECTED_ROWS more
+   * rows are expected before the deadline. The rows already pending count as arrivals, so a lone row after a quiet spell goes
    * at once while a steady stream waits for its batch to fill.
    */
   private nothingMoreComing(now: number, deadline: number): boolean {
     if (!this.adaptive) return false;
     const ratePerMs = Math.max(0, this.decayedRecentRows(now) - this.pendingRows) / this.rateWindowMs;
-    return ratePerMs * (deadline - now) < 1;
+    return ratePerMs * (deadline - now) < ADAPTIVE_MIN_EXPECTED_ROWS;
   }
 
   private clearTimer(): void {

@@ -106,6 +106,9 @@ export async function startPredictServer(options: PredictServerOptions): Promise
         const requests = await readPredicts(reader, prefix, consumer, READ_COUNT, READ_BLOCK_MS);
         outages.ok("redis");
         for (const request of requests) take(request);
+        // The requests just taken reach their batchers (and a lone one its onnxruntime run) before
+        // the next read is written to Redis: a socket write is ~0.2 ms on these machines.
+        if (requests.length > 0) await new Promise((resolve) => setImmediate(resolve));
       } catch (error) {
         if (closing) return;
         if (isTransientError(error)) outages.failed("redis", error);
