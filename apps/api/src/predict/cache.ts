@@ -94,7 +94,8 @@ export class PredictCache {
       const text = JSON.stringify(outputs);
       if (Buffer.byteLength(text) <= this.#settings.maxEntryBytes) kept.push({ key, text });
     }
-    // After this turn of the event loop: the caller's answer is written to its socket first.
-    if (kept.length > 0) setImmediate(() => this.#writes.add(kept).catch(() => {}));
+    // Sent before the answer is: a repeat of the request through this API, on the same connection,
+    // is then always a hit.
+    if (kept.length > 0) this.#writes.add(kept).catch(() => {});
   }
 }

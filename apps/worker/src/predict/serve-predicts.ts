@@ -23,6 +23,9 @@ import { batcherKey, inferenceError, type RowOutcome, type RowWork } from "../sc
 /** Most requests one read takes from the stream. */
 const READ_COUNT = 256;
 
+/** Longest shutdown waits to leave the consumer group. */
+const LEAVE_TIMEOUT_MS = 1_000;
+
 /** Most requests answered (and acknowledged) in one round trip; more wait for the next. */
 const MAX_ANSWERS_TOGETHER = 512;
 
@@ -157,8 +160,15 @@ export async function startPredictServer(options: PredictServerOptions): Promise
         new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
       ]);
       clearTimeout(timer);
-      if (finished) await leavePredictGroup(redis, prefix, consumer);
-      else logger.warn({ requests: inHand.size }, "predict requests in hand did not finish in time; another worker claims them");
+      if (!finished) {
+        logger.warn({ requests: inHand.size }, "predict requests in hand did not finish in time; another worker claims them");
+        return;
+      }
+      // Not at the cost of the rest of shutdown while Redis is away (this connection would wait for
+      // it): a consumer left behind holding nothing is forgotten by the next worker that looks.
+      if (outages.isDown("redis")) return;
+      const leaving = leavePredictGroup(redis, prefix, consumer).catch(() => {});
+      await Promise.race([leaving, new Promise<void>((resolve) => setTimeout(resolve, LEAVE_TIMEOUT_MS).unref())]);
     },
   };
 }
