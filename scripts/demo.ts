@@ -1,14 +1,15 @@
 // `npm run demo`: the main job, end to end on the real services. Starts the API and a worker,
 // registers the iris model and a webhook endpoint (a receiver in this process), scores the 150
 // rows of fixtures/iris.csv through API -> Postgres -> BullMQ -> coalesced onnxruntime batch ->
-// Postgres -> long-poll and signed webhook, prints a summary and stops both processes again
+// Postgres -> long-poll and signed webhook, predicts the first row again synchronously (and from the
+// result cache), prints a summary and stops both processes again
 // (`npm start` keeps a service running).
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { TERMINAL_JOB_STATUSES, type CreatedWebhook, type Job, type JobResults, type ModelVersion } from "@coalesce/contracts";
+import { TERMINAL_JOB_STATUSES, type CreatedWebhook, type Job, type JobResults, type ModelVersion, type PredictResponse } from "@coalesce/contracts";
 import { Webhook } from "standardwebhooks";
 import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN } from "./processes.ts";
 
@@ -27,6 +28,13 @@ async function call<T>(baseUrl: string, key: string, method: string, route: stri
   const text = await response.text();
   if (!response.ok) throw new Error(`${method} ${route} answered ${response.status}: ${text}`);
   return JSON.parse(text) as T;
+}
+
+/** What `run` resolves with, and how long it took. */
+async function timed<T>(run: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  const value = await run();
+  return { value, ms: performance.now() - started };
 }
 
 /**
@@ -123,6 +131,12 @@ async function main(): Promise<void> {
     }
     const correct = rows.filter((row) => row.outputs?.label === targets[row.index]).length;
     const first = rows[0];
+
+    // The same first row predicted now (the synchronous path), then again from the result cache.
+    const predictBody = JSON.stringify({ inputs: [{ features: features[0] }] });
+    const predicted = await timed(() => call<PredictResponse>(baseUrl, key, "POST", `/v1/models/iris/versions/${model.version}/predict`, predictBody, "application/json"));
+    const cached = await timed(() => call<PredictResponse>(baseUrl, key, "POST", `/v1/models/iris/versions/${model.version}/predict`, predictBody, "application/json"));
+    const sameAsJob = JSON.stringify(predicted.value.outputs[0]?.outputs) === JSON.stringify(first?.outputs) && JSON.stringify(cached.value.outputs[0]?.outputs) === JSON.stringify(first?.outputs);
     console.log("");
     console.log(`  rows         ${rows.length}`);
     console.log(`  accuracy     ${((100 * correct) / targets.length).toFixed(1)}% (${correct}/${targets.length} labels match the CSV's target)`);
@@ -133,8 +147,10 @@ async function main(): Promise<void> {
     console.log(`  webhook      ${delivered.type} received ${Math.max(0, delivered.at - completedAt)} ms after completion, signature verified (webhook-id ${delivered.id})`);
     console.log(`  total        ${((performance.now() - started) / 1000).toFixed(1)} s including start-up`);
     if (first?.outputs) console.log(`  row 0        ${JSON.stringify(first.outputs)}`);
+    console.log(`  predict      row 0 answered in ${predicted.ms.toFixed(1)} ms by POST .../predict, ${cached.ms.toFixed(1)} ms from the result cache; ${sameAsJob ? "the same outputs as the job's" : "NOT the job's outputs"}`);
     console.log("");
     if (current.status !== "succeeded" || rows.length !== targets.length) throw new Error("the demo job did not score every row");
+    if (!sameAsJob) throw new Error("predict answered row 0 differently from the job");
     step("done; the API and worker are stopped again (run `npm start` to keep them running)");
   } finally {
     // The demo's tenant outlives the demo: leave no endpoint behind pointing at a closed port.
