@@ -140,6 +140,9 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       // Image-sized rows get fewer rows per batch, so one batch never outgrows the byte limit.
       maxRows: Math.max(1, Math.min(maxRows, Math.floor(maxBytes / Math.max(rowBytes, 1)))),
       maxDelayMs: batching?.maxBatchDelayMs ?? env.MAX_BATCH_DELAY_MS,
+      // Rows someone waits for (predict requests, small jobs) never wait longer than the worker's own
+      // delay, whatever a version's batching asks for its bulk rows.
+      interactiveMaxDelayMs: env.MAX_BATCH_DELAY_MS,
       adaptive: env.ADAPTIVE_BATCHING,
       maxInFlight: models.peek(modelVersionId)?.instances ?? 1,
       // A model reloaded mid-run reads Postgres: its being unreachable is no fault of the rows.

@@ -512,6 +512,26 @@ describe("DynamicBatcher", () => {
     });
   });
 
+  describe("interactiveMaxDelayMs", () => {
+    it("holds interactive rows no longer than it, behind batch-lane rows with a long delay too", async () => {
+      const probe = probeRunner({ runMs: 1 });
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 64, maxDelayMs: 50, interactiveMaxDelayMs: 5 });
+      void batcher.submit([1], "batch");
+      await vi.advanceTimersByTimeAsync(1);
+      void batcher.submit([2], "interactive");
+      await vi.advanceTimersByTimeAsync(4);
+      expect(probe.calls).toEqual([]);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(probe.calls).toEqual([[2]]);
+      // The batch-lane row keeps its own, longer delay.
+      await vi.advanceTimersByTimeAsync(40);
+      expect(probe.calls).toEqual([[2]]);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(probe.calls).toEqual([[2], [1]]);
+      await batcher.close();
+    });
+  });
+
   describe("adaptive", () => {
     it("runs a lone item at once after a quiet spell instead of holding it for the delay", async () => {
       const probe = probeRunner({ runMs: 1 });

@@ -59,6 +59,13 @@ export type BatcherOptions<I, O> = {
    */
   maxDelayMs: number;
   /**
+   * Longest an interactive row waits for its batch to fill, where that is less than `maxDelayMs`:
+   * a version tuned for throughput (a long max_batch_delay_ms) must not hold rows someone is
+   * waiting for, such as predict requests with a timeout of their own.
+   * @defaultValue maxDelayMs
+   */
+  interactiveMaxDelayMs?: number;
+  /**
    * Called once per dispatched batch, after all its rows have results. It must not throw; if it
    * does, the error is rethrown from a microtask (an uncaught exception) rather than corrupting the
    * batcher's state.
@@ -106,6 +113,7 @@ export class DynamicBatcher<I, O> {
   private readonly run: BatchRunner<I, O>;
   private maxRows: number;
   private maxDelayMs: number;
+  private interactiveMaxDelayMs: number;
   private readonly onBatch: ((stats: BatchStats) => void) | undefined;
   private readonly failsWholeBatch: ((error: unknown) => boolean) | undefined;
   private adaptive: boolean;
@@ -130,6 +138,7 @@ export class DynamicBatcher<I, O> {
     this.run = options.run;
     this.maxRows = options.maxRows;
     this.maxDelayMs = options.maxDelayMs;
+    this.interactiveMaxDelayMs = options.interactiveMaxDelayMs ?? options.maxDelayMs;
     this.onBatch = options.onBatch;
     this.failsWholeBatch = options.failsWholeBatch;
     this.adaptive = options.adaptive ?? false;
@@ -142,10 +151,11 @@ export class DynamicBatcher<I, O> {
    * Changes the limits of a live batcher (a model version's batching was changed): rows waiting
    * now go out under the new limits; the batch in flight, if any, runs as it was.
    */
-  configure(limits: Pick<BatcherOptions<I, O>, "maxRows" | "maxDelayMs" | "adaptive" | "maxInFlight">): void {
+  configure(limits: Pick<BatcherOptions<I, O>, "maxRows" | "maxDelayMs" | "interactiveMaxDelayMs" | "adaptive" | "maxInFlight">): void {
     checkLimits(limits);
     this.maxRows = limits.maxRows;
     this.maxDelayMs = limits.maxDelayMs;
+    this.interactiveMaxDelayMs = limits.interactiveMaxDelayMs ?? limits.maxDelayMs;
     this.adaptive = limits.adaptive ?? false;
     this.maxInFlight = limits.maxInFlight ?? 1;
     this.rateWindowMs = Math.max(10, 2 * limits.maxDelayMs);
@@ -225,7 +235,7 @@ export class DynamicBatcher<I, O> {
         return;
       }
       const now = performance.now();
-      const deadline = head.submittedAt + this.maxDelayMs;
+      const deadline = this.nextDeadline(head);
       if (this.closing || this.pendingRows >= this.maxRows || now >= deadline || this.nothingMoreComing(now, deadline)) {
         this.clearTimer();
         void this.dispatch(now);
@@ -246,6 +256,19 @@ export class DynamicBatcher<I, O> {
       }, Math.ceil(wakeAt - now));
       return;
     }
+  }
+
+  /**
+   * When the next batch is due at the latest: the oldest row's deadline, or an interactive row's if
+   * that comes sooner (interactive rows may wait less, see interactiveMaxDelayMs).
+   */
+  private nextDeadline(head: Source<I, O>): number {
+    const interactiveDelay = Math.min(this.maxDelayMs, this.interactiveMaxDelayMs);
+    if (head.lane === "interactive") return head.submittedAt + interactiveDelay;
+    const deadline = head.submittedAt + this.maxDelayMs;
+    if (interactiveDelay >= this.maxDelayMs) return deadline;
+    const interactive = this.queue.find((source) => source.lane === "interactive");
+    return interactive ? Math.min(deadline, interactive.submittedAt + interactiveDelay) : deadline;
   }
 
   private decayedRecentRows(now: number): number {
