@@ -3,7 +3,7 @@
 // never cross a tenant or a model file), admission (503 at once) and the timeout (504), and rows of
 // many requests and of several API instances merged into the same onnxruntime runs.
 import type { Job, JobResults, PredictResponse } from "@coalesce/contracts";
-import { createRedisConnection } from "@coalesce/queue";
+import { createRedisConnection, listWorkers } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
@@ -12,7 +12,7 @@ import { irisInputs, irisTenant, useIrisSuite } from "../support/iris-suite.ts";
 import { readFeatureCsv, readModel } from "../support/fixtures.ts";
 import { errorFields, expectJson, expectProblem, get, submitJob, uploadModel, waitForJob } from "../support/http.ts";
 import { createTestApi, createTestServices, REDIS_URL, type TestApi, type TestServices } from "../support/services.ts";
-import { addModel, predictBacklogKey, readWorkerMetric, waitUntil } from "../support/predict.ts";
+import { addModel, PREDICT_GROUP, predictBacklogKey, predictStreamKey, readWorkerMetric, waitUntil } from "../support/predict.ts";
 import { startTestWorker } from "../support/worker.ts";
 
 type Row = Record<string, unknown>;
@@ -375,6 +375,46 @@ describe("with a stalled worker (its batches wait 5 s to fill)", () => {
     expect(Number(refused.headers.get("retry-after"))).toBeGreaterThan(0);
     // The request held is answered once its batch runs, and the backlog empties.
     expect((await answered(await held)).outputs).toHaveLength(1);
+    await waitUntil("the backlog to return to 0", async () => (await backlog()) === 0, 10_000);
+  });
+});
+
+describe("with a worker that holds one row at a time (PREDICT_ROWS_IN_FLIGHT=1)", () => {
+  let services: TestServices;
+  let worker: RunningWorker;
+  let redis: Redis;
+  let api: TestApi;
+  let auth: string;
+  beforeAll(async () => {
+    services = await createTestServices();
+    redis = createRedisConnection(REDIS_URL);
+    api = createTestApi(services);
+    auth = await api.createTenant("lost-read");
+    expect((await uploadModel(api, auth, "iris", await readModel("iris"))).status).toBe(201);
+    // Each batch waits 1.5 s, so the worker is busy with one request and reads no other meanwhile.
+    worker = await startTestWorker(services, { PREDICT_ROWS_IN_FLIGHT: "1", ADAPTIVE_BATCHING: "false", MAX_BATCH_DELAY_MS: "1500", STALLED_TAKEOVER_MS: "2000" });
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await api?.close();
+    redis?.disconnect();
+    await services?.cleanup();
+  });
+
+  it("a request delivered to a live worker that never got it (a read whose reply was lost) is claimed back and answered", async () => {
+    const backlog = async () => Number((await redis.get(predictBacklogKey(services.queuePrefix))) ?? 0);
+    const first = predict(api, auth, "iris", [{ features: [5.1, 3.5, 1.4, 0.2] }], { "Cache-Control": "no-store" });
+    await waitUntil("the worker to hold the first request", async () => (await backlog()) === 1 && Number((await redis.xpending(predictStreamKey(services.queuePrefix), PREDICT_GROUP))[0]) === 1, 10_000);
+    const second = predict(api, auth, "iris", [{ features: [7.7, 3.0, 6.1, 2.3] }], { "Cache-Control": "no-store" });
+    await waitUntil("the second request to be queued", async () => (await backlog()) === 2, 10_000);
+    // Delivered under the live worker's name by another connection: pending to it, never in its hands.
+    const workers = await listWorkers(redis, services.queuePrefix);
+    expect(workers).toHaveLength(1);
+    const consumer = workers[0]!.id;
+    const stolen = await redis.xreadgroup("GROUP", PREDICT_GROUP, consumer, "COUNT", 1, "STREAMS", predictStreamKey(services.queuePrefix), ">");
+    expect(stolen).not.toBeNull();
+    expect((await answered(await first)).outputs[0]?.outputs?.label).toBe(0);
+    expect((await answered(await second)).outputs[0]?.outputs?.label).toBe(2);
     await waitUntil("the backlog to return to 0", async () => (await backlog()) === 0, 10_000);
   });
 });

@@ -23,7 +23,7 @@ export { registerQueueGauge } from "./metrics.ts";
 export { JobFinishedEvents, publishJobFinished, publishJobsFinished } from "./job-events.ts";
 export {
   answerPredicts,
-  claimFromDead,
+  claimStranded,
   ensurePredictGroup,
   leavePredictGroup,
   predictBacklog,
@@ -31,6 +31,7 @@ export {
   readPredicts,
   replyChannel,
   submitPredicts,
+  type ClaimOptions,
   type PredictMessage,
   type PredictReply,
   type ReceivedPredict,

@@ -221,21 +221,27 @@ function parseEntry(entryId: Buffer, fields: Buffer[] | null, deliveries: number
   ];
 }
 
-/** Most requests claimed from one dead worker per pass; the next pass takes more. */
+/** Most requests claimed from one consumer per pass; the next pass takes more. */
 const CLAIM_BATCH = 256;
 
+export type ClaimOptions = {
+  /** Workers alive now (their heartbeat ids): their requests are theirs. */
+  live: ReadonlySet<string>;
+  /** Only entries idle this long are claimed: two live workers claiming at once do not take the same requests from each other (a claim resets an entry's idle time). */
+  minIdleMs: number;
+  /** A dead consumer holding nothing is forgotten once it has been idle this long (not a worker that has just started, before its heartbeat was read). */
+  forgetIdleMs: number;
+  /** The entries `consumer` holds in hand now: its other pending entries were lost to it (a read whose reply never arrived, an answer that failed) and are claimed back. */
+  held: ReadonlySet<string>;
+};
+
 /**
- * Takes over the requests held by consumers that are not among `live` (their workers died before
- * answering) and idle for `minIdleMs`, for `consumer`, and forgets dead consumers that hold nothing.
- * Returns the requests claimed, with how often each has been delivered (this claim included).
+ * Takes over, for `consumer`, the requests no live worker is running: those held by consumers not
+ * among `live` (their workers died before answering), and its own pending entries that it does not
+ * hold (see ClaimOptions.held). Forgets dead consumers that hold nothing. Returns the requests
+ * claimed, with how often each has been delivered (this claim included).
  */
-export async function claimFromDead(
-  redis: Redis,
-  prefix: string,
-  consumer: string,
-  live: ReadonlySet<string>,
-  minIdleMs: number,
-): Promise<ReceivedPredict[]> {
+export async function claimStranded(redis: Redis, prefix: string, consumer: string, options: ClaimOptions): Promise<ReceivedPredict[]> {
   let consumers: unknown[];
   try {
     consumers = (await redis.xinfo("CONSUMERS", streamKey(prefix), GROUP)) as unknown[];
@@ -247,17 +253,17 @@ export async function claimFromDead(
   for (const entry of consumers) {
     const info = fieldsOf(entry as unknown[]);
     const name = String(info.get("name"));
-    if (name === consumer || live.has(name)) continue;
+    const own = name === consumer;
+    if (!own && options.live.has(name)) continue;
     if (Number(info.get("pending")) === 0) {
-      await redis.xgroup("DELCONSUMER", streamKey(prefix), GROUP, name);
+      if (!own && Number(info.get("idle")) > options.forgetIdleMs) await redis.xgroup("DELCONSUMER", streamKey(prefix), GROUP, name);
       continue;
     }
-    const pending = (await redis.xpending(streamKey(prefix), GROUP, "-", "+", CLAIM_BATCH, name)) as [string, string, number, number][];
-    if (pending.length === 0) continue;
-    const deliveries = new Map(pending.map(([id, , , count]) => [id, Number(count) + 1]));
-    // Only entries idle that long: two live workers claiming at once do not take the same requests
-    // from each other (a claim resets an entry's idle time).
-    const reply = (await redis.callBuffer("XCLAIM", streamKey(prefix), GROUP, consumer, minIdleMs, ...pending.map(([id]) => id))) as [Buffer, Buffer[] | null][];
+    const pending = (await redis.xpending(streamKey(prefix), GROUP, "IDLE", options.minIdleMs, "-", "+", CLAIM_BATCH, name)) as [string, string, number, number][];
+    const stranded = own ? pending.filter(([id]) => !options.held.has(id)) : pending;
+    if (stranded.length === 0) continue;
+    const deliveries = new Map(stranded.map(([id, , , count]) => [id, Number(count) + 1]));
+    const reply = (await redis.callBuffer("XCLAIM", streamKey(prefix), GROUP, consumer, options.minIdleMs, ...stranded.map(([id]) => id))) as [Buffer, Buffer[] | null][];
     for (const [entryId, fields] of reply ?? []) claimed.push(...parseEntry(entryId, fields, deliveries.get(entryId.toString()) ?? 1));
   }
   return claimed;

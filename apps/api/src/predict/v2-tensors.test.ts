@@ -97,6 +97,16 @@ describe("rowsFromV2Inputs", () => {
     );
   });
 
+  it("refuses a shape that describes millions of empty arrays, before building any (80 bytes of JSON)", () => {
+    const IMAGE: TensorSpec = { name: "x", type: "float32", shape: ["batch", "h", "w"] };
+    const started = performance.now();
+    expect(refused(() => rowsFromV2Inputs([{ name: "x", datatype: "FP32", shape: [1, 30_000_000, 0], data: [] }], [IMAGE], 1024))).toMatch(/far more arrays/);
+    expect(refused(() => rowsFromV2Inputs([{ name: "x", datatype: "FP32", shape: [1, 2 ** 33, 0], data: [] }], [IMAGE], 1024))).toMatch(/far more arrays/);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    // An empty tensor of a sensible size gets as far as the element checks (which refuse empty rows, as for jobs).
+    expect(refused(() => rowsFromV2Inputs([{ name: "x", datatype: "FP32", shape: [2, 3, 0], data: [] }], [IMAGE], 1024))).toMatch(/\[0\]\[0\]: expected at least 1 value/);
+  });
+
   it("refuses data that is not an array", () => {
     expect(refused(() => rowsFromV2Inputs([{ name: "ids", datatype: "INT64", shape: [1], data: 5 }], [IDS], 1024))).toMatch(/input 'ids': data must be an array/);
   });

@@ -93,6 +93,13 @@ export function rowsFromV2Inputs(tensors: readonly V2InputTensor[], specs: reado
     throw new V2RequestError(`a request takes at most ${maxRows} rows (PREDICT_MAX_ROWS), got a batch of ${batch}; submit a job for more`);
   }
 
+  for (const { spec, tensor, elements } of inputs) {
+    if (arraysToBuild(tensor.shape, elements.length) === null) {
+      throw new V2RequestError(
+        `input '${spec.name}' has shape [${tensor.shape.join(", ")}]: its dimensions describe far more arrays than its ${elements.length} elements fill (a dimension of 0 beside a huge one?)`,
+      );
+    }
+  }
   const rows: TensorRow[] = Array.from({ length: batch }, () => ({}));
   for (const { spec, tensor, elements } of inputs) {
     const rowDims = tensor.shape.slice(1);
@@ -147,6 +154,27 @@ function flattenData(tensor: V2InputTensor): unknown[] {
   };
   walk(data, 0);
   return elements;
+}
+
+/** Arrays a shape may describe beyond what its elements fill: empty tensors of a sensible size. */
+const MAX_EMPTY_ARRAYS = 65_536;
+
+/**
+ * How many arrays splitting a tensor of `shape` into nested rows builds (one per prefix of the shape,
+ * the last dimension's excepted), or null when that is more than its `elements` justify. A dimension
+ * of 0 makes the element count 0 whatever the others say: `[1, 30000000, 0]` is 80 bytes of JSON that
+ * would build 30 million arrays (seconds and gigabytes) before any check ran.
+ */
+function arraysToBuild(shape: readonly number[], elements: number): number | null {
+  const bound = 2 * elements + MAX_EMPTY_ARRAYS;
+  let arrays = 0;
+  let level = 1;
+  for (let d = 0; d < shape.length - 1; d++) {
+    level *= shape[d]!;
+    arrays += level;
+    if (arrays > bound) return null;
+  }
+  return arrays;
 }
 
 /** One row's value: `dims` nested arrays of the elements from `offset` (the element itself when there are no dims). */

@@ -19,41 +19,51 @@ const MAX_REMEMBERED = 10_000;
 
 type Remembered = { record: ModelVersionRecord; at: number };
 
-/** One memory per database, shared by every route of the process (so forgetModel reaches them all). */
-const memories = new WeakMap<Database, Map<string, Remembered>>();
+/**
+ * One memory per database, shared by every route of the process (so forgetModel reaches them all),
+ * with a count of forgets per model: a lookup that started before a forget does not write its
+ * (older) answer back after it.
+ */
+type Memory = { versions: Map<string, Remembered>; forgets: Map<string, number> };
+const memories = new WeakMap<Database, Memory>();
 
-function memoryOf(db: Database): Map<string, Remembered> {
+function memoryOf(db: Database): Memory {
   let memory = memories.get(db);
-  if (!memory) memories.set(db, (memory = new Map()));
+  if (!memory) memories.set(db, (memory = { versions: new Map(), forgets: new Map() }));
   return memory;
 }
 
 export function createModelResolver(deps: Pick<ApiDeps, "db">): ModelResolver {
   // Requests arriving together for the same model share one lookup.
   const lookups = new SingleFlight<ModelVersionRecord | null>();
-  const memory = memoryOf(deps.db);
+  const { versions, forgets } = memoryOf(deps.db);
   return async (tenantId, name, version) => {
-    const key = `${tenantId}|${name}|${version ?? ""}`;
-    const remembered = memory.get(key);
+    const model = `${tenantId}|${name}`;
+    const key = `${model}|${version ?? ""}`;
+    const remembered = versions.get(key);
     if (remembered && performance.now() - remembered.at < TRUST_MS) return remembered.record;
-    const modelVersion = await lookups.run(key, () => resolveModelVersion(deps.db, tenantId, name, version));
+    const forgot = forgets.get(model) ?? 0;
+    // Keyed by the forgets too: a request after a forget never joins a lookup from before it.
+    const modelVersion = await lookups.run(`${key}|${forgot}`, () => resolveModelVersion(deps.db, tenantId, name, version));
     if (!modelVersion) {
       throw new ApiError(
         "not_found",
         version !== undefined ? `model '${name}' has no version ${version}` : `no model named '${name}'; register one (coalesce models push ${name} FILE.onnx, or POST /v1/models/${name}/versions)`,
       );
     }
-    if (memory.size >= MAX_REMEMBERED) memory.clear();
-    memory.set(key, { record: modelVersion, at: performance.now() });
+    if ((forgets.get(model) ?? 0) !== forgot) return modelVersion;
+    if (versions.size >= MAX_REMEMBERED) versions.clear();
+    versions.set(key, { record: modelVersion, at: performance.now() });
     return modelVersion;
   };
 }
 
 /** Forgets what this process remembers of a model's versions: a new one was just registered. */
 export function forgetModel(deps: Pick<ApiDeps, "db">, tenantId: string, name: string): void {
-  const memory = memoryOf(deps.db);
-  const prefix = `${tenantId}|${name}|`;
-  for (const key of memory.keys()) if (key.startsWith(prefix)) memory.delete(key);
+  const { versions, forgets } = memoryOf(deps.db);
+  const model = `${tenantId}|${name}`;
+  forgets.set(model, (forgets.get(model) ?? 0) + 1);
+  for (const key of versions.keys()) if (key.startsWith(`${model}|`)) versions.delete(key);
 }
 
 /** `name` or `name@3`, as a job names its model. */

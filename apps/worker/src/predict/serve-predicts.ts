@@ -4,7 +4,7 @@ import { PackedRows } from "@coalesce/models";
 import { GroupCommit } from "@coalesce/db";
 import {
   answerPredicts,
-  claimFromDead,
+  claimStranded,
   ensurePredictGroup,
   leavePredictGroup,
   listWorkers,
@@ -23,7 +23,10 @@ import { batcherKey, inferenceError, type RowOutcome, type RowWork } from "../sc
 /** Most requests one read takes from the stream. */
 const READ_COUNT = 256;
 
-/** Longest shutdown waits to leave the consumer group. */
+/** A dead consumer holding nothing is forgotten after this many claim intervals idle (a full STALLED_TAKEOVER_MS). */
+const FORGET_AFTER_INTERVALS = 4;
+
+/** Longest shutdown waits to leave the consumer group, or for a claim pass under way. */
 const LEAVE_TIMEOUT_MS = 1_000;
 
 /** Most requests answered (and acknowledged) in one round trip; more wait for the next. */
@@ -85,12 +88,18 @@ export async function startPredictServer(options: PredictServerOptions): Promise
   let closing = false;
   let heldRows = 0;
   const inHand = new Set<Promise<void>>();
+  /** The stream entries in hand, so the claim pass can tell its own lost entries from them. */
+  const held = new Set<string>();
   let roomWaiter: (() => void) | undefined;
 
   const take = (request: ReceivedPredict) => {
+    // Claimed back while still in hand (it cannot be: the claim pass skips `held`), it is run once.
+    if (held.has(request.entryId)) return;
+    held.add(request.entryId);
     heldRows += request.rowCount;
     options.metrics.predictWait.observe(Math.max(0, Date.now() - request.submittedAt));
     const work = serve(serving, request).finally(() => {
+      held.delete(request.entryId);
       heldRows -= request.rowCount;
       inHand.delete(work);
       roomWaiter?.();
@@ -121,29 +130,35 @@ export async function startPredictServer(options: PredictServerOptions): Promise
     }
   })();
 
-  // Requests whose worker died: claimed once its heartbeat is stale (it is then off /readyz too).
-  let claiming = false;
+  // Requests whose worker died, claimed once its heartbeat is stale (it is then off /readyz too),
+  // and this worker's own pending entries that it lost (see claimStranded).
+  let claiming: Promise<void> | undefined;
+  const claimPass = async () => {
+    const live = new Set((await listWorkers(redis, prefix)).map((worker) => worker.id));
+    const claimed = await claimStranded(redis, prefix, consumer, {
+      live,
+      held,
+      minIdleMs: options.claimIntervalMs,
+      forgetIdleMs: options.claimIntervalMs * FORGET_AFTER_INTERVALS,
+    });
+    if (claimed.length > 0) logger.warn({ requests: claimed.length }, "took over predict requests that no live worker was running (their worker stopped, or a read or answer was lost)");
+    for (const request of claimed) {
+      if (request.deliveries > MAX_DELIVERIES) {
+        logger.error({ requestId: request.id, deliveries: request.deliveries }, "predict request failed: every worker that took it died");
+        await answer(serving, request, { id: request.id, failure: { code: "failed", message: `the request was taken by ${request.deliveries} workers and each died before answering (a crash in the model?)` } });
+        continue;
+      }
+      take(request);
+    }
+  };
   const claimTimer = setInterval(() => {
     if (claiming || closing) return;
-    claiming = true;
-    void (async () => {
-      const live = new Set((await listWorkers(redis, prefix)).map((worker) => worker.id));
-      const claimed = await claimFromDead(redis, prefix, consumer, live, options.claimIntervalMs);
-      if (claimed.length > 0) logger.warn({ requests: claimed.length }, "took over predict requests whose worker stopped before answering");
-      for (const request of claimed) {
-        if (request.deliveries > MAX_DELIVERIES) {
-          logger.error({ requestId: request.id, deliveries: request.deliveries }, "predict request failed: every worker that took it died");
-          await answer(serving, request, { id: request.id, failure: { code: "failed", message: `the request was taken by ${request.deliveries} workers and each died before answering (a crash in the model?)` } });
-          continue;
-        }
-        take(request);
-      }
-    })()
+    claiming = claimPass()
       .catch((error: unknown) => {
         if (isTransientError(error)) outages.failed("redis", error);
         else logger.warn({ err: error }, "could not look for predict requests held by stopped workers");
       })
-      .finally(() => (claiming = false));
+      .finally(() => (claiming = undefined));
   }, options.claimIntervalMs);
 
   return {
@@ -154,6 +169,9 @@ export async function startPredictServer(options: PredictServerOptions): Promise
       reader.disconnect();
       roomWaiter?.();
       await readLoop;
+      // A claim pass under way may still take requests: they are waited for with the rest (but not
+      // for longer than LEAVE_TIMEOUT_MS while Redis, which the pass waits on, is away).
+      if (claiming) await Promise.race([claiming, new Promise<void>((resolve) => setTimeout(resolve, LEAVE_TIMEOUT_MS).unref())]);
       let timer: NodeJS.Timeout | undefined;
       const finished = await Promise.race([
         Promise.all(inHand).then(() => true),
