@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createClient, type CoalesceClient } from "@coalesce/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
-import { runCli, type CliRun } from "../support/cli.ts";
+import { freePort, stopProcess, type ServiceProcess } from "../../scripts/processes.ts";
+import { runCli, startCliServices, type CliRun } from "../support/cli.ts";
 import { readReference } from "../support/fixtures.ts";
 import { irisRows } from "../support/http.ts";
 import { createTestServices, TEST_WEBHOOK_ENV, type TestServices } from "../support/services.ts";
@@ -18,7 +18,7 @@ let processes: ServiceProcess[] = [];
 let baseUrl: string;
 let client: CoalesceClient;
 let tmp: string;
-let output = "";
+let output: () => string;
 
 type Run = CliRun;
 
@@ -37,15 +37,7 @@ function expectFailure(run: Run, message: string): void {
 beforeAll(async () => {
   services = await createTestServices();
   tmp = await mkdtemp(path.join(tmpdir(), "coalesce-cli-"));
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  const env = { ...services.env, ...TEST_WEBHOOK_ENV, PORT: String(port), BOOTSTRAP_API_KEY: KEY, MAX_BATCH_DELAY_MS: "20" };
-  processes = [startProcess("api", API_MAIN, env, "pipe"), startProcess("worker", WORKER_MAIN, env, "pipe")];
-  for (const service of processes) {
-    service.child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    service.child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  }
-  await waitUntilReady(baseUrl, processes);
+  ({ baseUrl, processes, output } = await startCliServices({ ...services.env, ...TEST_WEBHOOK_ENV, BOOTSTRAP_API_KEY: KEY, MAX_BATCH_DELAY_MS: "20" }));
   client = createClient({ baseUrl, apiKey: KEY });
 });
 
@@ -85,7 +77,7 @@ describe("coalesce against running API and worker processes", () => {
   it("status and results of a job submitted as JSON through the client", async () => {
     const submitted = await client.createJob({ model: "iris", inputs: irisRows(10) });
     const job = await client.waitForJob(submitted.id, { intervalMs: 100, timeoutMs: 60_000 });
-    expect(job.status, output).toBe("succeeded");
+    expect(job.status, output()).toBe("succeeded");
 
     const status = await coalesce(["status", job.id]);
     expect(status.code, status.stderr).toBe(0);
@@ -118,7 +110,7 @@ describe("coalesce against running API and worker processes", () => {
   it("submit uploads a CSV, waits with progress and writes the results file", async () => {
     const out = path.join(tmp, "results.csv");
     const run = await coalesce(["submit", "fixtures/iris.csv", "--model", "iris", "--id-column", "row_id", "--ignore", "target", "--wait", "--out", out]);
-    expect(run.code, `${run.stderr}\n${output}`).toBe(0);
+    expect(run.code, `${run.stderr}\n${output()}`).toBe(0);
     const jobId = run.stdout.trim();
     expect(jobId).toMatch(/^job_\w+$/);
     expect(run.stderr).toMatch(/uploaded .* job job_\w+ \w+, 150 rows for iris@1/);

@@ -5,8 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatPrediction } from "../../apps/cli/src/commands/predict.ts";
 import { formatOutputValue } from "../../apps/cli/src/format.ts";
 import { buildOnnxModel } from "../../packages/models/src/tiny-onnx.ts";
-import { API_MAIN, freePort, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
-import { runCli, type CliRun } from "../support/cli.ts";
+import { stopProcess, type ServiceProcess } from "../../scripts/processes.ts";
+import { runCli, startCliServices, type CliRun } from "../support/cli.ts";
 import { readFeatureCsv, readModel, readReference, type Reference } from "../support/fixtures.ts";
 import { createTestServices, type TestServices } from "../support/services.ts";
 
@@ -17,7 +17,7 @@ let baseUrl: string;
 let client: CoalesceClient;
 let features: number[][];
 let reference: Reference[];
-let output = "";
+let output: () => string;
 
 type Run = CliRun;
 
@@ -43,15 +43,7 @@ const row = (i: number) => (features[i] as number[]).join(",");
 
 beforeAll(async () => {
   services = await createTestServices();
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
-  const env = { ...services.env, PORT: String(port), BOOTSTRAP_API_KEY: KEY, MAX_BATCH_DELAY_MS: "5" };
-  processes = [startProcess("api", API_MAIN, env, "pipe"), startProcess("worker", WORKER_MAIN, env, "pipe")];
-  for (const service of processes) {
-    service.child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    service.child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  }
-  await waitUntilReady(baseUrl, processes);
+  ({ baseUrl, processes, output } = await startCliServices({ ...services.env, BOOTSTRAP_API_KEY: KEY, MAX_BATCH_DELAY_MS: "5" }));
   client = createClient({ baseUrl, apiKey: KEY });
   await client.pushModel("iris", new Uint8Array(await readModel("iris")));
   ({ features } = await readFeatureCsv("iris"));
@@ -76,7 +68,7 @@ afterAll(async () => {
 describe("coalesce predict", () => {
   it("--row: one table line per row with the reference's labels, the summary on stderr; again from the cache, --no-cache runs anew", async () => {
     const run = await coalesce(["predict", "iris", "--row", row(0), "--row", row(100)]);
-    expect(run.code, `${run.stderr}\n${output}`).toBe(0);
+    expect(run.code, `${run.stderr}\n${output()}`).toBe(0);
     const [header, ...lines] = tableRows(run.stdout);
     expect(header).toEqual(["ROW", "probabilities", "label"]);
     expect(lines.map((cells) => cells[0])).toEqual(["0", "1"]);

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
-import { ROOT } from "../../scripts/processes.ts";
+import { API_MAIN, freePort, ROOT, startProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
 
 const CLI = path.join(ROOT, "apps/cli/bin/coalesce.mjs");
 
@@ -26,4 +26,21 @@ export function runCli(args: string[], env: Record<string, string>, stdin?: stri
     child.once("close", (code) => resolve({ code, stdout, stderr }));
     if (stdin !== undefined) child.stdin?.end(stdin);
   });
+}
+
+/** The API and a worker as `npm start` runs them, on a free port, with everything they print kept. */
+export type CliServices = { baseUrl: string; processes: ServiceProcess[]; output(): string };
+
+export async function startCliServices(env: Record<string, string>): Promise<CliServices> {
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const full = { ...env, PORT: String(port) };
+  const processes = [startProcess("api", API_MAIN, full, "pipe"), startProcess("worker", WORKER_MAIN, full, "pipe")];
+  let output = "";
+  for (const service of processes) {
+    service.child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    service.child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  }
+  await waitUntilReady(baseUrl, processes);
+  return { baseUrl, processes, output: () => output };
 }

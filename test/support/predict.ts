@@ -1,18 +1,8 @@
 import { buildOnnxModel } from "../../packages/models/src/tiny-onnx.ts";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
 
-/** Where the predict scripts keep the rows submitted and not yet answered (see packages/queue/src/predict-requests.ts). */
-export function predictBacklogKey(queuePrefix: string): string {
-  return `${queuePrefix}:predict:backlog`;
-}
-
-/** The stream predict requests travel in; its consumer group's pending list says which worker holds which. */
-export function predictStreamKey(queuePrefix: string): string {
-  return `${queuePrefix}:predict:requests`;
-}
-
-/** The consumer group every worker reads the stream in. */
-export const PREDICT_GROUP = "workers";
+// Where the predict path keeps its requests and backlog, as the queue package names them.
+export { PREDICT_GROUP, predictBacklogKey, predictStreamKey } from "@coalesce/queue";
 
 /**
  * A worker's Prometheus sample `name` (e.g. `coalesce_batch_rows_sum`), summed over every series

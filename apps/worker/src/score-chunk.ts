@@ -1,4 +1,4 @@
-import { isTransientError, type ChunkJob, type RowError, type TensorRow, type TensorSpec } from "@coalesce/contracts";
+import { isTransientError, type ChunkJob, type RowError, type TensorSpec } from "@coalesce/contracts";
 import {
   completeChunk,
   loadChunk,
@@ -10,18 +10,12 @@ import {
   type JobStatus,
   type StoredRowResult,
 } from "@coalesce/db";
-import { packRows, PackedRows, validateRow, type PackedRowRef } from "@coalesce/models";
+import { packRows, PackedRows, validateRow } from "@coalesce/models";
 import { UnrecoverableError } from "bullmq";
 import type { Logger } from "pino";
-import type { BatcherRegistry } from "./batch/batcher-registry.ts";
+import { submitRows, type RowBatchers } from "./batch/rows.ts";
 import type { ModelCache } from "./inference/model-cache.ts";
 import type { WorkerMetrics } from "./metrics.ts";
-
-/** What a batcher is handed: one row of a chunk (every row of a batcher has the same model and shape). */
-export type RowWork = PackedRowRef;
-
-/** What comes back for a row: its outputs and the size of the onnxruntime run it was part of. */
-export type RowOutcome = { outputs: TensorRow; runRows: number };
 
 /** Completed chunks, written to Postgres together with the others finishing at the same time. */
 export type CompletionWriter = GroupCommit<ChunkCompletion, { status: JobStatus; latencySeconds: number | null } | null>;
@@ -40,7 +34,7 @@ export type ScoreChunkDeps = {
   starts: ChunkStarter;
   completions: CompletionWriter;
   models: ModelCache;
-  batchers: BatcherRegistry<RowWork, RowOutcome>;
+  batchers: RowBatchers;
   metrics: WorkerMetrics;
   /** Announces a job that this worker just finished (long-polls answer at once). */
   onJobFinished: (jobId: string) => void;
@@ -48,19 +42,6 @@ export type ScoreChunkDeps = {
   maxChunkStarts: number;
   logger: Logger;
 };
-
-/**
- * The batcher key: rows batch together when they share a model version and a per-row shape; the
- * row's byte size rides along so each batcher can hold batches to MAX_BATCH_BYTES.
- */
-export function batcherKey(modelVersionId: string, shapeKey: string, bytes: number): string {
-  return `${modelVersionId}|${bytes}|${shapeKey}`;
-}
-
-export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes: number } {
-  const [modelVersionId = "", bytes = "0"] = key.split("|", 2);
-  return { modelVersionId, rowBytes: Number(bytes) };
-}
 
 /**
  * Scores the chunks of one BullMQ job, together (their rows meet in the batcher). Every chunk is
@@ -99,7 +80,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string, restarte
 
   const results: StoredRowResult[] = new Array(chunk.rowCount);
   const rows = readRows(chunk, model.version.inputs, results);
-  const groups = new Map<string, { indexes: number[]; rows: RowWork[] }>();
+  const toRun: number[] = [];
   for (let index = 0; index < chunk.rowCount; index++) {
     if (results[index]) continue;
     const parseError = chunk.inputErrors?.[index];
@@ -107,37 +88,27 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string, restarte
       results[index] = { error: parseError ?? { code: "invalid_row", message: "the row has no input values" } };
       continue;
     }
-    const shape = rows.shapeKey(index);
-    let group = groups.get(shape);
-    if (!group) groups.set(shape, (group = { indexes: [], rows: [] }));
-    group.indexes.push(index);
-    group.rows.push({ rows, index });
+    toRun.push(index);
   }
 
   const execution: ChunkExecution = { provider: model.provider, ranRows: 0, runRowsMin: null, runRowsMax: null, runRowsSum: 0 };
   // A batch that could not run for an infrastructure reason says nothing about its rows.
   let unavailable: Error | undefined;
-  await Promise.all(
-    [...groups].map(async ([shape, group]) => {
-      const first = group.rows[0] as RowWork;
-      const key = batcherKey(chunk.modelVersionId, shape, first.rows.rowBytes(first.index));
-      const outcomes = await deps.batchers.get(key).submit(group.rows, chunk.jobPriority);
-      outcomes.forEach((outcome, i) => {
-        const index = group.indexes[i] as number;
-        if (!outcome.ok) {
-          if (isTransientError(outcome.error)) unavailable ??= outcome.error;
-          results[index] = { error: inferenceError(outcome.error) };
-          return;
-        }
-        results[index] = { outputs: outcome.value.outputs };
-        const runRows = outcome.value.runRows;
-        execution.ranRows++;
-        execution.runRowsSum += runRows;
-        execution.runRowsMin = Math.min(execution.runRowsMin ?? runRows, runRows);
-        execution.runRowsMax = Math.max(execution.runRowsMax ?? runRows, runRows);
-      });
-    }),
-  );
+  const outcomes = await submitRows(deps.batchers, chunk.modelVersionId, rows, toRun, chunk.jobPriority);
+  outcomes.forEach((outcome, i) => {
+    const index = toRun[i]!;
+    if (!outcome.ok) {
+      if (isTransientError(outcome.error)) unavailable ??= outcome.error;
+      results[index] = { error: inferenceError(outcome.error) };
+      return;
+    }
+    results[index] = { outputs: outcome.value.outputs };
+    const runRows = outcome.value.runRows;
+    execution.ranRows++;
+    execution.runRowsSum += runRows;
+    execution.runRowsMin = Math.min(execution.runRowsMin ?? runRows, runRows);
+    execution.runRowsMax = Math.max(execution.runRowsMax ?? runRows, runRows);
+  });
   if (unavailable) throw unavailable;
   const done = await deps.completions.add({ chunkId: chunk.id, jobId: chunk.jobId, results, execution });
   const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };

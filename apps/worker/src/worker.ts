@@ -26,8 +26,10 @@ import { Outages } from "./outages.ts";
 import { startPredictServer, type PredictServer } from "./predict/serve-predicts.ts";
 import { startReconciler } from "./reconcile.ts";
 import { startRetention } from "./retention.ts";
+import { within } from "./within.ts";
 import { startWebhookDispatcher, type WebhookDispatcher } from "./webhooks/dispatcher.ts";
-import { failChunk, parseBatcherKey, scoreQueueJob, type ChunkStarter, type CompletionWriter, type RowOutcome, type RowWork } from "./score-chunk.ts";
+import { parseBatcherKey, type RowOutcome, type RowWork } from "./batch/rows.ts";
+import { failChunk, scoreQueueJob, type ChunkStarter, type CompletionWriter } from "./score-chunk.ts";
 
 /**
  * BullMQ's maxStalledCount: never reached. BullMQ counts a stall each time its stalled check hands a
@@ -418,17 +420,6 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
 async function closeWorker(worker: Worker<ChunkJob, void, "score">, graceMs: number, logger: Logger): Promise<void> {
   if (await within(worker.close(), graceMs)) return;
   logger.warn({ graceMs }, "chunks in hand did not finish in time; leaving them for another worker");
-}
-
-/**
- * Whether `work` finishes within `ms` (it rejects if the work fails in time); if not, it goes on
- * unwatched, and a later failure of it is dropped: shutdown has moved on.
- */
-async function within(work: Promise<unknown>, ms: number): Promise<boolean> {
-  work.catch(() => {});
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  return Promise.race([work.then(() => true), late]).finally(() => clearTimeout(timer));
 }
 
 /** Reports errors raised by BullMQ's Worker and Queue, outside any one chunk's processing. */

@@ -19,19 +19,20 @@ import type { Redis } from "ioredis";
  */
 
 /** The consumer group every worker reads in. */
-const GROUP = "workers";
+export const PREDICT_GROUP = "workers";
 
-function streamKey(prefix: string): string {
+/** The stream predict requests travel in; its group's pending list says which worker holds which. */
+export function predictStreamKey(prefix: string): string {
   return `${prefix}:predict:requests`;
 }
 
 /** Rows submitted and not yet answered (acknowledged), kept beside the stream by the same scripts. */
-function backlogKey(prefix: string): string {
+export function predictBacklogKey(prefix: string): string {
   return `${prefix}:predict:backlog`;
 }
 
 /** Where a worker answers the API process that holds the request. */
-export function replyChannel(prefix: string, apiId: string): string {
+function replyChannel(prefix: string, apiId: string): string {
   return `${prefix}:predict:replies:${apiId}`;
 }
 
@@ -127,13 +128,8 @@ export async function submitPredicts(redis: Redis, prefix: string, messages: rea
     args.push(message.rowCount, "id", message.id, "m", message.modelVersionId, "r", message.replyTo, "d", message.deadline);
     args.push("t", message.submittedAt, "n", message.rowCount, "x", message.rows);
   }
-  const results = await scripted(redis).coalescePredictSubmit(streamKey(prefix), backlogKey(prefix), ...args);
+  const results = await scripted(redis).coalescePredictSubmit(predictStreamKey(prefix), predictBacklogKey(prefix), ...args);
   return results.map((result) => (result < 0 ? null : result));
-}
-
-/** Rows submitted and not yet answered, over every API and worker. */
-export async function predictBacklog(redis: Redis, prefix: string): Promise<number> {
-  return Number((await redis.get(backlogKey(prefix))) ?? 0);
 }
 
 /**
@@ -160,7 +156,7 @@ export async function answerPredicts(
   }
   const pipeline = scripted(redis).pipeline() as unknown as ScriptedPipeline;
   for (const [channel, replies] of byChannel) pipeline.publish(channel, JSON.stringify(replies));
-  pipeline.coalescePredictAck(streamKey(prefix), backlogKey(prefix), GROUP, ...acks);
+  pipeline.coalescePredictAck(predictStreamKey(prefix), predictBacklogKey(prefix), PREDICT_GROUP, ...acks);
   const results = (await pipeline.exec()) ?? [];
   const failed = results.find(([error]) => error);
   if (failed) throw failed[0];
@@ -174,7 +170,7 @@ type ScriptedPipeline = ReturnType<Redis["pipeline"]> & {
 export async function ensurePredictGroup(redis: Redis, prefix: string): Promise<void> {
   try {
     // From the stream's start: requests queued before the first worker ever started are served too.
-    await redis.xgroup("CREATE", streamKey(prefix), GROUP, "0", "MKSTREAM");
+    await redis.xgroup("CREATE", predictStreamKey(prefix), PREDICT_GROUP, "0", "MKSTREAM");
   } catch (error) {
     if (!String((error as Error).message).startsWith("BUSYGROUP")) throw error;
   }
@@ -189,7 +185,7 @@ const isMissingGroup = (error: unknown) => String((error as Error)?.message).sta
 export async function readPredicts(redis: Redis, prefix: string, consumer: string, count: number, blockMs: number): Promise<ReceivedPredict[]> {
   let reply: unknown;
   try {
-    reply = await redis.callBuffer("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS", streamKey(prefix), ">");
+    reply = await redis.callBuffer("XREADGROUP", "GROUP", PREDICT_GROUP, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS", predictStreamKey(prefix), ">");
   } catch (error) {
     if (!isMissingGroup(error)) throw error;
     await ensurePredictGroup(redis, prefix);
@@ -232,7 +228,7 @@ export type ClaimOptions = {
   /** A dead consumer holding nothing is forgotten once it has been idle this long (not a worker that has just started, before its heartbeat was read). */
   forgetIdleMs: number;
   /** The entries `consumer` holds in hand now: its other pending entries were lost to it (a read whose reply never arrived, an answer that failed) and are claimed back. */
-  held: ReadonlySet<string>;
+  held: { has(entryId: string): boolean };
 };
 
 /**
@@ -244,7 +240,7 @@ export type ClaimOptions = {
 export async function claimStranded(redis: Redis, prefix: string, consumer: string, options: ClaimOptions): Promise<ReceivedPredict[]> {
   let consumers: unknown[];
   try {
-    consumers = (await redis.xinfo("CONSUMERS", streamKey(prefix), GROUP)) as unknown[];
+    consumers = (await redis.xinfo("CONSUMERS", predictStreamKey(prefix), PREDICT_GROUP)) as unknown[];
   } catch (error) {
     if (isMissingGroup(error) || /no such key/i.test(String((error as Error).message))) return [];
     throw error;
@@ -256,14 +252,14 @@ export async function claimStranded(redis: Redis, prefix: string, consumer: stri
     const own = name === consumer;
     if (!own && options.live.has(name)) continue;
     if (Number(info.get("pending")) === 0) {
-      if (!own && Number(info.get("idle")) > options.forgetIdleMs) await redis.xgroup("DELCONSUMER", streamKey(prefix), GROUP, name);
+      if (!own && Number(info.get("idle")) > options.forgetIdleMs) await redis.xgroup("DELCONSUMER", predictStreamKey(prefix), PREDICT_GROUP, name);
       continue;
     }
-    const pending = (await redis.xpending(streamKey(prefix), GROUP, "IDLE", options.minIdleMs, "-", "+", CLAIM_BATCH, name)) as [string, string, number, number][];
+    const pending = (await redis.xpending(predictStreamKey(prefix), PREDICT_GROUP, "IDLE", options.minIdleMs, "-", "+", CLAIM_BATCH, name)) as [string, string, number, number][];
     const stranded = own ? pending.filter(([id]) => !options.held.has(id)) : pending;
     if (stranded.length === 0) continue;
     const deliveries = new Map(stranded.map(([id, , , count]) => [id, Number(count) + 1]));
-    const reply = (await redis.callBuffer("XCLAIM", streamKey(prefix), GROUP, consumer, options.minIdleMs, ...stranded.map(([id]) => id))) as [Buffer, Buffer[] | null][];
+    const reply = (await redis.callBuffer("XCLAIM", predictStreamKey(prefix), PREDICT_GROUP, consumer, options.minIdleMs, ...stranded.map(([id]) => id))) as [Buffer, Buffer[] | null][];
     for (const [entryId, fields] of reply ?? []) claimed.push(...parseEntry(entryId, fields, deliveries.get(entryId.toString()) ?? 1));
   }
   return claimed;
@@ -271,8 +267,8 @@ export async function claimStranded(redis: Redis, prefix: string, consumer: stri
 
 /** A consumer leaving for good, once it holds nothing (a consumer's pending requests die with it). */
 export async function leavePredictGroup(redis: Redis, prefix: string, consumer: string): Promise<void> {
-  const pending = (await redis.xpending(streamKey(prefix), GROUP, "-", "+", 1, consumer).catch(() => [])) as unknown[];
-  if (pending.length === 0) await redis.xgroup("DELCONSUMER", streamKey(prefix), GROUP, consumer).catch(() => 0);
+  const pending = (await redis.xpending(predictStreamKey(prefix), PREDICT_GROUP, "-", "+", 1, consumer).catch(() => [])) as unknown[];
+  if (pending.length === 0) await redis.xgroup("DELCONSUMER", predictStreamKey(prefix), PREDICT_GROUP, consumer).catch(() => 0);
 }
 
 function fieldsOf(flat: unknown[]): Map<string, unknown> {

@@ -45,17 +45,17 @@ export function createModelResolver(deps: Pick<ApiDeps, "db">): ModelResolver {
     const forgot = forgets.get(model) ?? 0;
     // Keyed by the forgets too: a request after a forget never joins a lookup from before it.
     const modelVersion = await lookups.run(`${key}|${forgot}`, () => resolveModelVersion(deps.db, tenantId, name, version));
-    if (!modelVersion) {
-      throw new ApiError(
-        "not_found",
-        version !== undefined ? `model '${name}' has no version ${version}` : `no model named '${name}'; register one (coalesce models push ${name} FILE.onnx, or POST /v1/models/${name}/versions)`,
-      );
-    }
+    if (!modelVersion) throw version === undefined ? noSuchModel(name) : new ApiError("not_found", `model '${name}' has no version ${version}`);
     if ((forgets.get(model) ?? 0) !== forgot) return modelVersion;
     if (versions.size >= MAX_REMEMBERED) versions.clear();
     versions.set(key, { record: modelVersion, at: performance.now() });
     return modelVersion;
   };
+}
+
+/** The 404 for a model name the tenant has not registered, saying how to register it. */
+export function noSuchModel(name: string): ApiError {
+  return new ApiError("not_found", `no model named '${name}'; register one (coalesce models push ${name} FILE.onnx, or POST /v1/models/${name}/versions)`);
 }
 
 /** Forgets what this process remembers of a model's versions: a new one was just registered. */

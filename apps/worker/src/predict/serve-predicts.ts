@@ -14,11 +14,12 @@ import {
 } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import type { BatcherRegistry } from "../batch/batcher-registry.ts";
+import { submitRows, type RowBatchers } from "../batch/rows.ts";
 import type { ModelCache } from "../inference/model-cache.ts";
 import type { WorkerMetrics } from "../metrics.ts";
 import type { Outages } from "../outages.ts";
-import { batcherKey, inferenceError, type RowOutcome, type RowWork } from "../score-chunk.ts";
+import { inferenceError } from "../score-chunk.ts";
+import { within } from "../within.ts";
 
 /** Most requests one read takes from the stream. */
 const READ_COUNT = 256;
@@ -48,7 +49,7 @@ export type PredictServerOptions = {
   /** This worker's id: its consumer name, as its heartbeat names it. */
   consumer: string;
   models: ModelCache;
-  batchers: BatcherRegistry<RowWork, RowOutcome>;
+  batchers: RowBatchers;
   /** Most predict rows held at once (PREDICT_ROWS_IN_FLIGHT); the rest wait in the stream for any worker. */
   rowsInFlight: number;
   /** How often requests held by dead workers are looked for (a quarter of STALLED_TAKEOVER_MS). */
@@ -87,24 +88,21 @@ export async function startPredictServer(options: PredictServerOptions): Promise
   };
   let closing = false;
   let heldRows = 0;
-  const inHand = new Set<Promise<void>>();
-  /** The stream entries in hand, so the claim pass can tell its own lost entries from them. */
-  const held = new Set<string>();
+  /** The requests in hand by stream entry id (so the claim pass can tell this worker's lost entries from them). */
+  const inHand = new Map<string, Promise<void>>();
   let roomWaiter: (() => void) | undefined;
 
   const take = (request: ReceivedPredict) => {
-    // Claimed back while still in hand (it cannot be: the claim pass skips `held`), it is run once.
-    if (held.has(request.entryId)) return;
-    held.add(request.entryId);
+    // Claimed back while still in hand (it cannot be: the claim pass skips those), it is run once.
+    if (inHand.has(request.entryId)) return;
     heldRows += request.rowCount;
     options.metrics.predictWait.observe(Math.max(0, Date.now() - request.submittedAt));
     const work = serve(serving, request).finally(() => {
-      held.delete(request.entryId);
       heldRows -= request.rowCount;
-      inHand.delete(work);
+      inHand.delete(request.entryId);
       roomWaiter?.();
     });
-    inHand.add(work);
+    inHand.set(request.entryId, work);
   };
 
   const readLoop = (async () => {
@@ -137,7 +135,7 @@ export async function startPredictServer(options: PredictServerOptions): Promise
     const live = new Set((await listWorkers(redis, prefix)).map((worker) => worker.id));
     const claimed = await claimStranded(redis, prefix, consumer, {
       live,
-      held,
+      held: inHand,
       minIdleMs: options.claimIntervalMs,
       forgetIdleMs: options.claimIntervalMs * FORGET_AFTER_INTERVALS,
     });
@@ -171,22 +169,15 @@ export async function startPredictServer(options: PredictServerOptions): Promise
       await readLoop;
       // A claim pass under way may still take requests: they are waited for with the rest (but not
       // for longer than LEAVE_TIMEOUT_MS while Redis, which the pass waits on, is away).
-      if (claiming) await Promise.race([claiming, new Promise<void>((resolve) => setTimeout(resolve, LEAVE_TIMEOUT_MS).unref())]);
-      let timer: NodeJS.Timeout | undefined;
-      const finished = await Promise.race([
-        Promise.all(inHand).then(() => true),
-        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
-      ]);
-      clearTimeout(timer);
-      if (!finished) {
+      if (claiming) await within(claiming, LEAVE_TIMEOUT_MS);
+      if (!(await within(Promise.all(inHand.values()), graceMs))) {
         logger.warn({ requests: inHand.size }, "predict requests in hand did not finish in time; another worker claims them");
         return;
       }
       // Not at the cost of the rest of shutdown while Redis is away (this connection would wait for
       // it): a consumer left behind holding nothing is forgotten by the next worker that looks.
       if (outages.isDown("redis")) return;
-      const leaving = leavePredictGroup(redis, prefix, consumer).catch(() => {});
-      await Promise.race([leaving, new Promise<void>((resolve) => setTimeout(resolve, LEAVE_TIMEOUT_MS).unref())]);
+      await within(leavePredictGroup(redis, prefix, consumer), LEAVE_TIMEOUT_MS);
     },
   };
 }
@@ -219,35 +210,20 @@ async function run(options: PredictServerOptions, request: ReceivedPredict): Pro
   } catch (error) {
     return { id, failure: { code: "failed", message: `the request's rows cannot be read (${(error as Error).message})` } };
   }
-  const groups = new Map<string, number[]>();
-  for (let index = 0; index < rows.rowCount; index++) {
-    const shape = rows.shapeKey(index);
-    const group = groups.get(shape);
-    if (group) group.push(index);
-    else groups.set(shape, [index]);
-  }
   const results = new Array<PredictRowResult>(rows.rowCount);
   const runRows = new Array<number>(rows.rowCount).fill(0);
   let unavailable: Error | undefined;
-  await Promise.all(
-    [...groups].map(async ([shape, indexes]) => {
-      const key = batcherKey(request.modelVersionId, shape, rows.rowBytes(indexes[0]!));
-      const outcomes = await options.batchers.get(key).submit(
-        indexes.map((index) => ({ rows, index })),
-        "interactive",
-      );
-      outcomes.forEach((outcome, i) => {
-        const index = indexes[i]!;
-        if (outcome.ok) {
-          results[index] = { outputs: outcome.value.outputs };
-          runRows[index] = outcome.value.runRows;
-          return;
-        }
-        if (isTransientError(outcome.error)) unavailable ??= outcome.error;
-        results[index] = { error: inferenceError(outcome.error) };
-      });
-    }),
-  );
+  const all = Array.from({ length: rows.rowCount }, (_, index) => index);
+  const outcomes = await submitRows(options.batchers, request.modelVersionId, rows, all, "interactive");
+  outcomes.forEach((outcome, index) => {
+    if (outcome.ok) {
+      results[index] = { outputs: outcome.value.outputs };
+      runRows[index] = outcome.value.runRows;
+      return;
+    }
+    if (isTransientError(outcome.error)) unavailable ??= outcome.error;
+    results[index] = { error: inferenceError(outcome.error) };
+  });
   if (unavailable) return { id, failure: { code: "unavailable", message: `the model could not run (${describeFailure(unavailable)})` } };
   const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
   const failed = results.filter((result) => "error" in result).length;

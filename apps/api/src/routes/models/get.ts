@@ -2,7 +2,7 @@ import { ModelNameSchema, ModelSchema } from "@coalesce/contracts";
 import { findModel } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
-import { ApiError } from "../../errors.ts";
+import { noSuchModel } from "../model-resolver.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { presentModel } from "./present.ts";
 
@@ -25,7 +25,7 @@ export function registerGetModel(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void 
   app.openapi(getModelRoute, async (c) => {
     const { name } = c.req.valid("param");
     const model = await findModel(deps.db.prisma, c.get("tenantId"), name);
-    if (!model) throw new ApiError("not_found", `no model named '${name}'; register one (coalesce models push ${name} FILE.onnx, or POST /v1/models/${name}/versions)`);
+    if (!model) throw noSuchModel(name);
     return c.json(presentModel(model), 200);
   });
 }

@@ -3,6 +3,7 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
+import { noSuchModel } from "../model-resolver.ts";
 import { toV2TensorMetadata } from "../../predict/v2-tensors.ts";
 import { V2_MODEL_ERRORS } from "./errors.ts";
 import { ModelParamsSchema, ModelVersionParamsSchema } from "./params.ts";
@@ -60,7 +61,7 @@ export const v2ModelVersionMetadataRoute = createRoute({
 export function registerV2ModelMetadata(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   const handle = async (c: Context<AppEnv>, name: string, version: number | undefined) => {
     const model = await findModel(deps.db.prisma, c.get("tenantId"), name);
-    if (!model || model.versions.length === 0) throw new ApiError("not_found", `no model named '${name}'; register it first (POST /v1/models/${name}/versions)`);
+    if (!model || model.versions.length === 0) throw noSuchModel(name);
     const versions = model.versions.map((v) => String(v.version));
     const chosen = version === undefined ? model.versions.at(-1) : model.versions.find((v) => v.version === version);
     if (!chosen) throw new ApiError("not_found", `model '${name}' has no version ${version}; its versions are ${versions.join(", ")}`);
