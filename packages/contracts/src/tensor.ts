@@ -1,7 +1,11 @@
 import { z } from "@hono/zod-openapi";
 
-/** Element types a model input may have. Outputs may have any ONNX type; these are the ones rows can carry. */
-export const INPUT_TENSOR_TYPES = ["float32", "float64", "int32", "int64", "bool"] as const;
+/**
+ * Element types a model input may have. Outputs may have any ONNX type; these are the ones rows can
+ * carry. In JSON: numbers for the float and integer types (float16 rounded to the nearest half, int64
+ * beyond 2^53 as a decimal string), true/false for bool, strings for string.
+ */
+export const INPUT_TENSOR_TYPES = ["float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16", "bool", "string"] as const;
 export const InputTensorTypeSchema = z.enum(INPUT_TENSOR_TYPES);
 export type InputTensorType = z.infer<typeof InputTensorTypeSchema>;
 
@@ -26,6 +30,12 @@ export type ModelSignature = z.infer<typeof ModelSignatureSchema>;
 
 /** A JSON value for one row of one tensor: a scalar or nested arrays of scalars. */
 export type TensorValue = number | string | boolean | TensorValue[];
+
+/**
+ * Longest element of a string input, in UTF-8 bytes: text features (a review, a URL, a category)
+ * fit with room to spare, and a row of many elements cannot make a batch tensor of gigabytes.
+ */
+export const MAX_STRING_ELEMENT_BYTES = 64 * 1024;
 
 /** Deeper than any tensor a model takes (ONNX Runtime's own kernels stop well before), so a row deeper is not one. */
 export const MAX_TENSOR_NESTING = 32;
@@ -70,7 +80,10 @@ export const TensorValueSchema = z
     if (issue) ctx.addIssue({ code: "custom", path: issue.path, message: issue.message });
   })
   .openapi("TensorValue", {
-    description: "A tensor row without its batch dimension: a number, boolean or string (int64 beyond 2^53), or nested arrays of them.",
+    description:
+      "A tensor row without its batch dimension: a number, boolean or string, or nested arrays of them. Numbers feed the float and integer inputs " +
+      "(range-checked for the input's type; float16 is rounded to the nearest half), strings feed string inputs (at most 64 KiB of UTF-8 each) " +
+      "and int64 values beyond 2^53 (as decimal strings).",
     anyOf: [
       { type: "number" },
       { type: "boolean" },

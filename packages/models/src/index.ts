@@ -1,5 +1,7 @@
 export type { InferenceSession as OrtInferenceSession, Tensor as OrtTensor } from "onnxruntime-node";
-export { createModelStore, type ModelStore, type StoredModel } from "./model-store.ts";
+export { createModelStore, FOLDER_MODEL_FILE, hashModelFolder, type ModelFile, type ModelStore, type StagingFolder, type StoredModel } from "./model-store.ts";
+export { InvalidArchiveError, storeModelArchive, unpackModelArchive, type ArchiveLimits, type UnpackedModel } from "./model-archive.ts";
+export { findExternalData, MalformedModelError, type ExternalDataRef } from "./external-data.ts";
 export { InvalidModelError, inspectModel, maxBatchRows } from "./inspect-model.ts";
 export {
   EXECUTION_PROVIDERS,

@@ -78,10 +78,18 @@ describe("inspectModel", () => {
   });
 
   it("rejects an input type rows cannot carry", async () => {
-    expect(await invalidMessage(buildIdentityModel("string", ["n"]))).toBe(
-      "input 'x' has element type string; supported input types are float32, float64, int32, int64, bool",
+    expect(await invalidMessage(buildIdentityModel("uint32", ["n"]))).toBe(
+      "input 'x' has element type uint32; supported input types are float32, float64, float16, int8, int16, int32, int64, uint8, uint16, bool, string",
     );
-    expect(await invalidMessage(buildIdentityModel("float16", ["n"]))).toMatch(/element type float16/);
+    expect(await invalidMessage(buildIdentityModel("uint64", ["n"]))).toMatch(/element type uint64/);
+  });
+
+  it("accepts the small integer types, float16 and string as inputs", async () => {
+    for (const type of ["int8", "int16", "uint8", "uint16", "float16", "string"] as const) {
+      const signature = await inspectModel(buildIdentityModel(type, ["batch", "n"]));
+      expect(signature.inputs).toEqual([{ name: "x", type, shape: ["batch", "n"] }]);
+      expect(signature.outputs).toEqual([{ name: "y", type, shape: ["batch", "n"] }]);
+    }
   });
 
   it("rejects inputs without a batch dimension", async () => {

@@ -10,17 +10,19 @@ export class InvalidModelError extends Error {
 const SUPPORTED_INPUT_TYPES: ReadonlySet<string> = new Set(INPUT_TENSOR_TYPES);
 
 /**
- * Loads the model once to prove ONNX Runtime accepts it and reads its signature. Rejects models
+ * Loads the model (its bytes, or the path of its .onnx file when it keeps data in files beside it)
+ * once to prove ONNX Runtime accepts it and reads its signature. Rejects models
  * this service cannot feed: non-tensor values, input element types rows cannot carry, and inputs
  * without a leading batch dimension.
  */
-export async function inspectModel(bytes: Uint8Array): Promise<ModelSignature> {
+export async function inspectModel(model: Uint8Array | string): Promise<ModelSignature> {
   // ORT's own message for empty input ("Model data pointer is null") would only confuse a user.
-  if (bytes.byteLength === 0) throw new InvalidModelError("the file is empty, not an ONNX model");
+  if (typeof model !== "string" && model.byteLength === 0) throw new InvalidModelError("the file is empty, not an ONNX model");
 
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(bytes, buildSessionOptions());
+    // A path, not bytes, for a model with external data: ORT finds its data files beside the path.
+    session = typeof model === "string" ? await ort.InferenceSession.create(model, buildSessionOptions()) : await ort.InferenceSession.create(model, buildSessionOptions());
   } catch (error) {
     throw new InvalidModelError(`the file is not a loadable ONNX model: ${firstLine(error)}`, { cause: error });
   }

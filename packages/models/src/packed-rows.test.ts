@@ -93,4 +93,130 @@ describe("packed rows", () => {
     const ragged = { ...ROWS[0]!, grid: [[1, 2], [3]] };
     expect(() => packRows([ragged], INPUTS)).toThrow("rows[0].grid has 3 values where its shape needs 4");
   });
+
+  it("read rows stored before string inputs existed, byte for byte as that code wrote them", () => {
+    // packRows of commit 432f10c over ROWS[0], null, ROWS[1] and INPUTS.
+    const stored = Buffer.from(
+      "Q1BSMQMAAAAFAAAAAAAAAAEAAQAAAAAAAAAAAAYAAADNzMw9AAAgwBd2F3IAAIBAAACgQAAAwEABAAAABAAAAAMAAAAAAAAAAQAAAAAAAAABAAAAAAAAAAEAAAAAACAA+f////////8qAAAAAAAAAAEAAAAGAAAAAgAAAAAAAAABAAAAAAAAAAAAAAAAAPg/AAAAAAAABEAAAAAAAAAMQAAAAAAAABJAAAAAAAAA0D9Z8/jCH26lAQAAAAACAAAABwAAAAAAAIAAAAAABAAAAAEAAAAAAAAA",
+      "base64",
+    );
+    expect(packRows([ROWS[0]!, null, ROWS[1]!], INPUTS)).toEqual(stored);
+    const packed = PackedRows.decode(stored, INPUTS);
+    expect([packed.isPresent(0), packed.isPresent(1), packed.isPresent(2)]).toEqual([true, false, true]);
+    expect(list(packed.values(1, 0))).toEqual([1n, 9007199254740993n, -7n]);
+    expect(list(packed.values(2, 2))).toEqual([0.25, 1e-300]);
+    expect(packed.rowBytes(2)).toBe(12 + 8 + 16 + 4 + 2);
+  });
+});
+
+describe("packed rows of the small integer types and float16", () => {
+  const SMALL: TensorSpec[] = [
+    { name: "i8", type: "int8", shape: ["batch", 2] },
+    { name: "u8", type: "uint8", shape: ["batch", 2] },
+    { name: "i16", type: "int16", shape: ["batch", 2] },
+    { name: "u16", type: "uint16", shape: ["batch", "n"] },
+    { name: "h", type: "float16", shape: ["batch", 4] },
+  ];
+  const rows: TensorRow[] = [
+    { i8: [-128, 127], u8: [0, 255], i16: [-32768, 32767], u16: [0, 65535, 7], h: [1, -2.5, 65504, 0.1] },
+    { i8: [0, -1], u8: [1, 2], i16: [3, -4], u16: [9], h: [-0, 6.0e-8, 1e-9, -65504] },
+  ];
+
+  it("are stored as onnxruntime takes them: float16 as the nearest half's bits", () => {
+    for (const [i, row] of rows.entries()) expect(validateRow(row, SMALL, `inputs[${i}]`)).toEqual([]);
+    const packed = PackedRows.decode(packRows(rows, SMALL), SMALL);
+    expect(packed.values(0, 0)).toEqual(new Int8Array([-128, 127]));
+    expect(packed.values(1, 0)).toEqual(new Uint8Array([0, 255]));
+    expect(packed.values(2, 0)).toEqual(new Int16Array([-32768, 32767]));
+    expect(packed.values(3, 0)).toEqual(new Uint16Array([0, 65535, 7]));
+    expect(packed.values(3, 1)).toEqual(new Uint16Array([9]));
+    // 0.1 rounds to 0x2e66 (0.0999755859375); 6e-8 to the smallest subnormal; 1e-9 to zero.
+    expect(packed.values(4, 0)).toEqual(new Uint16Array([0x3c00, 0xc100, 0x7bff, 0x2e66]));
+    expect(packed.values(4, 1)).toEqual(new Uint16Array([0x8000, 0x0001, 0x0000, 0xfbff]));
+    expect([0, 1].map((r) => packed.rowBytes(r))).toEqual([2 + 2 + 4 + 6 + 8, 2 + 2 + 4 + 2 + 8]);
+  });
+
+  it("build the same batch tensors as the JSON rows", () => {
+    const packed = PackedRows.decode(packRows([rows[0]!, rows[0]!], SMALL), SMALL);
+    const fromPacked = buildPackedBatch([{ rows: packed, index: 0 }, { rows: packed, index: 1 }], SMALL);
+    const fromJson = buildBatch([rows[0]!, rows[0]!], SMALL);
+    for (const input of SMALL) {
+      expect(fromPacked[input.name]!.type).toBe(input.type);
+      expect(fromPacked[input.name]!.data).toEqual(fromJson[input.name]!.data);
+      expect(fromPacked[input.name]!.dims).toEqual(fromJson[input.name]!.dims);
+    }
+  });
+});
+
+describe("packed rows with string inputs", () => {
+  const TEXT: TensorSpec[] = [
+    { name: "words", type: "string", shape: ["batch", "n"] },
+    { name: "score", type: "float32", shape: ["batch"] },
+    { name: "lang", type: "string", shape: ["batch"] },
+  ];
+  const long = "é".repeat(32 * 1024); // 64 KiB of UTF-8, the most an element may hold
+  const rows: (TensorRow | null)[] = [
+    { words: ["", "héllo", "🙂 ok"], score: 0.5, lang: "fr" },
+    null,
+    { words: ["a\tb\r\n"], score: -1, lang: long },
+    { words: ["x", "y", "z"], score: 2, lang: "" },
+  ];
+
+  it("read back each row's strings exactly, beside the fixed-size inputs", () => {
+    for (const [i, row] of rows.entries()) if (row) expect(validateRow(row, TEXT, `inputs[${i}]`)).toEqual([]);
+    const packed = PackedRows.decode(packRows(rows, TEXT), TEXT);
+    expect(packed.rowCount).toBe(4);
+    expect(packed.isPresent(1)).toBe(false);
+    expect(packed.strings(0, 0)).toEqual(["", "héllo", "🙂 ok"]);
+    expect(packed.strings(0, 1)).toEqual([]);
+    expect(packed.strings(0, 2)).toEqual(["a\tb\r\n"]);
+    expect(packed.strings(2, 2)).toEqual([long]);
+    expect(packed.strings(2, 3)).toEqual([""]);
+    expect(list(packed.values(1, 3))).toEqual([2]);
+    expect(packed.rowDims(0, 0)).toEqual([3]);
+    expect(packed.shapeKey(0)).toBe(packed.shapeKey(3));
+    expect(packed.shapeKey(0)).not.toBe(packed.shapeKey(2));
+    expect(() => packed.strings(1, 0)).toThrow("input 'score' has element type float32, not string");
+  });
+
+  it("give each row's strings as self-delimiting bytes, so rows of equal text split otherwise differ", () => {
+    const spec: TensorSpec[] = [{ name: "s", type: "string", shape: ["batch", 2] }];
+    const packed = PackedRows.decode(packRows([{ s: ["ab", "c"] }, { s: ["a", "bc"] }], spec), spec);
+    expect(packed.values(0, 0)).not.toEqual(packed.values(0, 1));
+    expect(packed.values(0, 0)).toHaveLength(2 * 4 + 3);
+  });
+
+  it("weigh rows with strings in powers of two from 4 KiB, so rows of similar text share a batcher", () => {
+    const packed = PackedRows.decode(packRows(rows, TEXT), TEXT);
+    expect(packed.rowBytes(0)).toBe(4096);
+    expect(packed.rowBytes(3)).toBe(4096);
+    // 64 KiB of text plus its std::string, and the other inputs: the next power of two.
+    expect(packed.rowBytes(2)).toBe(128 * 1024);
+  });
+
+  it("build string tensors equal to the JSON rows', from rows of several chunks", () => {
+    const first = PackedRows.decode(packRows([rows[0]!], TEXT), TEXT);
+    const second = PackedRows.decode(packRows(rows.slice(1), TEXT), TEXT);
+    const packed = buildPackedBatch([{ rows: first, index: 0 }, { rows: second, index: 2 }], TEXT);
+    const json = buildBatch([rows[0]!, rows[3]!], TEXT);
+    for (const input of TEXT) {
+      expect(packed[input.name]!.type).toBe(input.type);
+      expect(packed[input.name]!.dims).toEqual(json[input.name]!.dims);
+      expect(Array.from(packed[input.name]!.data as ArrayLike<unknown>)).toEqual(Array.from(json[input.name]!.data as ArrayLike<unknown>));
+    }
+    expect(packed.words!.data).toEqual(["", "héllo", "🙂 ok", "x", "y", "z"]);
+    expect(packed.lang!.data).toEqual(["fr", ""]);
+  });
+
+  it("refuse a string section whose lengths run past its end, and rows of another shape in one batch", () => {
+    const spec: TensorSpec[] = [{ name: "s", type: "string", shape: ["batch", "n"] }];
+    const bytes = packRows([{ s: ["abc", "de"] }], spec);
+    const corrupt = Buffer.from(bytes);
+    // The first element's length prefix: header 16, present 8, k/elements 8, dims 8, bytes/0 8.
+    corrupt.writeUInt32LE(1000, 48);
+    expect(() => PackedRows.decode(corrupt, spec)).toThrow("a string section ends early");
+    expect(() => PackedRows.decode(bytes.subarray(0, bytes.length - 8), spec)).toThrow("end early");
+    const packed = PackedRows.decode(packRows([{ s: ["a"] }, { s: ["b", "c"] }], spec), spec);
+    expect(() => buildPackedBatch([{ rows: packed, index: 0 }, { rows: packed, index: 1 }], spec)).toThrow("rows[1].s has 2 values where the batch needs 1");
+  });
 });

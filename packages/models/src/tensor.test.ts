@@ -106,6 +106,24 @@ describe("buildBatch", () => {
     expect(feeds.m!.data).toEqual(new Uint8Array([1, 0, 1]));
   });
 
+  it("builds small integer tensors in their own typed arrays, float16 as half-precision bits", () => {
+    const build = (type: string, rows: TensorRow[]) => buildBatch(rows, [{ name: "x", type, shape: ["b", 2] }]).x!;
+    expect(build("int8", [{ x: [-128, 127] }]).data).toEqual(new Int8Array([-128, 127]));
+    expect(build("uint8", [{ x: [0, 255] }]).data).toEqual(new Uint8Array([0, 255]));
+    expect(build("int16", [{ x: [-32768, 32767] }]).data).toEqual(new Int16Array([-32768, 32767]));
+    expect(build("uint16", [{ x: [0, 65535] }]).data).toEqual(new Uint16Array([0, 65535]));
+    const half = build("float16", [{ x: [1, -2.5] }, { x: [65504, 0.1] }]);
+    expect(half.type).toBe("float16");
+    expect(half.data).toEqual(new Uint16Array([0x3c00, 0xc100, 0x7bff, 0x2e66]));
+  });
+
+  it("builds string tensors as arrays of the rows' strings", () => {
+    const feeds = buildBatch([{ s: [["a", "b"]] }, { s: [["", "ü"]] }], [{ name: "s", type: "string", shape: ["b", 1, "n"] }]);
+    expect(feeds.s!.type).toBe("string");
+    expect(feeds.s!.dims).toEqual([2, 1, 2]);
+    expect(feeds.s!.data).toEqual(["a", "b", "", "ü"]);
+  });
+
   it("takes open dimensions from the rows and builds one tensor per input", () => {
     const inputs: TensorSpec[] = [
       { name: "ids", type: "int64", shape: ["b", "tokens"] },
@@ -151,6 +169,16 @@ describe("buildBatch and splitOutputs through ONNX Runtime", () => {
       { y: [true, false] },
       { y: [false, true] },
     ]);
+  });
+
+  it("returns the small integer types, float16 (rounded to the nearest half) and strings", async () => {
+    expect(await roundTrip("int8", ["b", 2], [{ x: [-128, 127] }, { x: [0, -1] }])).toEqual([{ y: [-128, 127] }, { y: [0, -1] }]);
+    expect(await roundTrip("uint8", ["b"], [{ x: 0 }, { x: 255 }])).toEqual([{ y: 0 }, { y: 255 }]);
+    expect(await roundTrip("int16", ["b", 1], [{ x: [-32768] }, { x: [32767] }])).toEqual([{ y: [-32768] }, { y: [32767] }]);
+    expect(await roundTrip("uint16", ["b", 2], [{ x: [0, 65535] }])).toEqual([{ y: [0, 65535] }]);
+    expect(await roundTrip("float16", ["b", 4], [{ x: [1, -2.5, 65504, 0.1] }])).toEqual([{ y: [1, -2.5, 65504, 0.0999755859375] }]);
+    const text = [{ x: ["", "héllo", "🙂"] }, { x: ["a\tb\n", "x".repeat(20_000), "z"] }];
+    expect(await roundTrip("string", ["b", "n"], text)).toEqual(text.map(({ x }) => ({ y: x })));
   });
 
   it("returns int64 values beyond 2^53 as decimal strings and smaller ones as numbers", async () => {

@@ -1,6 +1,6 @@
 import * as ort from "onnxruntime-node";
 import type { TensorRow, TensorSpec, TensorValue } from "@coalesce/contracts";
-import { elementKind } from "./elements.ts";
+import { elementKind, fillStrings, isStringInput, type ElementArray } from "./elements.ts";
 import type { PackedRows } from "./packed-rows.ts";
 import { isFixedDim, perRowDims } from "./validate-row.ts";
 
@@ -17,7 +17,7 @@ export function buildBatch(rows: readonly TensorRow[], inputs: readonly TensorSp
 }
 
 function buildInputTensor(rows: readonly TensorRow[], input: TensorSpec): ort.Tensor {
-  const kind = elementKind(input.type, input.name);
+  const kind = isStringInput(input.type) ? null : elementKind(input.type, input.name);
   const rank = Math.max(0, input.shape.length - 1);
   const observed = perRowDims(rows[0]![input.name], rank);
   const rowDims: number[] = [];
@@ -29,12 +29,12 @@ function buildInputTensor(rows: readonly TensorRow[], input: TensorSpec): ort.Te
   }
   let perRow = 1;
   for (const size of rowDims) perRow *= size;
-  const data = new kind.Array(rows.length * perRow);
+  const data: ElementArray | string[] = kind ? new kind.Array(rows.length * perRow) : new Array<string>(rows.length * perRow);
   let offset = 0;
   for (let r = 0; r < rows.length; r++) {
     const value = rows[r]![input.name];
     if (value === undefined) throw new Error(`rows[${r}] has no input '${input.name}'`);
-    const end = kind.fill(value, rank, data, offset);
+    const end = kind ? kind.fill(value, rank, data as ElementArray, offset) : fillStrings(value, rank, data as string[], offset);
     // Typed arrays silently drop out-of-range writes, so a misfit row would otherwise shift or
     // zero-fill its neighbours' data without any error.
     if (end !== offset + perRow) {
@@ -50,16 +50,21 @@ export type PackedRowRef = { rows: PackedRows; index: number };
 
 /**
  * buildBatch for packed rows: each input's tensor is the rows' values copied one after the other
- * (no per-element work). The rows must share one `shapeKey`; a row of another shape throws.
+ * (no per-element work; a string input's elements are decoded from UTF-8 one by one, as a string
+ * tensor must be made of strings). The rows must share one `shapeKey`; a row of another shape throws.
  */
 export function buildPackedBatch(items: readonly PackedRowRef[], inputs: readonly TensorSpec[]): Record<string, ort.Tensor> {
   if (items.length === 0) throw new Error("cannot build a batch of 0 rows");
   const first = items[0]!;
   const feeds: Record<string, ort.Tensor> = {};
   inputs.forEach((input, i) => {
-    const kind = elementKind(input.type, input.name);
     const rowDims = first.rows.rowDims(i, first.index);
     const perRow = rowDims.reduce((product, size) => product * size, 1);
+    if (isStringInput(input.type)) {
+      feeds[input.name] = new ort.Tensor("string", buildPackedStrings(items, i, input.name, perRow), [items.length, ...rowDims]);
+      return;
+    }
+    const kind = elementKind(input.type, input.name);
     const data = new kind.Array(items.length * perRow);
     items.forEach(({ rows, index }, r) => {
       const values = rows.values(i, index);
@@ -69,6 +74,15 @@ export function buildPackedBatch(items: readonly PackedRowRef[], inputs: readonl
     feeds[input.name] = new ort.Tensor(input.type as ort.Tensor.Type, data, [items.length, ...rowDims]);
   });
   return feeds;
+}
+
+function buildPackedStrings(items: readonly PackedRowRef[], input: number, name: string, perRow: number): string[] {
+  const data = new Array<string>(items.length * perRow);
+  items.forEach(({ rows, index }, r) => {
+    const count = rows.readStrings(input, index, data, r * perRow);
+    if (count !== perRow) throw new Error(`rows[${r}].${name} has ${count} values where the batch needs ${perRow}; rows must be grouped by shapeKey`);
+  });
+  return data;
 }
 
 /** What splitOutputs reads of an output: an onnxruntime tensor, or one passed back from another thread. */

@@ -7,12 +7,15 @@ export const ELEM_TYPE = {
   float32: 1,
   uint8: 2,
   int8: 3,
+  uint16: 4,
+  int16: 5,
   int32: 6,
   int64: 7,
   string: 8,
   bool: 9,
   float16: 10,
   float64: 11,
+  uint32: 12,
   uint64: 13,
 } as const;
 export type ElemTypeName = keyof typeof ELEM_TYPE;
@@ -34,12 +37,15 @@ export type TinyNode = {
 /** A float32 constant of the graph (weights), stored as raw little-endian bytes. */
 export type TinyInitializer = { name: string; dims: number[]; data: Float32Array };
 
+/** A string constant of the graph (a word to compare with, a vocabulary). */
+export type TinyStringInitializer = { name: string; dims: number[]; strings: string[] };
+
 export type TinyModel = {
   inputs: TinyValue[];
   outputs: TinyValue[];
   nodes: TinyNode[];
   /** @defaultValue none */
-  initializers?: TinyInitializer[];
+  initializers?: (TinyInitializer | TinyStringInitializer)[];
   /** @defaultValue 13 */
   opset?: number;
 };
@@ -119,10 +125,12 @@ function node(n: TinyNode, index: number): Uint8Array {
   ]);
 }
 
-function initializer(init: TinyInitializer): Uint8Array {
-  // TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9 (little-endian, as x86 and ARM store it).
+function initializer(init: TinyInitializer | TinyStringInitializer): Uint8Array {
+  // TensorProto: dims = 1, data_type = 2, string_data = 6, name = 8, raw_data = 9 (little-endian, as x86 and ARM store it).
+  const dims = init.dims.map((d) => intField(1, d));
+  if ("strings" in init) return concat([...dims, intField(2, ELEM_TYPE.string), stringField(8, init.name), ...init.strings.map((text) => stringField(6, text))]);
   return concat([
-    ...init.dims.map((d) => intField(1, d)),
+    ...dims,
     intField(2, ELEM_TYPE.float32),
     stringField(8, init.name),
     bytesField(9, new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength)),
@@ -178,5 +186,68 @@ export function buildIdentityModel(type: ElemTypeName, shape: TinyDim[] | null):
     inputs: [{ name: "x", type, shape }],
     outputs: [{ name: "y", type, shape }],
     nodes: [{ opType: "Identity", inputs: ["x"], outputs: ["y"] }],
+  });
+}
+
+/** A float32 initializer whose data lives in a file beside the model, as large exports keep their weights. */
+export type TinyExternalInitializer = TinyInitializer & {
+  /** The file's path relative to the model's folder, as TensorProto.external_data "location" names it. */
+  location: string;
+};
+
+/**
+ * `buildOnnxModel` plus initializers whose data is EXTERNAL: returns the .onnx bytes and each data
+ * file's bytes by location (tensors sharing a location lie one after another in it).
+ */
+export function buildOnnxModelWithExternalData(
+  model: TinyModel,
+  external: TinyExternalInitializer[],
+): { model: Uint8Array; files: Map<string, Uint8Array> } {
+  const chunks = new Map<string, Uint8Array[]>();
+  const sizes = new Map<string, number>();
+  const tensors = external.map((init) => {
+    const data = new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength);
+    const offset = sizes.get(init.location) ?? 0;
+    sizes.set(init.location, offset + data.byteLength);
+    chunks.set(init.location, [...(chunks.get(init.location) ?? []), data]);
+    const entry = (key: string, value: string) => bytesField(13, concat([stringField(1, key), stringField(2, value)]));
+    // TensorProto: external_data = 13 (key/value pairs), data_location = 14 (EXTERNAL = 1).
+    return bytesField(
+      5,
+      concat([
+        ...init.dims.map((d) => intField(1, d)),
+        intField(2, ELEM_TYPE.float32),
+        stringField(8, init.name),
+        entry("location", init.location),
+        entry("offset", String(offset)),
+        entry("length", String(data.byteLength)),
+        intField(14, 1),
+      ]),
+    );
+  });
+  // A message field that appears twice is merged by protobuf parsers (repeated fields appended), so a
+  // second ModelProto.graph holding only these initializers adds them to the first graph.
+  const bytes = concat([buildOnnxModel(model), bytesField(7, concat(tensors))]);
+  return { model: bytes, files: new Map([...chunks].map(([location, parts]) => [location, concat(parts)])) };
+}
+
+/**
+ * `y = Identity(x)` and `is_cat = Cast(Equal(x, "cat"), int64)` over string[batch, n]: a model that
+ * reads its strings, so a string that reached onnxruntime other than as sent shows in `is_cat`.
+ */
+export function buildStringMatchModel(word = "cat"): Uint8Array {
+  return buildOnnxModel({
+    inputs: [{ name: "x", type: "string", shape: ["batch", "n"] }],
+    outputs: [
+      { name: "y", type: "string", shape: ["batch", "n"] },
+      { name: "is_cat", type: "int64", shape: ["batch", "n"] },
+    ],
+    nodes: [
+      { opType: "Identity", inputs: ["x"], outputs: ["y"] },
+      { opType: "Equal", inputs: ["x", "word"], outputs: ["equal"] },
+      { opType: "Cast", inputs: ["equal"], outputs: ["is_cat"], intAttributes: { to: ELEM_TYPE.int64 } },
+    ],
+    initializers: [{ name: "word", dims: [], strings: [word] }],
+    opset: 19,
   });
 }

@@ -136,6 +136,60 @@ describe("validateRow", () => {
     ]);
   });
 
+  it("checks int8, int16, uint8 and uint16 values are integers in their type's range", () => {
+    const check = (type: string, values: unknown[]) => validateRow({ x: values }, spec(type, ["b", values.length]), "inputs[3]");
+    expect(check("int8", [-128, 127, 0])).toEqual([]);
+    expect(check("uint8", [0, 255])).toEqual([]);
+    expect(check("int16", [-32768, 32767])).toEqual([]);
+    expect(check("uint16", [0, 65535])).toEqual([]);
+    expect(check("int8", [200, 1.5, -129, "7"])).toEqual([
+      { path: "inputs[3].x[0]", message: "200 is outside the int8 range (-128 to 127)" },
+      { path: "inputs[3].x[1]", message: "expected an integer, got 1.5" },
+      { path: "inputs[3].x[2]", message: "-129 is outside the int8 range (-128 to 127)" },
+      { path: "inputs[3].x[3]", message: 'expected an integer, got the string "7"' },
+    ]);
+    expect(check("uint8", [-1, 256]).map((i) => i.message)).toEqual(["-1 is outside the uint8 range (0 to 255)", "256 is outside the uint8 range (0 to 255)"]);
+    expect(check("int16", [32768]).map((i) => i.message)).toEqual(["32768 is outside the int16 range (-32768 to 32767)"]);
+    expect(check("uint16", [2.5, 65536, true]).map((i) => i.message)).toEqual([
+      "expected an integer, got 2.5",
+      "65536 is outside the uint16 range (0 to 65535)",
+      "expected an integer, got true",
+    ]);
+  });
+
+  it("takes any finite float16 value within ±65504 (rounded later), and refuses the rest", () => {
+    const half = spec("float16", ["b", "n"]);
+    expect(validateRow({ x: [65504, -65504, 0.1, 1e-12, -0] }, half, "r")).toEqual([]);
+    expect(validateRow({ x: [65505, -70000, "1", Infinity] }, half, "r")).toEqual([
+      { path: "r.x[0]", message: "65505 is outside the float16 range (±65504)" },
+      { path: "r.x[1]", message: "-70000 is outside the float16 range (±65504)" },
+      { path: "r.x[2]", message: 'expected a number, got the string "1"' },
+      { path: "r.x[3]", message: "expected a finite number, got Infinity" },
+    ]);
+  });
+
+  it("takes strings of up to 64 KiB of UTF-8 for string inputs, and nothing else", () => {
+    const text = spec("string", ["b", "n"]);
+    const most = "é".repeat(32 * 1024);
+    expect(validateRow({ x: ["", "héllo", "🙂", most, "x".repeat(65536)] }, text, "r")).toEqual([]);
+    expect(validateRow({ x: [most + "a", "x".repeat(65537), 5, null, true] }, text, "inputs[2]")).toEqual([
+      { path: "inputs[2].x[0]", message: "a string of 65537 bytes (UTF-8) is longer than the 65536 bytes a string element may have" },
+      { path: "inputs[2].x[1]", message: "a string of 65537 bytes (UTF-8) is longer than the 65536 bytes a string element may have" },
+      { path: "inputs[2].x[2]", message: "expected a string, got 5" },
+      { path: "inputs[2].x[3]", message: "expected a string, got null" },
+      { path: "inputs[2].x[4]", message: "expected a string, got true" },
+    ]);
+    // A scalar string input takes one string per row, not an array of them.
+    expect(validateRow({ x: ["a"] }, spec("string", ["b"]), "r")).toEqual([{ path: "r.x", message: "expected a string, got an array of 1 values" }]);
+  });
+
+  it("refuses strings onnxruntime would not receive as sent: a NUL inside, a lone surrogate", () => {
+    expect(validateRow({ x: ["a\u0000b", "\ud800x", "ok \ud83d\ude42"] }, spec("string", ["b", 3]), "r")).toEqual([
+      { path: "r.x[0]", message: 'the string "a\\u0000b" holds a NUL character, which onnxruntime cannot take inside a string' },
+      { path: "r.x[1]", message: 'the string "\\ud800x" holds a lone UTF-16 surrogate, which has no UTF-8 form' },
+    ]);
+  });
+
   it("accepts any positive length for symbolic dimensions but requires rectangular arrays", () => {
     const image = spec("float32", ["batch", "height", "width"]);
     expect(validateRow({ x: [[1, 2, 3]] }, image, "r")).toEqual([]);

@@ -1,4 +1,4 @@
-import type { TensorRow, TensorSpec } from "@coalesce/contracts";
+import { MAX_STRING_ELEMENT_BYTES, type TensorRow, type TensorSpec } from "@coalesce/contracts";
 
 export type RowIssue = {
   /** Where the problem is, e.g. `inputs[17].features[2]`. */
@@ -10,8 +10,20 @@ export type RowIssue = {
 export const MAX_ISSUES_PER_ROW = 10;
 
 const FLOAT32_MAX = 3.4028234663852886e38;
+const FLOAT16_MAX = 65504;
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
+/** The ranges of the integer types a JSON number carries exactly (int64 is checked apart). */
+const INTEGER_RANGES: Readonly<Record<string, readonly [number, number]>> = {
+  int8: [-128, 127],
+  int16: [-32768, 32767],
+  int32: [INT32_MIN, INT32_MAX],
+  uint8: [0, 255],
+  uint16: [0, 65535],
+};
+// A lone surrogate has no UTF-8 form (onnxruntime would get U+FFFD in its place), and
+// onnxruntime-node passes strings on as C strings, cut at the first NUL: neither would be the string sent.
+const NOT_TRANSMISSIBLE = /\p{Surrogate}|\0/u;
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 const DECIMAL_INTEGER = /^-?[0-9]+$/;
@@ -113,6 +125,11 @@ const NOT_INT64 = 7;
 const OUTSIDE_INT64 = 8;
 const NOT_BOOL = 9;
 const UNSUPPORTED_TYPE = 10;
+const OUTSIDE_FLOAT16 = 11;
+const OUTSIDE_INTEGER_RANGE = 12;
+const NOT_STRING = 13;
+const STRING_TOO_LONG = 14;
+const NOT_TRANSMISSIBLE_STRING = 15;
 
 /** Walks one input's value; holds the state that would otherwise be threaded through every call. */
 class ValueWalker {
@@ -199,12 +216,26 @@ function scalarCheckFor(type: string): ScalarCheck {
       return checkFloat32;
     case "float64":
       return checkFloat64;
+    case "float16":
+      return checkFloat16;
     case "int32":
       return checkInt32;
+    case "int8":
+    case "int16":
+    case "uint8":
+    case "uint16": {
+      const [min, max] = INTEGER_RANGES[type]!;
+      return (value) => {
+        if (typeof value !== "number" || !Number.isInteger(value)) return NOT_INTEGER;
+        return value < min || value > max ? OUTSIDE_INTEGER_RANGE : OK;
+      };
+    }
     case "int64":
       return checkInt64;
     case "bool":
       return checkBool;
+    case "string":
+      return checkString;
     default:
       // inspectModel refuses such models, so only a signature from elsewhere gets here.
       return () => UNSUPPORTED_TYPE;
@@ -221,6 +252,13 @@ function checkFloat32(value: unknown): number {
   if (typeof value !== "number") return NOT_NUMBER;
   if (!Number.isFinite(value)) return NOT_FINITE;
   if (value > FLOAT32_MAX || value < -FLOAT32_MAX) return OUTSIDE_FLOAT32;
+  return OK;
+}
+
+function checkFloat16(value: unknown): number {
+  if (typeof value !== "number") return NOT_NUMBER;
+  if (!Number.isFinite(value)) return NOT_FINITE;
+  if (value > FLOAT16_MAX || value < -FLOAT16_MAX) return OUTSIDE_FLOAT16;
   return OK;
 }
 
@@ -248,6 +286,15 @@ function checkBool(value: unknown): number {
   return typeof value === "boolean" ? OK : NOT_BOOL;
 }
 
+function checkString(value: unknown): number {
+  if (typeof value !== "string") return NOT_STRING;
+  // UTF-8 takes at most 3 bytes per UTF-16 unit, so most strings need no counting.
+  if (value.length * 3 > MAX_STRING_ELEMENT_BYTES && (value.length > MAX_STRING_ELEMENT_BYTES || Buffer.byteLength(value, "utf8") > MAX_STRING_ELEMENT_BYTES)) {
+    return STRING_TOO_LONG;
+  }
+  return NOT_TRANSMISSIBLE.test(value) ? NOT_TRANSMISSIBLE_STRING : OK;
+}
+
 function scalarMessage(code: number, value: unknown, type: string): string {
   switch (code) {
     case NOT_NUMBER:
@@ -260,6 +307,12 @@ function scalarMessage(code: number, value: unknown, type: string): string {
       return `expected an integer, got ${describe(value)}`;
     case OUTSIDE_INT32:
       return `${String(value)} is outside the int32 range (${INT32_MIN} to ${INT32_MAX})`;
+    case OUTSIDE_INTEGER_RANGE: {
+      const [min, max] = INTEGER_RANGES[type] ?? [0, 0];
+      return `${String(value)} is outside the ${type} range (${min} to ${max})`;
+    }
+    case OUTSIDE_FLOAT16:
+      return `${String(value)} is outside the float16 range (±${FLOAT16_MAX})`;
     case UNSAFE_INT64_NUMBER:
       return `${String(value)} is too large to be exact as a JSON number; send integers beyond ±9007199254740991 as decimal strings`;
     case NOT_INT64:
@@ -268,6 +321,14 @@ function scalarMessage(code: number, value: unknown, type: string): string {
       return `${truncate(String(value))} is outside the int64 range`;
     case NOT_BOOL:
       return `expected true or false, got ${describe(value)}`;
+    case NOT_STRING:
+      return `expected a string, got ${describe(value)}`;
+    case STRING_TOO_LONG:
+      return `a string of ${Buffer.byteLength(value as string, "utf8")} bytes (UTF-8) is longer than the ${MAX_STRING_ELEMENT_BYTES} bytes a string element may have`;
+    case NOT_TRANSMISSIBLE_STRING:
+      return (value as string).includes("\0")
+        ? `the string ${JSON.stringify(truncate(value as string))} holds a NUL character, which onnxruntime cannot take inside a string`
+        : `the string ${JSON.stringify(truncate(value as string))} holds a lone UTF-16 surrogate, which has no UTF-8 form`;
     default:
       return `input type ${type} is not supported`;
   }

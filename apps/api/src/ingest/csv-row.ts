@@ -1,9 +1,18 @@
-import type { RowError, TensorRow, TensorValue } from "@coalesce/contracts";
+import { MAX_STRING_ELEMENT_BYTES, type RowError, type TensorRow, type TensorValue } from "@coalesce/contracts";
 import type { ColumnMapping, InputColumns } from "./csv-columns.ts";
 
 const DECIMAL = /^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$/;
 const INTEGER = /^\s*[+-]?\d+\s*$/;
 const FLOAT32_MAX = 3.4028234663852886e38;
+const FLOAT16_MAX = 65504;
+/** The integer types a JSON number carries exactly, with their ranges (int64 is read apart). */
+const INTEGER_RANGES: Readonly<Record<string, readonly [number, number]>> = {
+  int8: [-128, 127],
+  int16: [-32768, 32767],
+  int32: [-2147483648, 2147483647],
+  uint8: [0, 255],
+  uint16: [0, 65535],
+};
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
@@ -18,22 +27,25 @@ export function looksNumeric(text: string): boolean {
 export function parseCell(text: string, type: string): Cell {
   switch (type) {
     case "float32":
-    case "float64": {
+    case "float64":
+    case "float16": {
       if (!DECIMAL.test(text)) return { problem: text.trim() === "" ? "the cell is empty" : `'${clip(text)}' is not a number` };
       const value = Number(text);
-      if (!Number.isFinite(value) || (type === "float32" && Math.abs(value) > FLOAT32_MAX)) {
-        return { problem: `${clip(text)} is out of ${type} range` };
-      }
+      const max = type === "float32" ? FLOAT32_MAX : type === "float16" ? FLOAT16_MAX : Infinity;
+      if (!Number.isFinite(value) || Math.abs(value) > max) return { problem: `${clip(text)} is out of ${type} range` };
       return { value };
     }
+    case "int8":
+    case "int16":
     case "int32":
+    case "uint8":
+    case "uint16":
     case "int64": {
       if (!INTEGER.test(text)) return { problem: text.trim() === "" ? "the cell is empty" : `'${clip(text)}' is not an integer` };
       const trimmed = text.trim();
       const value = Number(trimmed);
-      if (type === "int32") {
-        return value >= -2147483648 && value <= 2147483647 ? { value } : { problem: `${clip(text)} is out of int32 range` };
-      }
+      const range = INTEGER_RANGES[type];
+      if (range) return value >= range[0] && value <= range[1] ? { value } : { problem: `${clip(text)} is out of ${type} range` };
       if (Number.isSafeInteger(value)) return { value };
       const big = BigInt(trimmed);
       // Beyond 2^53 a JSON number would lose digits; the row carries the exact decimal string.
@@ -45,9 +57,22 @@ export function parseCell(text: string, type: string): Cell {
       if (lower === "false" || lower === "0") return { value: false };
       return { problem: `'${clip(text)}' is not a boolean (true, false, 1 or 0)` };
     }
+    case "string":
+      // The cell as written (quotes undone, spaces kept): a CSV has no other way to say what the text is.
+      return stringCell(text);
     default:
       return { problem: `input type ${type} cannot be read from CSV` };
   }
+}
+
+// A CSV decoded from UTF-8 has no lone surrogates; a NUL is possible, and onnxruntime would cut the string there.
+function stringCell(text: string): Cell {
+  if (text.length * 3 > MAX_STRING_ELEMENT_BYTES) {
+    const bytes = Buffer.byteLength(text, "utf8");
+    if (bytes > MAX_STRING_ELEMENT_BYTES) return { problem: `the cell holds ${bytes} bytes of text, more than the ${MAX_STRING_ELEMENT_BYTES} a string may have` };
+  }
+  if (text.includes("\0")) return { problem: "the cell holds a NUL character, which onnxruntime cannot take inside a string" };
+  return { value: text };
 }
 
 export type ParsedRow = { row: TensorRow; id: string | null } | { error: RowError; id: string | null };

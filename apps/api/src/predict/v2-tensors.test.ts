@@ -107,6 +107,38 @@ describe("rowsFromV2Inputs", () => {
     expect(refused(() => rowsFromV2Inputs([{ name: "x", datatype: "FP32", shape: [2, 3, 0], data: [] }], [IMAGE], 1024))).toMatch(/\[0\]\[0\]: expected at least 1 value/);
   });
 
+  it("takes BYTES as strings, FP16 and the small integer types as numbers, checked as job rows are", () => {
+    const specs: TensorSpec[] = [
+      { name: "text", type: "string", shape: ["batch", 2] },
+      { name: "half", type: "float16", shape: ["batch"] },
+      { name: "small", type: "int8", shape: ["batch"] },
+      { name: "pixels", type: "uint8", shape: ["batch", 2] },
+    ];
+    const tensors = [
+      { name: "text", datatype: "BYTES", shape: [2, 2], data: ["a", "b", "", "héllo"] },
+      { name: "half", datatype: "FP16", shape: [2], data: [0.5, -65504] },
+      { name: "small", datatype: "INT8", shape: [2], data: [-128, 127] },
+      { name: "pixels", datatype: "UINT8", shape: [2, 2], data: [[0, 255], [1, 2]] },
+    ];
+    expect(rowsFromV2Inputs(tensors, specs, 1024)).toEqual([
+      { text: ["a", "b"], half: 0.5, small: -128, pixels: [0, 255] },
+      { text: ["", "héllo"], half: -65504, small: 127, pixels: [1, 2] },
+    ]);
+    const bad = [
+      { ...tensors[0]!, data: ["a", 5, "c", "d"] },
+      { ...tensors[1]!, data: [70000, 1] },
+      { ...tensors[2]!, data: [200, 1] },
+      { ...tensors[3]!, data: [0, 1.5, 2, 3] },
+    ];
+    expect(refused(() => rowsFromV2Inputs(bad, specs, 1024))).toBe(
+      "input 'text' [0][1]: expected a string, got 5; input 'half' [0]: 70000 is outside the float16 range (±65504); " +
+        "input 'small' [0]: 200 is outside the int8 range (-128 to 127); input 'pixels' [0][1]: expected an integer, got 1.5",
+    );
+    expect(refused(() => rowsFromV2Inputs([{ ...tensors[0]!, datatype: "STRING" }, ...tensors.slice(1)], specs, 1024))).toBe(
+      "input 'text' has datatype STRING, but the model takes BYTES",
+    );
+  });
+
   it("refuses data that is not an array", () => {
     expect(refused(() => rowsFromV2Inputs([{ name: "ids", datatype: "INT64", shape: [1], data: 5 }], [IDS], 1024))).toMatch(/input 'ids': data must be an array/);
   });
@@ -166,6 +198,24 @@ describe("writeInferResponse", () => {
       '{"model_name":"m","model_version":"1","id":"42","outputs":[{"name":"big","datatype":"INT64","shape":[3],"data":[9007199254740993,-5,-9223372036854775808]},' +
         '{"name":"flags","datatype":"BOOL","shape":[2],"data":[true,false]},{"name":"x","datatype":"FP32","shape":[2],"data":[1.5,null]}]}',
     );
+  });
+  it("writes BYTES as JSON strings and FP16 as numbers", () => {
+    const text = writeInferResponse({
+      model_name: "m",
+      model_version: "1",
+      outputs: [
+        { name: "s", datatype: "BYTES", shape: [2], data: ["a\"b", "é"] },
+        { name: "h", datatype: "FP16", shape: [2], data: [0.0999755859375, -2.5] },
+      ],
+    });
+    expect(JSON.parse(text)).toEqual({
+      model_name: "m",
+      model_version: "1",
+      outputs: [
+        { name: "s", datatype: "BYTES", shape: [2], data: ['a"b', "é"] },
+        { name: "h", datatype: "FP16", shape: [2], data: [0.0999755859375, -2.5] },
+      ],
+    });
   });
   it("leaves id out when the request had none", () => {
     expect(JSON.parse(writeInferResponse({ model_name: "m", model_version: "2", outputs: [] }))).toEqual({ model_name: "m", model_version: "2", outputs: [] });
