@@ -21,7 +21,7 @@ describe("POST /v1/jobs accepts", () => {
       id: expect.stringMatching(/^job_[0-9a-z]+$/) as string,
       status: "queued",
       priority: "interactive",
-      model: { name: "iris", version: 1 },
+      model: { name: "iris", version: 1, alias: null },
       counts: { total: 3, received: 3, succeeded: 0, failed: 0 },
       progress: 0,
       eta_seconds: null,

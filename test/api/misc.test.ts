@@ -83,7 +83,7 @@ describe("GET /openapi.json", () => {
   });
 
   it("describes what webhook endpoints receive, per event type", () => {
-    expect(Object.keys(doc.webhooks ?? {})).toEqual(["job.succeeded", "job.failed", "job.cancelled", "job.expired", "job.progress"]);
+    expect(Object.keys(doc.webhooks ?? {})).toEqual(["job.succeeded", "job.failed", "job.cancelled", "job.expired", "job.progress", "model.alias.rolled_back"]);
     expect(doc.webhooks?.["job.succeeded"]?.post?.requestBody?.content).toHaveProperty(["application/json"]);
   });
 

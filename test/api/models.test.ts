@@ -28,6 +28,10 @@ describe("POST /v1/models/{name}/versions", () => {
       size_bytes: IRIS.byteLength,
       ...IRIS_SIGNATURE,
       batching: { max_batch_rows: null, max_batch_delay_ms: null, max_batch_bytes: null },
+      description: null,
+      labels: {},
+      aliases: [],
+      shadow_of: [],
       created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) as string,
     });
   });

@@ -58,7 +58,7 @@ describe("another tenant", () => {
     expect(ofA.versions.map((v) => v.sha256)).toEqual([sha256(fixture("iris.onnx"))]);
     // B's job runs on B's model, not A's.
     const jobOfB = await expectJson<Job>(await submitJob(api, tenantB, { model: "iris", inputs: [{ features: new Array(64).fill(0) }] }), 202);
-    expect(jobOfB.model).toEqual({ name: "iris", version: 1 });
+    expect(jobOfB.model).toEqual({ name: "iris", version: 1, alias: null });
     await expectProblem(await submitJob(api, tenantB, { model: "iris", inputs: irisRows(1) }), 422, "validation_failed");
   });
 

@@ -1,12 +1,12 @@
 // `coalesce predict` as a user runs it: a child process talking to real API and worker processes
 // (started as `npm start` starts them) on this test's own schema and queue prefix.
-import { CoalesceApiError, createClient, type CoalesceClient, type Prediction } from "@coalesce/client";
+import { createClient, type CoalesceClient, type Prediction } from "@coalesce/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatPrediction } from "../../apps/cli/src/commands/predict.ts";
 import { formatOutputValue } from "../../apps/cli/src/format.ts";
 import { buildOnnxModel } from "../../packages/models/src/tiny-onnx.ts";
 import { stopProcess, type ServiceProcess } from "../../scripts/processes.ts";
-import { runCli, startCliServices, type CliRun } from "../support/cli.ts";
+import { runCli, startCliServices, waitForPredictions, type CliRun } from "../support/cli.ts";
 import { readFeatureCsv, readModel, readReference, type Reference } from "../support/fixtures.ts";
 import { createTestServices, type TestServices } from "../support/services.ts";
 
@@ -48,16 +48,7 @@ beforeAll(async () => {
   await client.pushModel("iris", new Uint8Array(await readModel("iris")));
   ({ features } = await readFeatureCsv("iris"));
   reference = await readReference("iris");
-  // Ready is not the same as a worker having said it answers predictions: wait for that.
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await client.predict("iris", [{ features: features[0] as number[] }], { cache: "skip" });
-      break;
-    } catch (error) {
-      if (!(error instanceof CoalesceApiError && error.status === 503) || attempt >= 300) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
+  await waitForPredictions(client, "iris", { features: features[0] as number[] });
 });
 
 afterAll(async () => {
@@ -91,7 +82,7 @@ describe("coalesce predict", () => {
     expect(run.stderr).toBe("");
     const answer = JSON.parse(run.stdout) as Omit<Prediction, "cache">;
     expect(Object.keys(answer)).toEqual(["model", "outputs"]);
-    expect(answer.model).toEqual({ name: "iris", version: 1 });
+    expect(answer.model).toEqual({ name: "iris", version: 1, alias: null });
     expect(answer.outputs).toHaveLength(1);
     expect(answer.outputs[0]).toMatchObject({ index: 0, outputs: { label: reference[50]?.label } });
     (answer.outputs[0]?.outputs?.probabilities as number[]).forEach((p, j) => expect(p).toBeCloseTo(reference[50]?.probabilities[j] ?? Number.NaN, 5));
@@ -201,7 +192,7 @@ describe("predict's table", () => {
     expect(formatOutputValue("x".repeat(100))).toBe(`${"x".repeat(59)}…`);
     expect(
       formatPrediction({
-        model: { name: "m", version: 1 },
+        model: { name: "m", version: 1, alias: null },
         cache: "miss",
         outputs: [
           { index: 0, outputs: { y: [0.5, null] } },

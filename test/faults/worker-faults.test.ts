@@ -238,7 +238,7 @@ describe("a worker stopped while Redis is away", () => {
       await worker.close();
       expect(lines.find((line) => line.msg === "worker stopped")).toMatchObject({
         failed: [],
-        stopped: ["predict requests", "heartbeat", "periodic tasks", "chunks in hand", "webhooks", "metrics", "queue", "batchers", "models", "redis", "postgres"],
+        stopped: ["predict requests", "heartbeat", "periodic tasks", "chunks in hand", "shadow rows", "alias guard", "webhooks", "metrics", "queue", "batchers", "models", "redis", "postgres"],
       });
       expect(lines.find((line) => line.msg.startsWith("Redis does not answer: left this worker's /readyz entry"))).toBeDefined();
       await proxy.up();

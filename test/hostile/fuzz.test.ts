@@ -24,6 +24,14 @@ const OPERATION_IDS = [
   "listModels",
   "getModel",
   "updateModelVersion",
+  "deleteModelVersion",
+  "listAliases",
+  "putAlias",
+  "getAlias",
+  "deleteAlias",
+  "getAliasHistory",
+  "rollbackAlias",
+  "getAliasComparison",
   "createJob",
   "listJobs",
   "getJob",
@@ -93,6 +101,11 @@ async function knownValues(): Promise<KnownValues> {
     jobIds.push(job.id);
   }
   const webhook = await expectJson<{ id: string }>(await requestJson(suite.api, auth, "POST", "/v1/webhooks", { url: webhookUrl }), 201);
+  // The alias routes' `{alias}` is sampled from its example, `production`: give it a history to
+  // read and roll back through (which also routes the plain `iris` the other operations name).
+  for (const version of [1, 1]) {
+    expect((await requestJson(suite.api, auth, "PUT", "/v1/models/iris/aliases/production", { version })).status).toBeLessThan(300);
+  }
   const deliveries = await suite.api.db.pool.query<{ id: string }>(`SELECT id FROM webhook_deliveries ORDER BY id`);
   expect(deliveries.rows.length).toBeGreaterThan(0);
   return {

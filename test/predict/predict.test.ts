@@ -73,7 +73,7 @@ describe("with a worker", () => {
     it("iris: the outputs equal the job path's results for the same rows, bit for bit", async () => {
       const rows = irisInputs(suite, 150);
       const now = await answered(await predict(suite.api, suite.auth, "iris", rows, { "Cache-Control": "no-store" }));
-      expect(now.model).toEqual({ name: "iris", version: 1 });
+      expect(now.model).toEqual({ name: "iris", version: 1, alias: null });
       expect(now.outputs).toStrictEqual(await jobResults(suite.api, suite.auth, "iris", rows));
     });
 

@@ -1,6 +1,8 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { API_MAIN, freePort, ROOT, startProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
+import { CoalesceApiError, type CoalesceClient } from "@coalesce/client";
+import type { TensorRow } from "@coalesce/contracts";
 
 const CLI = path.join(ROOT, "apps/cli/bin/coalesce.mjs");
 
@@ -43,4 +45,20 @@ export async function startCliServices(env: Record<string, string>): Promise<Cli
   }
   await waitUntilReady(baseUrl, processes);
   return { baseUrl, processes, output: () => output };
+}
+
+/**
+ * Waits until a worker answers predictions for `model` (ready is not the same as a worker having
+ * said it serves them): retries the 503 of "no worker yet", for up to 30 s.
+ */
+export async function waitForPredictions(client: CoalesceClient, model: Parameters<CoalesceClient["predict"]>[0], row: TensorRow): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await client.predict(model, [row], { cache: "skip" });
+      return;
+    } catch (error) {
+      if (!(error instanceof CoalesceApiError && error.status === 503) || attempt >= 300) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
 }

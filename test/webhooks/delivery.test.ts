@@ -70,7 +70,7 @@ describe("webhook endpoints", () => {
     const receiver = await WebhookReceiver.start();
     try {
       const endpoint = await register(auth, { url: receiver.url, description: "ours" });
-      expect(endpoint).toMatchObject({ url: receiver.url, enabled: true, events: ["job.succeeded", "job.failed", "job.cancelled", "job.expired"] });
+      expect(endpoint).toMatchObject({ url: receiver.url, enabled: true, events: ["job.succeeded", "job.failed", "job.cancelled", "job.expired", "model.alias.rolled_back"] });
       expect(endpoint.secret).toMatch(/^whsec_[A-Za-z0-9+/=]{40,}$/);
       // The secret is shown once, at creation.
       const listed = (await (await requestJson(suite.api, auth, "GET", "/v1/webhooks")).json()) as { data: WebhookEndpoint[] };

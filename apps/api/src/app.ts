@@ -7,6 +7,7 @@ import { requestLog } from "./middleware/request-log.ts";
 import { registerDocs } from "./routes/docs.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerJobRoutes } from "./routes/jobs/index.ts";
+import { registerAliasRoutes } from "./routes/aliases/index.ts";
 import { registerModelRoutes } from "./routes/models/index.ts";
 import { registerPredict } from "./routes/predict/predict.ts";
 import { registerV2Routes } from "./routes/v2/index.ts";
@@ -28,6 +29,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   app.use("/v1/*", requireApiKey(deps.db));
   registerHealthRoutes(app, deps);
   registerModelRoutes(app, deps);
+  registerAliasRoutes(app, deps);
   registerPredict(app, deps);
   registerV2Routes(app, deps);
   registerJobRoutes(app, deps);

@@ -59,5 +59,7 @@ export type AppEnv = {
     logger: Logger;
     /** Set by the auth middleware on every /v1 route. */
     tenantId: string;
+    /** The API key the request came with (set with tenantId): who made a change, in histories. */
+    keyId: string;
   };
 };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseColumnList, parseCommandArgs, parseMapOptions, parseWholeNumber, resolveFormat } from "./args.ts";
+import { parseColumnList, parseCommandArgs, parseMapOptions, parseVersionPair, parseVersionRef, parseWholeNumber, resolveFormat } from "./args.ts";
 import { splitCommand } from "./cli.ts";
 import { UsageError } from "./errors.ts";
 
@@ -13,6 +13,13 @@ describe("splitCommand", () => {
     expect(splitCommand(["-m", "iris", "submit", "data.csv", "--wait"]).words).toEqual(["submit"]);
     expect(splitCommand(["submit", "--help"])).toMatchObject({ words: ["submit"], help: true });
     expect(splitCommand(["status", "--", "--odd-id"])).toMatchObject({ words: ["status"], rest: ["--", "--odd-id"] });
+    // Groups nest: `models alias set` is three words, and what follows a command is its arguments.
+    expect(splitCommand(["models", "alias", "set", "iris", "production", "2", "--canary", "3=10"])).toMatchObject({
+      words: ["models", "alias", "set"],
+      rest: ["iris", "production", "2", "--canary", "3=10"],
+    });
+    expect(splitCommand(["models", "rm", "iris@2"]).words).toEqual(["models", "rm"]);
+    expect(splitCommand(["models", "label", "iris@2", "--description", "x", "stage=prod"])).toMatchObject({ words: ["models", "label"], rest: ["iris@2", "--description", "x", "stage=prod"] });
   });
 });
 
@@ -32,6 +39,14 @@ describe("option values", () => {
     expect(parseWholeNumber("submit", "--max-errors", "0")).toBe(0);
     expect(() => parseWholeNumber("submit", "--max-errors", "-1")).toThrow("takes a whole number");
     expect(() => parseWholeNumber("jobs list", "--limit", "0", 1)).toThrow("of at least 1");
+  });
+
+  it("NAME@VERSION and VERSION=VALUE", () => {
+    expect(parseVersionRef("models rm", "iris@2")).toEqual({ name: "iris", version: 2 });
+    expect(() => parseVersionRef("models rm", "iris")).toThrow("NAME@VERSION");
+    expect(() => parseVersionRef("models rm", "iris@canary")).toThrow("NAME@VERSION");
+    expect(parseVersionPair("x", "--canary", "3=10", "PERCENT", "3=10")).toEqual({ version: 3, value: "10" });
+    expect(() => parseVersionPair("x", "--canary", "3", "PERCENT", "3=10")).toThrow("--canary takes VERSION=PERCENT, e.g. --canary 3=10; got '3'");
   });
 
   it("the format comes from --format, else the file's extension, else csv", () => {

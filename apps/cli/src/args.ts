@@ -88,3 +88,17 @@ export function resolveFormat(command: string, format: string | undefined, out: 
   if (out && /\.(ndjson|jsonl)$/i.test(out)) return "ndjson";
   return "csv";
 }
+
+/** `iris@2` -> `{ name: "iris", version: 2 }`: a command that acts on one version. */
+export function parseVersionRef(command: string, ref: string): { name: string; version: number } {
+  const match = /^([^@]+)@([1-9][0-9]*)$/.exec(ref);
+  if (!match?.[1]) throw new UsageError(`name the version as NAME@VERSION, e.g. iris@2; got '${ref}'`, command);
+  return { name: match[1], version: Number(match[2]) };
+}
+
+/** `VERSION=VALUE` (`--canary 3=10`, `--shadow 5=0.2`): the version and the value's text. */
+export function parseVersionPair(command: string, option: string, value: string, what: string, example: string): { version: number; value: string } {
+  const match = /^\s*([1-9][0-9]*)\s*=\s*(\S+)\s*$/.exec(value);
+  if (!match?.[2]) throw new UsageError(`${option} takes VERSION=${what}, e.g. ${option} ${example}; got '${value}'`, command);
+  return { version: Number(match[1]), value: match[2] };
+}

@@ -1,7 +1,8 @@
 import { GLOBAL_OPTIONS } from "./args.ts";
 import type { Command } from "./command.ts";
 import { jobsListCommand } from "./commands/jobs.ts";
-import { modelsBatchingCommand, modelsListCommand, modelsPushCommand } from "./commands/models.ts";
+import { ALIAS_COMMANDS } from "./commands/aliases.ts";
+import { modelsBatchingCommand, modelsLabelCommand, modelsListCommand, modelsPushCommand, modelsRemoveCommand } from "./commands/models.ts";
 import { predictCommand } from "./commands/predict.ts";
 import { resultsCommand } from "./commands/results.ts";
 import { cancelCommand } from "./commands/cancel.ts";
@@ -21,11 +22,20 @@ export const COMMANDS: Command[] = [
   modelsPushCommand,
   modelsListCommand,
   modelsBatchingCommand,
+  modelsLabelCommand,
+  modelsRemoveCommand,
+  ...ALIAS_COMMANDS,
   jobsListCommand,
   ...WEBHOOK_COMMANDS,
 ];
-/** Words that only group commands (`coalesce models push`). */
-const GROUPS = new Set(COMMANDS.filter((command) => command.name.includes(" ")).map((command) => command.name.split(" ")[0]));
+/** Words that only group commands (`coalesce models push`, `coalesce models alias set`): every leading part of a name. */
+const GROUPS = new Set(
+  COMMANDS.flatMap((command) => {
+    const words = command.name.split(" ");
+    return words.slice(1).map((_, i) => words.slice(0, i + 1).join(" "));
+  }),
+);
+const NAME_WIDTH = Math.max(...COMMANDS.map((command) => command.name.length)) + 2;
 
 export const HELP = `Usage: coalesce COMMAND [options]
 
@@ -33,7 +43,7 @@ Predictions with ONNX models on a Coalesce server, from the command line: batch 
 size, or a few rows answered at once.
 
 Commands:
-${COMMANDS.map((command) => `  ${command.name.padEnd(20)}${command.summary}`).join("\n")}
+${COMMANDS.map((command) => `  ${command.name.padEnd(NAME_WIDTH)}${command.summary}`).join("\n")}
 
 Options for every command:
   --url URL        the API's address (default: $COALESCE_URL, else ${DEFAULT_URL})
@@ -46,7 +56,9 @@ Example:
   export COALESCE_API_KEY=csk_...
   coalesce models push iris fixtures/iris.onnx
   coalesce submit fixtures/iris.csv --model iris --id-column row_id --ignore target --wait --out results.csv
-  coalesce predict iris --row 5.1,3.5,1.4,0.2`;
+  coalesce predict iris --row 5.1,3.5,1.4,0.2
+  coalesce models alias set iris production 2 --canary 3=10 --guard max_error_rate=0.01
+  coalesce models alias history iris production`;
 
 /** Every option that takes a value, as written on the command line (`--model`, `-m`). */
 function valueOptionNames(): Set<string> {
@@ -73,7 +85,7 @@ export function splitCommand(argv: string[]): { words: string[]; rest: string[];
       rest.push(...argv.slice(i));
       break;
     }
-    const wantsWord = words.length === 0 || (words.length === 1 && GROUPS.has(words[0]));
+    const wantsWord = words.length === 0 || GROUPS.has(words.join(" "));
     if (arg === "-h" || arg === "--help") help = true;
     if (takesValue.has(arg)) {
       rest.push(arg, ...(i + 1 < argv.length ? [argv[++i] ?? ""] : []));
@@ -104,11 +116,13 @@ export async function run(argv: string[], io: Io, env: NodeJS.ProcessEnv = proce
     const name = words.join(" ");
     const command = COMMANDS.find((candidate) => candidate.name === name);
     if (!command) {
-      const group = words[0] ?? "";
-      if (GROUPS.has(group)) {
-        const sub = COMMANDS.filter((candidate) => candidate.name.startsWith(`${group} `)).map((candidate) => candidate.name);
-        if (help && words.length === 1) return printHelp(io, sub[0] ?? "");
-        throw new UsageError(words.length === 1 ? `${group} needs a command: ${sub.join(", ")}` : `unknown command '${name}'; try ${sub.join(", ")}`);
+      // The longest group the words start with: `models alias frob` is a mistake within `models alias`.
+      const depth = [...words.keys()].reverse().find((i) => GROUPS.has(words.slice(0, i + 1).join(" ")));
+      if (depth !== undefined) {
+        const group = words.slice(0, depth + 1).join(" ");
+        if (help && group === name) return printHelp(io, group);
+        const sub = groupCommands(group).map((candidate) => candidate.name);
+        throw new UsageError(group === name ? `${group} needs a command: ${sub.join(", ")}` : `unknown command '${name}'; try ${sub.join(", ")}`, group);
       }
       throw new UsageError(`unknown command '${name}'`);
     }
@@ -128,7 +142,33 @@ function printHelp(io: Io, name: string): number {
     return EXIT_OK;
   }
   const command = COMMANDS.find((candidate) => candidate.name === name);
+  if (!command && GROUPS.has(name)) {
+    io.stdout.write(`${groupHelp(name)}\n`);
+    return EXIT_OK;
+  }
   if (!command) throw new UsageError(`unknown command '${name}'`);
   io.stdout.write(`${command.help}\n\nOptions for every command: --url URL, --api-key KEY (see coalesce --help)\n`);
   return EXIT_OK;
+}
+
+/** The commands under a group, one level down or deeper (`models` holds `models alias set` too). */
+function groupCommands(group: string): Command[] {
+  return COMMANDS.filter((candidate) => candidate.name.startsWith(`${group} `));
+}
+
+/** `coalesce models alias --help`: its commands, with each one's first example. */
+function groupHelp(group: string): string {
+  const commands = groupCommands(group);
+  const examples = commands.map((command) => /\n {2}(coalesce .+)/.exec(command.help.slice(command.help.indexOf("Example")))?.[1]).filter((line) => line !== undefined);
+  return [
+    `Usage: coalesce ${group} COMMAND [options]`,
+    "",
+    "Commands:",
+    ...commands.map((command) => `  ${command.name.padEnd(NAME_WIDTH)}${command.summary}`),
+    "",
+    "Examples:",
+    ...examples.map((line) => `  ${line}`),
+    "",
+    `Each command's own help: coalesce ${commands[0]?.name ?? group} --help`,
+  ].join("\n");
 }

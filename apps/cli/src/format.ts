@@ -49,8 +49,9 @@ export function formatRowRate(rows: number, seconds: number): string | null {
   return `${rate >= 100 ? formatCount(Math.round(rate)) : rate.toFixed(1)} rows/s`;
 }
 
-export function formatModel(model: Job["model"]): string {
-  return `${model.name}@${model.version}`;
+/** `iris@3`, or `iris@3 (via canary)` when an alias chose the version. */
+export function formatModel(model: { name: string; version: number; alias?: string | null }): string {
+  return `${model.name}@${model.version}${model.alias ? ` (via ${model.alias})` : ""}`;
 }
 
 /** `features float32[batch,4]` */

@@ -43,4 +43,13 @@ describe("worker configuration", () => {
     // One instance: onnxruntime's own default (a thread per core).
     expect(intraOpThreads({ MODEL_INSTANCES: 1, INTRA_OP_THREADS: 0 }, 16)).toBe(0);
   });
+
+  it("unloads a model version idle for 10 minutes and keeps at most 32 loaded unless told otherwise; 0 turns either off", () => {
+    expect(loadWorkerEnv({})).toMatchObject({ MODEL_IDLE_UNLOAD_S: 600, MAX_LOADED_MODELS: 32 });
+    expect(loadWorkerEnv({ MODEL_IDLE_UNLOAD_S: "0", MAX_LOADED_MODELS: "0" })).toMatchObject({ MODEL_IDLE_UNLOAD_S: 0, MAX_LOADED_MODELS: 0 });
+    expect(loadWorkerEnv({ MODEL_IDLE_UNLOAD_S: "30", MAX_LOADED_MODELS: "2" })).toMatchObject({ MODEL_IDLE_UNLOAD_S: 30, MAX_LOADED_MODELS: 2 });
+    expect(() => loadWorkerEnv({ MODEL_IDLE_UNLOAD_S: "-1" })).toThrow(/MODEL_IDLE_UNLOAD_S/);
+    expect(() => loadWorkerEnv({ MAX_LOADED_MODELS: "lots" })).toThrow(/MAX_LOADED_MODELS/);
+    expect(() => loadWorkerEnv({ MAX_LOADED_MODELS: "2.5" })).toThrow(/MAX_LOADED_MODELS/);
+  });
 });

@@ -61,6 +61,18 @@ export const WorkerEnvSchema = z.object({
    * into smaller batches (see the README's batching benchmark).
    */
   MODEL_INSTANCES: intVar(1, 1, 64),
+  /**
+   * A model version that has had no rows for this many seconds is unloaded: its sessions, their
+   * threads and memory go (a few MB and threads each, however small the model), and the next rows
+   * for it load it again. 0: never.
+   */
+  MODEL_IDLE_UNLOAD_S: intVar(600, 0, 30 * 24 * 3600),
+  /**
+   * Most model versions loaded at once: past it the least recently used is unloaded, never one with
+   * rows waiting or running (when every one has, the worker goes over the limit, says so, and
+   * unloads as they finish). 0: no limit.
+   */
+  MAX_LOADED_MODELS: intVar(32, 0, 100_000),
   /** How often to re-enqueue chunks Postgres has as unfinished and Redis lost (or holds as failed); 0 turns it off. */
   RECONCILE_INTERVAL_MS: intVar(30_000, 0),
   /**
@@ -79,6 +91,10 @@ export const WorkerEnvSchema = z.object({
    */
   /** Predict rows this worker holds at once (the rest wait in Redis for any worker); 0: it serves no predict requests. */
   PREDICT_ROWS_IN_FLIGHT: intVar(4096, 0, 1_000_000),
+  /** Rows scored beside their callers' at once for aliases' shadows and guard checks; past it samples are skipped (and counted). */
+  SHADOW_ROWS_IN_FLIGHT: intVar(4096, 0, 1_000_000),
+  /** How often a worker writes its alias counts to Postgres and judges the aliases' guards. */
+  ALIAS_GUARD_INTERVAL_MS: intVar(2_000, 50, 3_600_000),
   MAX_CHUNK_STARTS: intVar(10, 1, 1_000),
   /** Longest wait between retries of a chunk held back by an outage of Postgres or Redis. */
   TRANSIENT_RETRY_MAX_MS: intVar(5_000, 50, 300_000),

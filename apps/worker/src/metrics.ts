@@ -32,11 +32,60 @@ export function createWorkerMetrics(queue: PredictQueue) {
     webhookAttempts: new Counter({ name: "coalesce_webhook_attempts_total", help: "Webhook delivery attempts, by event type and outcome (delivered, failed, gone, refused)", labelNames: ["event", "outcome"], registers: [registry] }),
     webhookLatency: new Histogram({ name: "coalesce_webhook_attempt_ms", help: "Time per webhook delivery attempt", buckets: MS_BUCKETS, registers: [registry] }),
     provider: new Gauge({ name: "coalesce_worker_provider_info", help: "The execution provider this worker runs models on (value 1)", labelNames: ["provider"], registers: [registry] }),
+    ...createModelCacheMetrics(registry),
+    ...createAliasMetrics(registry),
   };
   registerQueueGauge(registry, queue);
   return metrics;
 }
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;
+
+/**
+ * What the worker sees of aliases: rows per version and role (route or shadow), the shadow
+ * comparisons (agreement = agreed / labelled; mean difference = abs_diff / values), samples skipped
+ * past SHADOW_ROWS_IN_FLIGHT, and the guard's rollbacks.
+ */
+function createAliasMetrics(registry: Registry) {
+  const pair = ["model", "alias", "primary_version", "shadow_version"] as const;
+  return {
+    aliasRows: new Counter({
+      name: "coalesce_alias_rows_total",
+      help: "Rows scored for an alias, by version, role (route: answered the caller; shadow: scored beside it) and outcome",
+      labelNames: ["model", "alias", "version", "role", "outcome"],
+      registers: [registry],
+    }),
+    shadowCompared: new Counter({ name: "coalesce_shadow_compared_rows_total", help: "Rows scored by two versions of an alias and compared", labelNames: pair, registers: [registry] }),
+    shadowLabelled: new Counter({ name: "coalesce_shadow_labelled_rows_total", help: "Compared rows with a label or argmax, per output", labelNames: [...pair, "output"], registers: [registry] }),
+    shadowAgreed: new Counter({ name: "coalesce_shadow_agreed_rows_total", help: "Compared rows whose label or argmax agreed, per output", labelNames: [...pair, "output"], registers: [registry] }),
+    shadowAbsDiff: new Counter({ name: "coalesce_shadow_abs_diff_total", help: "Sum of the absolute differences of compared float values, per output", labelNames: [...pair, "output"], registers: [registry] }),
+    shadowValues: new Counter({ name: "coalesce_shadow_values_total", help: "Float values compared, per output", labelNames: [...pair, "output"], registers: [registry] }),
+    shadowSkipped: new Counter({
+      name: "coalesce_shadow_skipped_rows_total",
+      help: "Sampled rows not scored beside their caller's because SHADOW_ROWS_IN_FLIGHT were already (kind: shadow or check)",
+      labelNames: ["model", "alias", "kind"],
+      registers: [registry],
+    }),
+    aliasRollbacks: new Counter({ name: "coalesce_alias_rollbacks_total", help: "Candidates rolled back by an alias's guard (by this worker)", labelNames: ["model", "alias"], registers: [registry] }),
+  };
+}
+
+const LOAD_SECONDS_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** What the model cache reports: loads, unloads (MODEL_IDLE_UNLOAD_S, MAX_LOADED_MODELS) and how many are loaded. */
+export function createModelCacheMetrics(registry: Registry) {
+  return {
+    modelLoads: new Counter({ name: "coalesce_model_loads_total", help: "Model versions loaded by this worker, by outcome (loaded, failed)", labelNames: ["model", "version", "outcome"], registers: [registry] }),
+    modelUnloads: new Counter({
+      name: "coalesce_model_unloads_total",
+      help: "Model versions unloaded by this worker, by reason: idle (unused for MODEL_IDLE_UNLOAD_S) or lru (over MAX_LOADED_MODELS)",
+      labelNames: ["model", "version", "reason"],
+      registers: [registry],
+    }),
+    modelLoadSeconds: new Histogram({ name: "coalesce_model_load_seconds", help: "Time to load a model version (its record, then its sessions and threads)", buckets: LOAD_SECONDS_BUCKETS, registers: [registry] }),
+    modelsLoaded: new Gauge({ name: "coalesce_models_loaded", help: "Model versions loaded in this worker now", registers: [registry] }),
+  };
+}
+export type ModelCacheMetrics = ReturnType<typeof createModelCacheMetrics>;
 
 /**
  * Serves GET /metrics. A port already taken (several workers on one host with the default port)

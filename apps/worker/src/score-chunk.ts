@@ -14,6 +14,7 @@ import { packRows, PackedRows, validateRow } from "@coalesce/models";
 import { UnrecoverableError } from "bullmq";
 import type { Logger } from "pino";
 import { submitRows, type RowBatchers } from "./batch/rows.ts";
+import type { AliasWatch } from "./aliases/watch.ts";
 import type { ModelCache } from "./inference/model-cache.ts";
 import type { WorkerMetrics } from "./metrics.ts";
 
@@ -40,6 +41,8 @@ export type ScoreChunkDeps = {
   onJobFinished: (jobId: string) => void;
   /** MAX_CHUNK_STARTS: a chunk started more often than this, its workers dying each time, is failed. */
   maxChunkStarts: number;
+  /** Counts and shadows the rows of jobs that came through an alias (after they are stored). */
+  watch?: AliasWatch | undefined;
   logger: Logger;
 };
 
@@ -111,6 +114,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string, restarte
   });
   if (unavailable) throw unavailable;
   const done = await deps.completions.add({ chunkId: chunk.id, jobId: chunk.jobId, results, execution });
+  if (chunk.alias) deps.watch?.observe({ alias: chunk.alias, modelVersionId: chunk.modelVersionId, version: model.version.version, rows, indexes: toRun, outcomes });
   const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
   const failed = results.filter((result) => "error" in result).length;
   deps.metrics.rows.inc({ ...labels, outcome: "succeeded" }, results.length - failed);

@@ -15,6 +15,10 @@ import {
 import { webhookPolicyFromEnv } from "@coalesce/webhooks";
 import { DelayedError, UnrecoverableError, Worker, type Job } from "bullmq";
 import type { Logger } from "pino";
+import { AliasFigures } from "./aliases/figures.ts";
+import { startAliasGuard } from "./aliases/guard.ts";
+import { AliasPlans } from "./aliases/plans.ts";
+import { AliasWatch } from "./aliases/watch.ts";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
 import { startExpiry } from "./expiry.ts";
 import { startUploadSweep } from "./upload-sweep.ts";
@@ -90,7 +94,6 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   // meets it reports to `outages`, which holds it back (see Outages).
   const db = connectDatabase(env.DATABASE_URL, { logger });
   await db.warmUp();
-  const models = new ModelCache(db, createModelStore(env.MODEL_STORE_DIR), sessionSettings, logger);
   // Chunks finishing together (rows of one batch usually do) are written in one statement.
   const completions: CompletionWriter = new GroupCommit((items) => completeChunks(db, items), 256);
   // Likewise chunks taken from the queue together are read in one statement.
@@ -102,6 +105,13 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
   const metrics = createWorkerMetrics(queue);
   metrics.provider.set({ provider: probe.provider }, 1);
+  const models = new ModelCache(db, createModelStore(env.MODEL_STORE_DIR), sessionSettings, logger, {
+    idleUnloadMs: env.MODEL_IDLE_UNLOAD_S * 1000,
+    maxLoaded: env.MAX_LOADED_MODELS,
+    metrics,
+    // A version loaded again gets batchers configured from it afresh.
+    onUnload: (modelVersionId) => void batchers.closeMatching(`${modelVersionId}|`),
+  });
 
   // Sends the webhook outbox (events written by Postgres triggers as jobs change).
   const webhooks: WebhookDispatcher | null =
@@ -149,14 +159,24 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       maxInFlight: models.peek(modelVersionId)?.instances ?? 1,
       // A model reloaded mid-run reads Postgres: its being unreachable is no fault of the rows.
       failsWholeBatch: isTransientError,
+      // Rows waiting or running keep their model version loaded (see ModelCache.acquire).
+      lease: () => models.acquire(modelVersionId),
       run: async (rows) => {
         const model = await models.get(modelVersionId);
         if (model.maxBatchRows >= rows.length) {
-          return (await runBatch(model, rows)).map((outputs) => ({ outputs, runRows: rows.length }));
+          const started = performance.now();
+          const outputs = await runBatch(model, rows);
+          const runMs = performance.now() - started;
+          return outputs.map((row) => ({ outputs: row, runRows: rows.length, runMs }));
         }
         // A model whose batch dimension is fixed to 1 runs row by row.
         const out: RowOutcome[] = [];
-        for (const row of rows) out.push(...(await runBatch(model, [row])).map((outputs) => ({ outputs, runRows: 1 })));
+        for (const row of rows) {
+          const started = performance.now();
+          const outputs = await runBatch(model, [row]);
+          const runMs = performance.now() - started;
+          out.push(...outputs.map((outputs) => ({ outputs, runRows: 1, runMs })));
+        }
         return out;
       },
       onBatch: (stats) => {
@@ -169,6 +189,14 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       },
     };
   });
+
+  // Rows that came through an alias: counted per version, a sample shadowed, candidates judged.
+  const aliasFigures = new AliasFigures(db, metrics);
+  const watch =
+    env.SHADOW_ROWS_IN_FLIGHT > 0
+      ? new AliasWatch({ plans: new AliasPlans(db), figures: aliasFigures, batchers, models, metrics, maxRowsInFlight: env.SHADOW_ROWS_IN_FLIGHT, logger })
+      : undefined;
+  const stopAliasGuard = startAliasGuard({ db, figures: aliasFigures, intervalMs: env.ALIAS_GUARD_INTERVAL_MS, metrics, outages, logger });
 
   // Named in the heartbeat, and on every queue job it takes (BullMQ's processedBy), so a chunk in
   // flight says which worker holds it.
@@ -187,7 +215,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       // which outlives a Redis flush), and MAX_CHUNK_STARTS ends one that keeps killing its workers.
       const restarted = job.stalledCounter > 0;
       try {
-        await scoreQueueJob({ db, starts, completions, models, batchers, metrics, onJobFinished, maxChunkStarts: env.MAX_CHUNK_STARTS, logger }, parsed.data, restarted);
+        await scoreQueueJob({ db, starts, completions, models, batchers, metrics, onJobFinished, maxChunkStarts: env.MAX_CHUNK_STARTS, watch, logger }, parsed.data, restarted);
       } catch (error) {
         if (!isTransientError(error)) throw error;
         // Postgres (the only service scoring talks to) is away: the chunk waits and tries again,
@@ -314,6 +342,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
           metrics,
           outages,
           logger,
+          watch,
         })
       : null;
   // Batching limits changed through the API reach this worker's live batchers without a restart.
@@ -353,6 +382,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       lockDurationMs: timings.lockDurationMs,
       maxChunkStarts: env.MAX_CHUNK_STARTS,
       predictRowsInFlight: env.PREDICT_ROWS_IN_FLIGHT,
+      maxLoadedModels: env.MAX_LOADED_MODELS,
+      modelIdleUnloadS: env.MODEL_IDLE_UNLOAD_S,
     },
     "worker ready",
   );
@@ -399,6 +430,9 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       });
       await stop("chunks in hand", () => closeWorker(worker, env.SHUTDOWN_GRACE_MS, logger));
       clearTimeout(takeoverTimer);
+      // Samples still scoring beside their callers' are only samples: not waited for past the grace.
+      await stop("shadow rows", () => within(watch?.close() ?? Promise.resolve(), Math.min(env.SHUTDOWN_GRACE_MS, PREDICT_GRACE_MS)));
+      await stop("alias guard", () => stopAliasGuard());
       await stop("webhooks", () => webhooks?.stop());
       await stop("metrics", () => new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve())));
       await stop("queue", () => queue.close());

@@ -56,7 +56,7 @@ function job(fields: Partial<Job> = {}): Job {
     id: "job_01jdq3x8m7k2v9c4n5p6r7s8t9",
     status: "queued",
     priority: "interactive",
-    model: { name: "iris", version: 1 },
+    model: { name: "iris", version: 1, alias: null },
     counts: { total: 3, received: 3, succeeded: 0, failed: 0 },
     progress: 0,
     eta_seconds: null,
@@ -358,6 +358,119 @@ describe("reading", () => {
   });
 });
 
+describe("aliases and versions", () => {
+  const alias = {
+    model: "iris",
+    name: "production",
+    routes: [
+      { version: 2, weight: 90 },
+      { version: 3, weight: 10 },
+    ],
+    shadow: { version: 4, sample: 0.2 },
+    guard: { max_error_rate: 0.01, min_rows: 1000, compare_sample: 0.1 },
+    revision: 2,
+    created_at: "2025-01-01T00:00:00.000Z",
+    updated_at: "2025-01-02T00:00:00.000Z",
+  };
+  const entry = {
+    id: "7",
+    at: "2025-01-02T00:00:00.000Z",
+    action: "guard_rollback",
+    key_id: null,
+    before: { routes: alias.routes, shadow: null, guard: alias.guard },
+    after: { routes: [{ version: 2, weight: 100 }], shadow: null, guard: alias.guard },
+    reason: { figure: "error_rate", value: 0.05, limit: 0.01, version: 3, role: "route", rows: 1200 },
+    undone: false,
+  };
+  const comparison = {
+    model: "iris",
+    alias: "production",
+    revision: 2,
+    versions: [{ version: 2, role: "route", rows: 900, errors: 0, error_rate: 0, mean_run_ms: 0.02 }],
+    pairs: [{ primary_version: 2, shadow_version: 4, compared: 180, agreement: 0.99, outputs: [{ output: "label", compared: 180, agreement: 0.99, mean_abs_diff: 0.01, max_abs_diff: 1 }] }],
+  };
+
+  it("calls each alias route with its method, path and body, and parses the answers through the contracts", async () => {
+    handler = (request, res) => {
+      if (request.method === "DELETE") return send(res, 204, "");
+      if (request.url.includes("/history")) return send(res, 200, { data: [entry] });
+      if (request.url.endsWith("/comparison")) return send(res, 200, comparison);
+      if (request.url.endsWith("/aliases")) return send(res, 200, { data: [alias] });
+      return send(res, request.method === "PUT" ? 201 : 200, alias);
+    };
+    const c = client();
+    const routing = { routes: alias.routes, shadow: alias.shadow, guard: { max_error_rate: 0.01, min_rows: 1000, compare_sample: 0.1 } };
+    expect(await c.putAlias("iris", "production", routing)).toEqual(alias);
+    expect((await c.getAlias("iris", "production")).routes).toEqual(alias.routes);
+    expect((await c.listAliases("iris")).data).toHaveLength(1);
+    await c.deleteAlias("iris", "production");
+    expect((await c.aliasHistory("iris", "production", { limit: 10, before: "42" })).data[0]?.reason).toMatchObject({ figure: "error_rate", version: 3 });
+    expect((await c.rollbackAlias("iris", "production")).revision).toBe(2);
+    expect((await c.aliasComparison("iris", "production")).pairs[0]?.agreement).toBe(0.99);
+    expect(seen.map((r) => `${r.method} ${r.url}`)).toEqual([
+      "PUT /v1/models/iris/aliases/production",
+      "GET /v1/models/iris/aliases/production",
+      "GET /v1/models/iris/aliases",
+      "DELETE /v1/models/iris/aliases/production",
+      "GET /v1/models/iris/aliases/production/history?limit=10&before=42",
+      "POST /v1/models/iris/aliases/production/rollback",
+      "GET /v1/models/iris/aliases/production/comparison",
+    ]);
+    expect(seen[0]?.headers["content-type"]).toBe("application/json");
+    expect(JSON.parse(seen[0]!.body.toString())).toEqual(routing);
+  });
+
+  it("deletes a version, and changes its description and labels; a 409 comes back as CoalesceApiError", async () => {
+    const version = {
+      name: "iris",
+      version: 2,
+      sha256: "ab".repeat(32),
+      size_bytes: 10,
+      inputs: [],
+      outputs: [],
+      batching: { max_batch_rows: null, max_batch_delay_ms: null, max_batch_bytes: null },
+      description: "retrained",
+      labels: { stage: "prod" },
+      aliases: ["production"],
+      shadow_of: [],
+      created_at: "2025-01-01T00:00:00.000Z",
+    };
+    handler = (request, res) => {
+      if (request.method === "DELETE" && request.url.endsWith("/3")) {
+        return send(res, 409, problem(409, "conflict", "version 3 is in use by the alias 'production'"), "application/problem+json");
+      }
+      return request.method === "DELETE" ? send(res, 204, "") : send(res, 200, version);
+    };
+    const c = client();
+    expect(await c.updateModelVersion("iris", 2, { description: "retrained", labels: { stage: "prod" } })).toMatchObject({ description: "retrained", aliases: ["production"] });
+    await c.deleteModelVersion("iris", 2);
+    await expect(c.deleteModelVersion("iris", 3)).rejects.toMatchObject({ name: "CoalesceApiError", status: 409, code: "conflict", detail: expect.stringContaining("alias 'production'") });
+    expect(seen.map((r) => `${r.method} ${r.url}`)).toEqual(["PATCH /v1/models/iris/versions/2", "DELETE /v1/models/iris/versions/2", "DELETE /v1/models/iris/versions/3"]);
+    expect(JSON.parse(seen[0]!.body.toString())).toEqual({ description: "retrained", labels: { stage: "prod" } });
+  });
+
+  it("sends a routing key: the header on predict, the body or query on a job; an alias names the predict path", async () => {
+    const answer = { model: { name: "iris", version: 3, alias: "canary" }, outputs: [{ index: 0, outputs: { label: 1 } }] };
+    handler = (request, res) => (request.url.includes("/predict") ? send(res, 200, answer, "application/json", { "Coalesce-Cache": "miss" }) : send(res, 202, job()));
+    const c = client();
+    expect((await c.predict({ name: "iris", alias: "canary" }, [{ features: [1, 2, 3, 4] }], { routingKey: "user-1" })).model).toEqual(answer.model);
+    await c.predict("iris@canary", [{ features: [1, 2, 3, 4] }]);
+    await c.createJob({ model: "iris@canary", inputs: [{ features: [1, 2, 3, 4] }], routing_key: "user-2" });
+    const file = path.join(dir, "routed.csv");
+    await writeFile(file, "a,b,c,d\n1,2,3,4\n");
+    await c.uploadCsv({ model: "iris@canary", file, routingKey: "user-3" });
+    expect(seen.map((r) => `${r.method} ${r.url}`)).toEqual([
+      "POST /v1/models/iris@canary/predict",
+      "POST /v1/models/iris@canary/predict",
+      "POST /v1/jobs",
+      "POST /v1/jobs?model=iris%40canary&routing_key=user-3",
+    ]);
+    expect(seen[0]?.headers["coalesce-routing-key"]).toBe("user-1");
+    expect(seen[1]?.headers["coalesce-routing-key"]).toBeUndefined();
+    expect(JSON.parse(seen[2]!.body.toString())).toMatchObject({ routing_key: "user-2" });
+  });
+});
+
 /** The API app on a real loopback port, as the client meets it in production. */
 async function listen(api: TestApi): Promise<{ url: string; close(): Promise<void> }> {
   const listening = await new Promise<Server>((resolve) => {
@@ -394,7 +507,7 @@ describe("predict against the API and a worker", () => {
     const rows = irisInputs(suite, 5);
     const reference = await readReference("iris");
     const first = await coalesce.predict("iris", rows);
-    expect(first.model).toEqual({ name: "iris", version: 1 });
+    expect(first.model).toEqual({ name: "iris", version: 1, alias: null });
     expect(first.cache).toBe("miss");
     expect(first.outputs.map((row) => row.index)).toEqual([0, 1, 2, 3, 4]);
     first.outputs.forEach((row, i) => {
@@ -422,7 +535,7 @@ describe("predict against the API and a worker", () => {
 
   it("names a version with { name, version }; an unknown version or model is a 404 CoalesceApiError", async () => {
     const answer = await coalesce.predict({ name: "iris", version: 1 }, irisInputs(suite, 1));
-    expect(answer.model).toEqual({ name: "iris", version: 1 });
+    expect(answer.model).toEqual({ name: "iris", version: 1, alias: null });
     expect(answer.outputs).toHaveLength(1);
     await expect(coalesce.predict({ name: "iris", version: 2 }, irisInputs(suite, 1))).rejects.toMatchObject({
       name: "CoalesceApiError",
@@ -438,6 +551,21 @@ describe("predict against the API and a worker", () => {
     expect(error).toBeInstanceOf(CoalesceApiError);
     expect(error).toMatchObject({ status: 422, code: "validation_failed", retryAfterSeconds: null });
     expect((error as CoalesceApiError).errors).toEqual([{ field: "inputs[1].features", message: expect.stringContaining("expected 4 values, got 3") }]);
+  });
+
+  it("sets an alias, predicts through it with a routing key, reads its history, and removes it", async () => {
+    const canary = await coalesce.putAlias("iris", "canary", { version: 1 });
+    expect(canary).toMatchObject({ model: "iris", name: "canary", routes: [{ version: 1, weight: 100 }], shadow: null, guard: null });
+    const answer = await coalesce.predict({ name: "iris", alias: "canary" }, irisInputs(suite, 1), { routingKey: "user-1", cache: "skip" });
+    expect(answer.model).toEqual({ name: "iris", version: 1, alias: "canary" });
+    expect((await coalesce.predict("iris@canary", irisInputs(suite, 1))).model.alias).toBe("canary");
+    expect((await coalesce.listAliases("iris")).data.map((a) => a.name)).toEqual(["canary"]);
+    // Its first routing has nothing before it to go back to.
+    await expect(coalesce.rollbackAlias("iris", "canary")).rejects.toMatchObject({ status: 409, code: "conflict" });
+    await expect(coalesce.deleteModelVersion("iris", 1)).rejects.toMatchObject({ status: 409, detail: expect.stringContaining("alias 'canary'") });
+    await coalesce.deleteAlias("iris", "canary");
+    await expect(coalesce.getAlias("iris", "canary")).rejects.toMatchObject({ status: 404, detail: expect.stringContaining("no alias 'canary'") });
+    expect((await coalesce.aliasHistory("iris", "canary")).data.map((e) => e.action)).toEqual(["delete", "set"]);
   });
 });
 

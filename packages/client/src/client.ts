@@ -1,4 +1,8 @@
 import {
+  AliasComparisonSchema,
+  AliasHistorySchema,
+  AliasListSchema,
+  AliasSchema,
   JOB_STATUS_HEADER,
   JobListSchema,
   JobResultsSchema,
@@ -9,9 +13,13 @@ import {
   ModelVersionSchema,
   PREDICT_CACHE_HEADER,
   PredictResponseSchema,
+  PutAliasRequestSchema,
   RESULTS_COMPLETE_HEADER,
   RESULTS_MEDIA_TYPES,
+  ROUTING_KEY_HEADER,
   TERMINAL_JOB_STATUSES,
+  type Alias,
+  type AliasComparison,
   type CreateJobRequest,
   type Job,
   type JobList,
@@ -20,6 +28,7 @@ import {
   type Model,
   type ModelList,
   type ModelVersion,
+  type PredictResponse,
   type ResultRow,
   type TensorRow,
   type UpdateModelVersionRequest,
@@ -88,8 +97,42 @@ export type ResultsDownload = {
   complete: boolean;
 };
 
-/** A model by name (its latest version), or one version of it. */
-export type ModelRef = string | { name: string; version: number };
+/**
+ * How a model is sent: `onnx`, a single .onnx file; `tar` or `tar.gz`, an archive of one .onnx file
+ * and the external data files its weights are kept in.
+ */
+export type ModelFormat = "onnx" | "tar" | "tar.gz";
+
+const MODEL_CONTENT_TYPES: Record<ModelFormat, string> = {
+  onnx: "application/octet-stream",
+  tar: "application/x-tar",
+  "tar.gz": "application/gzip",
+};
+
+/** An archive is told by gzip's magic bytes or tar's "ustar" at offset 257; anything else is sent as an .onnx file. */
+function detectModelFormat(bytes: Uint8Array): ModelFormat {
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) return "tar.gz";
+  if (new TextDecoder().decode(bytes.subarray(257, 262)) === "ustar") return "tar";
+  return "onnx";
+}
+
+/**
+ * A model by name (its `production` alias when it has one, else its latest version), one version of
+ * it, or one of its aliases. A string may say the same: `iris`, `iris@2`, `iris@canary`.
+ */
+export type ModelRef = string | { name: string; version: number } | { name: string; alias: string };
+
+export type AliasList = z.infer<typeof AliasListSchema>;
+/** The body of `putAlias`, as the caller writes it: the guard's `min_rows` and `compare_sample` have defaults. */
+export type PutAliasRequest = z.input<typeof PutAliasRequestSchema>;
+export type AliasHistory = z.infer<typeof AliasHistorySchema>;
+
+export type AliasHistoryOptions = {
+  /** Entries per page, newest first. @defaultValue the server's (50) */
+  limit?: number;
+  /** The `id` of the oldest entry of the previous page: the page after it. */
+  before?: string;
+};
 
 /**
  * `use`: answer from the server's result cache where it can; `refresh`: run the model anyway and
@@ -101,13 +144,18 @@ export type PredictCacheMode = "use" | "refresh" | "skip";
 export type PredictOptions = {
   /** @defaultValue "use" */
   cache?: PredictCacheMode;
+  /**
+   * With an alias that splits traffic, the same key is answered by the same version (while the weights
+   * stay), sent as the `Coalesce-Routing-Key` header. @defaultValue none: each request is routed by the weights
+   */
+  routingKey?: string;
   /** Stops waiting for the answer (rejects with the signal's reason); the server may still run the rows. */
   signal?: AbortSignal;
 };
 
 export type Prediction = {
-  /** The version that answered: the latest one when the call named only the model. */
-  model: { name: string; version: number };
+  /** The version that answered, and the alias that chose it (null when the call pinned a version or no alias applied). */
+  model: PredictResponse["model"];
   /** One per row sent, in order: its `outputs`, or that row's own `error`. */
   outputs: ResultRow[];
   /** `hit` when every row was answered from the result cache. */
@@ -123,7 +171,7 @@ const MAX_WAIT_SECONDS = 60;
 export type CoalesceClient = ReturnType<typeof createClient>;
 
 type Call = {
-  method: "GET" | "POST" | "PATCH" | "DELETE";
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
   path: string;
   query?: URLSearchParams;
   headers?: Record<string, string>;
@@ -204,6 +252,8 @@ export function createClient(options: ClientOptions) {
   }
 
   const webhookPath = (id: string) => `/v1/webhooks/${encodeURIComponent(id)}`;
+  const modelPath = (name: string) => `/v1/models/${encodeURIComponent(name)}`;
+  const aliasPath = (name: string, alias: string) => `${modelPath(name)}/aliases/${encodeURIComponent(alias)}`;
   const jsonBody = (body: unknown) => ({ headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
   async function cancelJob(id: string): Promise<Job> {
@@ -217,24 +267,75 @@ export function createClient(options: ClientOptions) {
   return {
     baseUrl,
 
-    /** Registers `bytes` (an .onnx file) as the next version of `name`; the same bytes as the latest version return that version. */
-    async pushModel(name: string, bytes: Uint8Array): Promise<ModelVersion> {
+    /**
+     * Registers `bytes` (an .onnx file, or a .tar / .tar.gz of one and its external data files) as the
+     * next version of `name`; the same bytes (or files) as the latest version return that version.
+     * `format` is told from the bytes when not given.
+     */
+    async pushModel(name: string, bytes: Uint8Array, options: { format?: ModelFormat } = {}): Promise<ModelVersion> {
+      const format = options.format ?? detectModelFormat(bytes);
       return callJson(ModelVersionSchema, {
         method: "POST",
         path: `/v1/models/${encodeURIComponent(name)}/versions`,
-        headers: { "Content-Type": "application/octet-stream" },
+        headers: { "Content-Type": MODEL_CONTENT_TYPES[format] },
         body: bytes as RequestInit["body"],
       });
     },
 
-    /** Changes a version's batching limits (`null` restores the workers' default; keys left out stay). */
+    /**
+     * Changes a version: its batching limits (`null` restores the workers' default; keys left out stay),
+     * its `description` (`null` clears it) and its `labels` (replaced whole).
+     */
     async updateModelVersion(name: string, version: number, changes: UpdateModelVersionRequest): Promise<ModelVersion> {
-      return callJson(ModelVersionSchema, {
-        method: "PATCH",
-        path: `/v1/models/${encodeURIComponent(name)}/versions/${version}`,
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(changes),
-      });
+      return callJson(ModelVersionSchema, { method: "PATCH", path: `${modelPath(name)}/versions/${version}`, ...jsonBody(changes) });
+    },
+
+    /**
+     * Deletes a version; its number is never given again. A 409 `conflict` names the alias or the
+     * unfinished job that still uses it.
+     */
+    async deleteModelVersion(name: string, version: number): Promise<void> {
+      await send({ method: "DELETE", path: `${modelPath(name)}/versions/${version}` });
+    },
+
+    /**
+     * Creates or changes an alias: `{ version: 3 }`, or a split `{ routes: [{ version: 2, weight: 90 }, { version: 3, weight: 10 }] }`,
+     * with an optional `shadow` and `guard`. The whole routing is replaced: a shadow or guard left out is removed.
+     */
+    async putAlias(name: string, alias: string, routing: PutAliasRequest): Promise<Alias> {
+      return callJson(AliasSchema, { method: "PUT", path: aliasPath(name, alias), ...jsonBody(routing) });
+    },
+
+    async getAlias(name: string, alias: string): Promise<Alias> {
+      return callJson(AliasSchema, { method: "GET", path: aliasPath(name, alias) });
+    },
+
+    /** Every alias of the model, by name. */
+    async listAliases(name: string): Promise<AliasList> {
+      return callJson(AliasListSchema, { method: "GET", path: `${modelPath(name)}/aliases` });
+    },
+
+    /** Deletes the alias; its history stays, and `rollbackAlias` brings it back. */
+    async deleteAlias(name: string, alias: string): Promise<void> {
+      await send({ method: "DELETE", path: aliasPath(name, alias) });
+    },
+
+    /** The alias's changes, newest first; pass the last entry's `id` as `before` for the next page. */
+    async aliasHistory(name: string, alias: string, page: AliasHistoryOptions = {}): Promise<AliasHistory> {
+      const query = new URLSearchParams();
+      if (page.limit !== undefined) query.set("limit", String(page.limit));
+      if (page.before !== undefined) query.set("before", page.before);
+      return callJson(AliasHistorySchema, { method: "GET", path: `${aliasPath(name, alias)}/history`, query });
+    },
+
+    /** Puts back the routing from before the alias's newest change not yet rolled back. 409 when there is none. */
+    async rollbackAlias(name: string, alias: string): Promise<Alias> {
+      return callJson(AliasSchema, { method: "POST", path: `${aliasPath(name, alias)}/rollback` });
+    },
+
+    /** Rows, errors and run time per version since the alias last changed, and how the versions that scored the same rows agree. */
+    async aliasComparison(name: string, alias: string): Promise<AliasComparison> {
+      return callJson(AliasComparisonSchema, { method: "GET", path: `${aliasPath(name, alias)}/comparison` });
     },
 
     /** The caller's models, each with every version's signature. */
@@ -243,7 +344,7 @@ export function createClient(options: ClientOptions) {
     },
 
     async getModel(name: string): Promise<Model> {
-      return callJson(ModelSchema, { method: "GET", path: `/v1/models/${encodeURIComponent(name)}` });
+      return callJson(ModelSchema, { method: "GET", path: modelPath(name) });
     },
 
     /**
@@ -259,13 +360,15 @@ export function createClient(options: ClientOptions) {
      * chooses: retry, fall back, or submit a job. (No call of this client retries on its own.)
      */
     async predict(model: ModelRef, rows: TensorRow[], options: PredictOptions = {}): Promise<Prediction> {
-      const name = typeof model === "string" ? model : model.name;
-      const modelPath = `/v1/models/${encodeURIComponent(name)}`;
       const cacheControl = CACHE_CONTROL[options.cache ?? "use"];
       const call: Call = {
         method: "POST",
-        path: typeof model === "string" ? `${modelPath}/predict` : `${modelPath}/versions/${model.version}/predict`,
-        headers: { "Content-Type": "application/json", ...(cacheControl ? { "Cache-Control": cacheControl } : {}) },
+        path: predictPath(model),
+        headers: {
+          "Content-Type": "application/json",
+          ...(cacheControl ? { "Cache-Control": cacheControl } : {}),
+          ...(options.routingKey === undefined ? {} : { [ROUTING_KEY_HEADER]: options.routingKey }),
+        },
         body: JSON.stringify({ inputs: rows }),
         ...(options.signal ? { signal: options.signal } : {}),
       };
@@ -279,14 +382,12 @@ export function createClient(options: ClientOptions) {
       return { model: answer.model, outputs: answer.outputs, cache };
     },
 
-    /** Submits rows as JSON; every row is checked against the model before the job is accepted (422 otherwise). */
+    /**
+     * Submits rows as JSON; every row is checked against the model before the job is accepted (422 otherwise).
+     * `model` may name an alias (`iris@canary`), whose split `routing_key` makes choose the same version for the same key.
+     */
     async createJob(request: CreateJobRequest): Promise<Job> {
-      return callJson(JobSchema, {
-        method: "POST",
-        path: "/v1/jobs",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(request),
-      });
+      return callJson(JobSchema, { method: "POST", path: "/v1/jobs", ...jsonBody(request) });
     },
 
     /**
@@ -433,6 +534,17 @@ export function createClient(options: ClientOptions) {
       return { body: response.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() }), jobStatus: status.data, complete };
     },
   };
+}
+
+/**
+ * `/v1/models/iris/predict`, `/v1/models/iris/versions/2/predict` or `/v1/models/iris@canary/predict`.
+ * '@' may stand in a path segment (RFC 3986 pchar), so it is kept readable in logs rather than encoded.
+ */
+function predictPath(model: ModelRef): string {
+  const segment = (text: string) => encodeURIComponent(text).replace(/%40/g, "@");
+  if (typeof model === "string") return `/v1/models/${segment(model)}/predict`;
+  if ("version" in model) return `/v1/models/${segment(model.name)}/versions/${model.version}/predict`;
+  return `/v1/models/${segment(model.name)}@${segment(model.alias)}/predict`;
 }
 
 function parseBaseUrl(baseUrl: string): URL {

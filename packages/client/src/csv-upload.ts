@@ -5,7 +5,7 @@ import { createGzip } from "node:zlib";
 
 /** Options of `client.uploadCsv`: the file and how its columns become the model's inputs. */
 export type CsvUploadOptions = {
-  /** `iris` for the latest version, `iris@2` for version 2. */
+  /** `iris` (its `production` alias, else the latest version), `iris@2` for version 2, `iris@canary` for an alias. */
   model: string;
   /** A path to read, or a stream of the CSV's bytes (header line first). */
   file: string | ReadableStream<Uint8Array> | Readable;
@@ -37,6 +37,8 @@ export type CsvUploadOptions = {
   webhookUrl?: string;
   /** A retry of the same upload with the same key within 24 h returns the original job instead of a new one. */
   idempotencyKey?: string;
+  /** With an alias that splits traffic: the same key is routed to the same version. */
+  routingKey?: string;
 };
 
 /**
@@ -46,6 +48,7 @@ export type CsvUploadOptions = {
 export function buildCsvUploadQuery(options: Omit<CsvUploadOptions, "file" | "gzip" | "onUploadProgress" | "idempotencyKey">): URLSearchParams {
   const query = new URLSearchParams({ model: options.model });
   if (options.webhookUrl !== undefined) query.set("webhook_url", options.webhookUrl);
+  if (options.routingKey !== undefined) query.set("routing_key", options.routingKey);
   if (options.idColumn !== undefined) query.set("id_column", options.idColumn);
   if (options.ignore && options.ignore.length > 0) query.set("ignore", joinColumns("ignore", options.ignore));
   if (options.maxErrors !== undefined) {

@@ -1,5 +1,8 @@
 export {
   createClient,
+  type AliasHistory,
+  type AliasHistoryOptions,
+  type AliasList,
   type ClientOptions,
   type CoalesceClient,
   type ModelRef,
@@ -7,6 +10,7 @@ export {
   type PredictCacheMode,
   type Prediction,
   type PredictOptions,
+  type PutAliasRequest,
   type ResultsDownload,
   type ResultsFormat,
   type WaitOptions,

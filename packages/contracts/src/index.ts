@@ -9,3 +9,4 @@ export * from "./transient.ts";
 export * from "./request.ts";
 export * from "./dependency-status.ts";
 export * from "./predict.ts";
+export * from "./aliases.ts";

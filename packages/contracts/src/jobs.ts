@@ -37,11 +37,23 @@ export const JobPrioritySchema = z.enum(JOB_PRIORITIES).openapi({
 });
 export type JobPriority = z.infer<typeof JobPrioritySchema>;
 
-/** `name` for the latest version, or `name@3` for version 3. */
+/**
+ * `name` (its `production` alias when it has one, else its latest version), `name@3` for version 3,
+ * or `name@canary` for an alias.
+ */
 export const ModelRefSchema = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9._-]{0,63}(@[1-9][0-9]{0,8})?$/, "expected a model name, optionally with @VERSION (e.g. iris or iris@2)")
+  .regex(
+    /^[a-z0-9][a-z0-9._-]{0,63}(@([1-9][0-9]{0,8}|[a-z][a-z0-9-]{0,62}))?$/,
+    "expected a model name, optionally with @VERSION or @ALIAS (e.g. iris, iris@2 or iris@canary)",
+  )
   .openapi({ example: "iris" });
+
+/** Makes an alias's split choose the same version for the same key (one user sticks to one version). */
+export const RoutingKeySchema = z.string().min(1).max(256).openapi({
+  description: "With an alias that splits traffic: the same key is always routed to the same version (while the weights stay).",
+  example: "user-8271",
+});
 
 export const CreateJobRequestSchema = requestObject({
   model: ModelRefSchema,
@@ -53,6 +65,7 @@ export const CreateJobRequestSchema = requestObject({
   priority: JobPrioritySchema.optional(),
   expires_after: ExpiresAfterSchema.optional(),
   webhook_url: WebhookUrlSchema.optional(),
+  routing_key: RoutingKeySchema.optional(),
 }).openapi("CreateJobRequest");
 export type CreateJobRequest = z.infer<typeof CreateJobRequestSchema>;
 
@@ -61,7 +74,11 @@ export const JobSchema = z
     id: z.string().openapi({ example: "job_01jdq3x8m7k2v9c4n5p6r7s8t9" }),
     status: JobStatusSchema,
     priority: JobPrioritySchema,
-    model: z.object({ name: z.string(), version: z.number().int() }),
+    model: z.object({
+      name: z.string(),
+      version: z.number().int(),
+      alias: z.string().nullable().openapi({ description: "The alias the job came through (which chose the version), or null for a pinned version." }),
+    }),
     counts: z
       .object({
         total: z.number().int().nullable().openapi({
@@ -188,6 +205,7 @@ export const CsvUploadQuerySchema = z
     priority: JobPrioritySchema.optional(),
     expires_after: ExpiresAfterSchema.optional(),
     webhook_url: WebhookUrlSchema.optional(),
+    routing_key: RoutingKeySchema.optional(),
     max_errors: z.coerce.number().int().min(0).max(1_000_000).default(1000).openapi({
       description: "Rows that fail to parse become failed rows; past this many the upload is rejected (422) and nothing is kept.",
     }),

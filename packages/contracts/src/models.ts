@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { requestObject } from "./request.ts";
+import { pgText, requestObject } from "./request.ts";
 import { TensorSpecSchema } from "./tensor.ts";
 
 export const MODEL_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -37,8 +37,25 @@ export const BatchingSchema = z
   });
 export type Batching = z.infer<typeof BatchingSchema>;
 
-/** PATCH /v1/models/{name}/versions/{version}: keys left out stay; null restores the worker's default. */
-export const UpdateModelVersionRequestSchema = requestObject({ batching: requestObject(BatchingSchema.partial().shape) }).openapi("UpdateModelVersionRequest");
+/** A version's labels: short key/value strings for people and tools (`{"framework": "sklearn"}`). */
+export const LabelsSchema = z
+  .record(
+    z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/, "a label key is 1-63 characters: lower-case letters, digits, '.', '_', '/' or '-'"),
+    pgText(z.string().max(256)),
+  )
+  .refine((labels) => Object.keys(labels).length <= 64, "at most 64 labels")
+  .openapi({ example: { framework: "sklearn", dataset: "iris-2026-11" } });
+
+/** PATCH /v1/models/{name}/versions/{version}: keys left out stay; a batching limit set to null restores the worker's default. */
+export const UpdateModelVersionRequestSchema = requestObject({
+  batching: requestObject(BatchingSchema.partial().shape).optional(),
+  description: pgText(z.string().max(2000)).nullable().optional().openapi({ description: "What this version is; null clears it." }),
+  labels: LabelsSchema.optional().openapi({ description: "Replaces the version's labels." }),
+})
+  .refine((body) => body.batching !== undefined || body.description !== undefined || body.labels !== undefined, {
+    message: "give batching, description or labels",
+  })
+  .openapi("UpdateModelVersionRequest");
 export type UpdateModelVersionRequest = z.infer<typeof UpdateModelVersionRequestSchema>;
 
 /** Batching limits given when a version is registered (query parameters, since the body is the file). */
@@ -57,6 +74,10 @@ export const ModelVersionSchema = z
     inputs: z.array(TensorSpecSchema),
     outputs: z.array(TensorSpecSchema),
     batching: BatchingSchema,
+    description: z.string().nullable(),
+    labels: z.record(z.string(), z.string()),
+    aliases: z.array(z.string()).openapi({ description: "Aliases that route traffic to this version.", example: ["production"] }),
+    shadow_of: z.array(z.string()).openapi({ description: "Aliases whose rows this version also scores as their shadow." }),
     created_at: z.iso.datetime(),
   })
   .openapi("ModelVersion");

@@ -20,7 +20,13 @@ export type PredictRequest = z.infer<typeof PredictRequestSchema>;
 
 export const PredictResponseSchema = z
   .object({
-    model: z.object({ name: z.string(), version: z.number().int() }).openapi({ description: "The model version that answered." }),
+    model: z
+      .object({
+        name: z.string(),
+        version: z.number().int(),
+        alias: z.string().nullable().openapi({ description: "The alias that chose the version, or null for a pinned version." }),
+      })
+      .openapi({ description: "The model version that answered." }),
     outputs: z.array(ResultRowSchema).openapi({
       description: "One entry per input row, in order, as a job's results: `outputs`, or that row's own `error`.",
       example: [{ index: 0, outputs: { label: 0, probabilities: [0.98, 0.015, 0.005] } }],
@@ -28,6 +34,9 @@ export const PredictResponseSchema = z
   })
   .openapi("PredictResponse");
 export type PredictResponse = z.infer<typeof PredictResponseSchema>;
+
+/** A predict request's routing key: with an alias that splits traffic, the same key reaches the same version. */
+export const ROUTING_KEY_HEADER = "Coalesce-Routing-Key";
 
 /** Says whether a predict answer came from the result cache: `hit` when every row did, else `miss`. */
 export const PREDICT_CACHE_HEADER = "Coalesce-Cache";

@@ -1,13 +1,14 @@
 import { z } from "@hono/zod-openapi";
+import { AliasGuardReasonSchema, AliasRoutingSchema } from "./aliases.ts";
 import { JobSchema } from "./jobs.ts";
 import { pgText, requestObject } from "./request.ts";
 
 /** The events a webhook endpoint can subscribe to; job.progress is opt-in. */
-export const WEBHOOK_EVENT_TYPES = ["job.succeeded", "job.failed", "job.cancelled", "job.expired", "job.progress"] as const;
+export const WEBHOOK_EVENT_TYPES = ["job.succeeded", "job.failed", "job.cancelled", "job.expired", "job.progress", "model.alias.rolled_back"] as const;
 export const WebhookEventTypeSchema = z.enum(WEBHOOK_EVENT_TYPES);
 export type WebhookEventType = z.infer<typeof WebhookEventTypeSchema>;
 /** What an endpoint receives when `events` is left out: every final state, no progress. */
-export const DEFAULT_WEBHOOK_EVENTS: readonly WebhookEventType[] = ["job.succeeded", "job.failed", "job.cancelled", "job.expired"];
+export const DEFAULT_WEBHOOK_EVENTS: readonly WebhookEventType[] = ["job.succeeded", "job.failed", "job.cancelled", "job.expired", "model.alias.rolled_back"];
 
 /** The longest overlap a rotation may ask for, during which the old secret still signs: 7 days. */
 export const MAX_SECRET_OVERLAP_SECONDS = 7 * 24 * 3600;
@@ -16,13 +17,15 @@ const EventsSchema = z
   .array(WebhookEventTypeSchema)
   .min(1, "subscribe to at least one event type")
   .openapi({
-    description: "Event types to receive. `job.progress` (at most one every 5 seconds per running job) is opt-in.",
+    description:
+      "Event types to receive. `job.progress` (at most one every 5 seconds per running job) is opt-in. `model.alias.rolled_back`: an " +
+      "alias's guard (or a person) rolled it back; its data is {model, alias, revision, reason, before, after}.",
     example: ["job.succeeded", "job.failed"],
   });
 
 export const CreateWebhookRequestSchema = requestObject({
   url: pgText(z.string().max(2048)).openapi({ example: "https://example.com/hooks/coalesce" }),
-  events: EventsSchema.optional().openapi({ description: "Default: job.succeeded, job.failed, job.cancelled, job.expired." }),
+  events: EventsSchema.optional().openapi({ description: "Default: job.succeeded, job.failed, job.cancelled, job.expired, model.alias.rolled_back." }),
   description: pgText(z.string().max(500)).optional(),
 }).openapi("CreateWebhookRequest");
 export type CreateWebhookRequest = z.infer<typeof CreateWebhookRequestSchema>;
@@ -118,3 +121,25 @@ export const WebhookEventBodySchema = z
   })
   .openapi("WebhookEventBody");
 export type WebhookEventBody = z.infer<typeof WebhookEventBodySchema>;
+
+/** The data of `model.alias.rolled_back`: which alias, what it was and became, and why. */
+export const AliasRolledBackDataSchema = z
+  .object({
+    model: z.string().openapi({ example: "iris" }),
+    alias: z.string().openapi({ example: "production" }),
+    revision: z.number().int().openapi({ description: "The alias's revision after the rollback." }),
+    trigger: z.enum(["guard", "manual"]).openapi({ description: "`guard`: the alias's guard saw a candidate cross a limit; `manual`: POST .../rollback." }),
+    reason: AliasGuardReasonSchema.nullable().openapi({ description: "For the guard: which figure of which version crossed which limit, over how many rows." }),
+    before: AliasRoutingSchema.nullable(),
+    after: AliasRoutingSchema,
+  })
+  .openapi("AliasRolledBackData");
+export type AliasRolledBackData = z.infer<typeof AliasRolledBackDataSchema>;
+
+export const AliasRolledBackEventBodySchema = z
+  .object({
+    type: z.literal("model.alias.rolled_back"),
+    timestamp: z.iso.datetime().openapi({ description: "When the rollback happened." }),
+    data: AliasRolledBackDataSchema,
+  })
+  .openapi("AliasRolledBackEventBody");

@@ -12,6 +12,7 @@ export const ID_PREFIXES = {
   chunk: "chk",
   queueJob: "qj",
   webhook: "wh",
+  alias: "als",
 } as const;
 
 /**

@@ -41,6 +41,8 @@ export type PredictMessage = {
   /** Unique per request; the answer names it. */
   id: string;
   modelVersionId: string;
+  /** The alias that routed the request (and its revision), for its shadow and its guard's figures; null for a pinned version. */
+  alias: { id: string; revision: number } | null;
   /** The channel of the API process waiting for the answer. */
   replyTo: string;
   /** Epoch ms past which nobody waits for the answer: a worker drops the request unrun. */
@@ -64,7 +66,7 @@ export type PredictReply =
 // group of requests in one call, each admitted in turn. KEYS: stream, backlog. ARGV: max backlog
 // rows, then per request its rows and its entry's FIELD_COUNT field/value pairs. Returns, per
 // request, the backlog with it in, or minus the backlog that refused it.
-const FIELD_COUNT = 7;
+const FIELD_COUNT = 8;
 const SUBMIT = `
 local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
 local max = tonumber(ARGV[1])
@@ -126,7 +128,7 @@ export async function submitPredicts(redis: Redis, prefix: string, messages: rea
   const args: (string | number | Buffer)[] = [maxBacklogRows];
   for (const message of messages) {
     args.push(message.rowCount, "id", message.id, "m", message.modelVersionId, "r", message.replyTo, "d", message.deadline);
-    args.push("t", message.submittedAt, "n", message.rowCount, "x", message.rows);
+    args.push("t", message.submittedAt, "n", message.rowCount, "a", message.alias ? `${message.alias.id}:${message.alias.revision}` : "", "x", message.rows);
   }
   const results = await scripted(redis).coalescePredictSubmit(predictStreamKey(prefix), predictBacklogKey(prefix), ...args);
   return results.map((result) => (result < 0 ? null : result));
@@ -196,6 +198,13 @@ export async function readPredicts(redis: Redis, prefix: string, consumer: strin
   return entries.flatMap(([entryId, fields]) => parseEntry(entryId, fields, 1));
 }
 
+/** `als_...:3` as submitPredicts writes it; empty (or a message from before aliases) is none. */
+function parseAlias(text: string): PredictMessage["alias"] {
+  const colon = text.lastIndexOf(":");
+  if (colon <= 0) return null;
+  return { id: text.slice(0, colon), revision: Number(text.slice(colon + 1)) };
+}
+
 function parseEntry(entryId: Buffer, fields: Buffer[] | null, deliveries: number): ReceivedPredict[] {
   // An entry deleted after it was delivered (answered by another worker meanwhile) has no fields.
   if (!fields) return [];
@@ -207,6 +216,7 @@ function parseEntry(entryId: Buffer, fields: Buffer[] | null, deliveries: number
       entryId: entryId.toString(),
       id: text("id"),
       modelVersionId: text("m"),
+      alias: parseAlias(text("a")),
       replyTo: text("r"),
       deadline: Number(text("d")),
       submittedAt: Number(text("t")),

@@ -9,6 +9,7 @@ import {
   UPLOAD_INTERRUPTED,
   type JobRecord,
   type KeyClaim,
+  type JobAlias,
   type ModelVersionRecord,
 } from "@coalesce/db";
 import { packRows } from "@coalesce/models";
@@ -45,6 +46,8 @@ export type CsvIngestInput = {
   expiresAfterSeconds?: number | undefined;
   webhookUrl?: string | undefined;
   modelVersion: ModelVersionRecord;
+  /** The alias that routed the upload to its version, if it came through one. */
+  alias?: JobAlias | null | undefined;
   mapping: MappingOptions;
   /** False: the first line is a row too, and columns are named by their position ("0", "1", ...). */
   header: boolean;
@@ -219,6 +222,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
           priority: input.priority,
           expiresAfterSeconds: input.expiresAfterSeconds,
           webhookUrl: input.webhookUrl,
+          alias: input.alias ?? undefined,
         });
       }
       const parsed = parseRecord(record, first, mapping);

@@ -44,6 +44,7 @@ export function requireApiKey(db: Database): MiddlewareHandler<AppEnv> {
     if (!owner) throw new ApiError("unauthorized", "the API key is not valid; create one with `npm run keys:create -- --name NAME`");
     const now = Date.now();
     c.set("tenantId", owner.tenantId);
+    c.set("keyId", owner.keyId);
     c.set("logger", c.get("logger").child({ tenantId: owner.tenantId }));
     if ((touched.get(owner.keyId) ?? 0) < now - TOUCH_EVERY_MS) {
       touched.set(owner.keyId, now);

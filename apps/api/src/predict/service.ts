@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { isTransientError, type PredictRowResult, type TensorRow } from "@coalesce/contracts";
-import { GroupCommit, SingleFlight, type ModelVersionRecord } from "@coalesce/db";
+import { GroupCommit, SingleFlight, type JobAlias, type ModelVersionRecord } from "@coalesce/db";
 import { packRows, PackedRows } from "@coalesce/models";
 import { listWorkers, PredictReplies, submitPredicts, type PredictMessage, type PredictReply } from "@coalesce/queue";
 import type { Redis } from "ioredis";
@@ -32,6 +32,8 @@ export type PredictProtocol = "v1" | "v2";
 export type PredictInput = {
   tenantId: string;
   model: ModelVersionRecord;
+  /** The alias that routed the request to `model`, if one did (the worker shadows its rows). */
+  alias?: JobAlias | null | undefined;
   /** Rows already checked with validateRow against the version's inputs. */
   rows: readonly TensorRow[];
   cache: CacheMode;
@@ -112,7 +114,7 @@ export class PredictService {
     }
   }
 
-  async #predict({ tenantId, model, rows, cache }: PredictInput): Promise<PredictOutput> {
+  async #predict({ tenantId, model, alias, rows, cache }: PredictInput): Promise<PredictOutput> {
     const inputs = model.inputs;
     const packed = packRows(rows, inputs);
     const results = new Array<PredictRowResult>(rows.length);
@@ -150,6 +152,7 @@ export class PredictService {
       queued = await this.#submits.add({
         id,
         modelVersionId: model.id,
+        alias: alias ? { id: alias.id, revision: alias.revision } : null,
         replyTo: this.#replies.channel,
         deadline: now + this.#settings.timeoutMs,
         submittedAt: now,

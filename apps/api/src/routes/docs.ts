@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { TensorRowSchema, WEBHOOK_EVENT_TYPES, WebhookEventBodySchema } from "@coalesce/contracts";
+import { AliasRolledBackEventBodySchema, TensorRowSchema, WEBHOOK_EVENT_TYPES, WebhookEventBodySchema } from "@coalesce/contracts";
 import { z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
@@ -72,7 +72,7 @@ export function registerDocs(app: OpenAPIHono<AppEnv>): void {
           "webhook-timestamp": z.string().openapi({ description: "Unix seconds of this attempt", example: "1764075000" }),
           "webhook-signature": z.string().openapi({ example: "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=" }),
         }),
-        body: { content: { "application/json": { schema: WebhookEventBodySchema } } },
+        body: { content: { "application/json": { schema: type === "model.alias.rolled_back" ? AliasRolledBackEventBodySchema : WebhookEventBodySchema } } },
       },
       responses: { 200: { description: "Received (any 2xx)" }, 410: { description: "Gone: stop sending (disables the endpoint)" } },
     });

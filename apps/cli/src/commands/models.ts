@@ -1,7 +1,8 @@
 import { readFile } from "node:fs/promises";
-import { expectPositionals, parseCommandArgs, parseWholeNumber, type OptionSpecs } from "../args.ts";
+import type { ModelVersion } from "@coalesce/contracts";
+import { expectPositionals, parseCommandArgs, parseVersionRef, parseWholeNumber, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
-import { EXIT_OK, fileError, UsageError } from "../errors.ts";
+import { CliError, EXIT_OK, fileError, UsageError } from "../errors.ts";
 import { formatBytes, formatJson, formatTable, formatTensor } from "../format.ts";
 
 const PUSH = "models push";
@@ -10,16 +11,21 @@ const LIST_OPTIONS = { json: { type: "boolean" } } as const satisfies OptionSpec
 
 export const modelsPushCommand: Command = {
   name: PUSH,
-  summary: "register an .onnx file as the next version of a model",
+  summary: "register an .onnx file (or a .tar/.tar.gz of one with its data files) as the next version of a model",
   options: {},
-  help: `Usage: coalesce models push NAME FILE.onnx
+  help: `Usage: coalesce models push NAME FILE.onnx|FILE.tar|FILE.tar.gz
 
 Uploads an ONNX model as the next version of NAME (1, 2, 3, ...). The server loads it to check it
 and reads its inputs and outputs. Pushing the same bytes as the latest version again changes nothing.
 NAME is 1-64 characters: lower-case letters, digits, '.', '_' or '-'.
 
-Example:
-  coalesce models push iris fixtures/iris.onnx`,
+A model that keeps its weights in external data files (over 2 GB, or as many PyTorch exports do) is
+pushed as one archive, .tar or .tar.gz (.tgz): its .onnx file at the top level and the data files at
+the paths the model names, nothing else.
+
+Examples:
+  coalesce models push iris fixtures/iris.onnx
+  tar -czf llm.tar.gz model.onnx model.onnx.data && coalesce models push llm llm.tar.gz`,
 
   async run(args, context) {
     const { values, positionals } = parseCommandArgs(PUSH, args, {});
@@ -27,7 +33,10 @@ Example:
     const bytes = await readFile(file).catch((error: unknown) => {
       throw fileError(file, error);
     });
-    const version = await context.connect(values, PUSH).pushModel(name, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    const format = archiveFormatOf(file);
+    const version = await context
+      .connect(values, PUSH)
+      .pushModel(name, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), format ? { format } : {});
     context.io.stdout.write(
       [
         `${version.name} version ${version.version} (${formatBytes(version.size_bytes)}, sha256 ${version.sha256.slice(0, 12)})`,
@@ -38,6 +47,14 @@ Example:
     return EXIT_OK;
   },
 };
+
+/** An archive by its file name; anything else is left to the client, which tells an .onnx file from its bytes. */
+function archiveFormatOf(file: string): "tar" | "tar.gz" | undefined {
+  const lower = file.toLowerCase();
+  if (lower.endsWith(".tar")) return "tar";
+  if (lower.endsWith(".tar.gz") || lower.endsWith(".tgz")) return "tar.gz";
+  return undefined;
+}
 
 export const modelsListCommand: Command = {
   name: LIST,
@@ -119,3 +136,100 @@ Example:
     return EXIT_OK;
   },
 };
+
+const REMOVE = "models rm";
+
+export const modelsRemoveCommand: Command = {
+  name: REMOVE,
+  summary: "delete a model version",
+  options: {},
+  help: `Usage: coalesce models rm NAME@VERSION
+
+Deletes the version: NAME@VERSION no longer resolves, and its number is never given again. Refused
+while an alias routes to it or shadows with it (point the alias elsewhere first: coalesce models alias
+set), or while an unfinished job runs on it. Finished jobs keep their results.
+
+Example:
+  coalesce models rm iris@2`,
+
+  async run(args, context) {
+    const { values, positionals } = parseCommandArgs(REMOVE, args, {});
+    const [ref = ""] = expectPositionals(REMOVE, positionals, ["NAME@VERSION"]);
+    const { name, version } = parseVersionRef(REMOVE, ref);
+    await context.connect(values, REMOVE).deleteModelVersion(name, version);
+    context.io.stderr.write(`deleted ${name} version ${version}\n`);
+    return EXIT_OK;
+  },
+};
+
+const LABEL = "models label";
+const LABEL_OPTIONS = { description: { type: "string" }, json: { type: "boolean" } } as const satisfies OptionSpecs;
+
+export const modelsLabelCommand: Command = {
+  name: LABEL,
+  summary: "set a model version's labels (KEY=VALUE, KEY- removes) or description",
+  options: LABEL_OPTIONS,
+  help: `Usage: coalesce models label NAME@VERSION [KEY=VALUE | KEY-]... [--description TEXT] [--json]
+
+Sets labels on the version (KEY=VALUE), removes them (KEY-), and leaves its other labels as they are.
+--description TEXT describes the version; --description "" clears it. Prints the version's labels
+and description as they now are.
+
+Label keys are 1-63 characters: lower-case letters, digits, '.', '_', '/' or '-'; values up to 256.
+
+Options:
+  --description TEXT   what the version is, for people
+  --json               print the version as the API returns it
+
+Examples:
+  coalesce models label iris@2 framework=sklearn dataset=iris-2026-11
+  coalesce models label iris@2 dataset- --description "retrained on November's data"`,
+
+  async run(args, context) {
+    const { values, positionals } = parseCommandArgs(LABEL, args, LABEL_OPTIONS);
+    const [ref = "", ...changes] = positionals;
+    if (ref === "") throw new UsageError("missing NAME@VERSION", LABEL);
+    const { name, version } = parseVersionRef(LABEL, ref);
+    const set: Record<string, string> = {};
+    const removed: string[] = [];
+    for (const change of changes) {
+      const match = /^([^=]+)=(.*)$/.exec(change);
+      if (match?.[1]) set[match[1]] = match[2] ?? "";
+      else if (change.endsWith("-") && change.length > 1) removed.push(change.slice(0, -1));
+      else throw new UsageError(`a label is KEY=VALUE (or KEY- to remove it), got '${change}'`, LABEL);
+    }
+    if (changes.length === 0 && values.description === undefined) {
+      throw new UsageError("give labels (KEY=VALUE, KEY-) or --description TEXT", LABEL);
+    }
+    const client = context.connect(values, LABEL);
+    let labels: Record<string, string> | undefined;
+    if (changes.length > 0) {
+      // The API replaces labels whole; read them first so the ones not named here stay.
+      const model = await client.getModel(name);
+      const current = model.versions.find((candidate) => candidate.version === version);
+      if (!current) throw new CliError(`model '${name}' has no version ${version}`);
+      labels = { ...current.labels, ...set };
+      for (const key of removed) delete labels[key];
+    }
+    const updated = await client.updateModelVersion(name, version, {
+      ...(labels === undefined ? {} : { labels }),
+      ...(values.description === undefined ? {} : { description: values.description === "" ? null : values.description }),
+    });
+    context.io.stdout.write(values.json ? formatJson(updated) : `${describeVersionNotes(updated)}\n`);
+    return EXIT_OK;
+  },
+};
+
+/** `iris version 2` with its labels and description, one per line. */
+function describeVersionNotes(version: ModelVersion): string {
+  const labels = Object.entries(version.labels)
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([key, value]) => `${key}=${value}`);
+  return [
+    `${version.name} version ${version.version}`,
+    `  labels:      ${labels.length > 0 ? labels.join(", ") : "none"}`,
+    `  description: ${version.description ?? "none"}`,
+    ...(version.aliases.length > 0 ? [`  aliases:     ${version.aliases.join(", ")}`] : []),
+    ...(version.shadow_of.length > 0 ? [`  shadow of:   ${version.shadow_of.join(", ")}`] : []),
+  ].join("\n");
+}

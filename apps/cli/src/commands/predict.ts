@@ -1,5 +1,5 @@
 import type { CoalesceClient, ModelRef, Prediction } from "@coalesce/client";
-import type { TensorRow, TensorSpec, TensorValue } from "@coalesce/contracts";
+import { DEFAULT_ALIAS, type TensorRow, type TensorSpec, type TensorValue } from "@coalesce/contracts";
 import { expectPositionals, parseCommandArgs, parseWholeNumber, type OptionSpecs } from "../args.ts";
 import type { Command } from "../command.ts";
 import { CliError, EXIT_FAILURE, EXIT_OK, UsageError } from "../errors.ts";
@@ -11,6 +11,7 @@ const OPTIONS = {
   row: { type: "string", multiple: true },
   json: { type: "boolean" },
   "no-cache": { type: "boolean" },
+  "routing-key": { type: "string" },
 } as const satisfies OptionSpecs;
 
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
@@ -25,7 +26,8 @@ export const predictCommand: Command = {
   name: NAME,
   summary: "score a few rows now and print their outputs",
   options: OPTIONS,
-  help: `Usage: coalesce predict MODEL[@VERSION] [--version N] [--row V,V,...]... [--json] [--no-cache]
+  help: `Usage: coalesce predict MODEL[@VERSION|@ALIAS] [--version N] [--row V,V,...]... [--json] [--no-cache]
+                        [--routing-key KEY]
 
 Scores rows now and prints each row's outputs: for a handful of rows, when you want the answer
 at once (for many rows, \`coalesce submit\`). At most PREDICT_MAX_ROWS rows (server default 1024).
@@ -43,10 +45,13 @@ Prints one line per row: its index, each output (numbers to 4 significant digits
 by their ends; --json for every digit) and the row's error if it has one; then a summary on stderr.
 
 Options:
-  --version N   score with version N (default: the latest; MODEL@N says the same)
-  --row V,...   a row (repeatable)
-  --json        print the API's answer as it is
-  --no-cache    run the model even when the answer is cached (Cache-Control: no-cache)
+  --version N         score with version N (MODEL@N says the same); MODEL@ALIAS goes through an
+                      alias (coalesce models alias); MODEL alone means its production alias when it
+                      has one, else its latest version
+  --row V,...         a row (repeatable)
+  --json              print the API's answer as it is
+  --no-cache          run the model even when the answer is cached (Cache-Control: no-cache)
+  --routing-key KEY   with an alias that splits traffic, the same KEY is answered by the same version
 
 Exit status: 0 every row scored, 1 a row failed or the server refused (a 422 names the row and
 field, a 503 means no worker is running), 2 for a mistake on the command line.
@@ -54,12 +59,13 @@ field, a 503 means no worker is running), 2 for a mistake on the command line.
 Examples:
   coalesce predict iris --row 5.1,3.5,1.4,0.2 --row 6.7,3.0,5.2,2.3
   echo '${JSON_ROW_EXAMPLE}' | coalesce predict iris@1 --json
+  coalesce predict iris@canary --routing-key user-8271 --row 5.1,3.5,1.4,0.2
   cut -d, -f2-5 fixtures/iris.csv | coalesce predict iris`,
 
   async run(args, context) {
     const { values, positionals } = parseCommandArgs(NAME, args, OPTIONS);
     const [modelArg = ""] = expectPositionals(NAME, positionals, ["MODEL"]);
-    const { name, version } = parseModelArg(modelArg, values.version);
+    const { name, version, alias } = parseModelArg(modelArg, values.version);
     if (!values.row && context.io.stdin.isTTY) {
       throw new UsageError("no rows: give --row 5.1,3.5,1.4,0.2, or pipe JSON or CSV rows on stdin", NAME);
     }
@@ -69,16 +75,20 @@ Examples:
     let model: ModelRef;
     let rows: TensorRow[];
     if (source.kind === "json") {
-      model = version === undefined ? name : { name, version };
+      model = alias !== undefined ? { name, alias } : version === undefined ? name : { name, version };
       rows = source.rows;
     } else {
-      const spec = await singleInput(client, name, version);
-      // Pinned to the version whose input was read, so a version pushed meanwhile cannot change its meaning.
-      model = { name, version: spec.version };
+      const spec = await singleInput(client, name, version, alias);
+      // Pinned to the version whose input was read, so a version pushed meanwhile cannot change its meaning;
+      // through an alias it stays unpinned, since the alias chooses the version (all of its versions take the same inputs).
+      model = spec.alias !== undefined ? (alias === undefined ? name : { name, alias }) : { name, version: spec.version };
       rows = source.rows.map((cells) => ({ [spec.input.name]: toValue(spec.input, cells.values, cells.where) }));
     }
 
-    const answer = await client.predict(model, rows, { cache: values["no-cache"] ? "refresh" : "use" });
+    const answer = await client.predict(model, rows, {
+      cache: values["no-cache"] ? "refresh" : "use",
+      ...(values["routing-key"] === undefined ? {} : { routingKey: values["routing-key"] }),
+    });
     const failed = answer.outputs.filter((row) => row.error).length;
     if (values.json) {
       context.io.stdout.write(formatJson({ model: answer.model, outputs: answer.outputs }));
@@ -91,15 +101,17 @@ Examples:
   },
 };
 
-/** `iris`, `iris@2` or `iris --version 2`. */
-function parseModelArg(arg: string, versionOption: string | undefined): { name: string; version: number | undefined } {
+/** `iris`, `iris@2`, `iris --version 2` or `iris@canary`. */
+function parseModelArg(arg: string, versionOption: string | undefined): { name: string; version: number | undefined; alias: string | undefined } {
   const match = /^([^@]+)(?:@(.*))?$/.exec(arg);
-  if (!match?.[1]) throw new UsageError(`name the model as NAME or NAME@VERSION, e.g. iris or iris@2; got '${arg}'`, NAME);
+  if (!match?.[1]) throw new UsageError(`name the model as NAME, NAME@VERSION or NAME@ALIAS, e.g. iris, iris@2 or iris@canary; got '${arg}'`, NAME);
   const fromOption = parseWholeNumber(NAME, "--version", versionOption, 1);
-  if (match[2] === undefined) return { name: match[1], version: fromOption };
-  if (!/^[1-9][0-9]*$/.test(match[2])) throw new UsageError(`a version is a whole number from 1, e.g. iris@2; got '${arg}'`, NAME);
+  const selector = match[2];
+  if (selector === undefined) return { name: match[1], version: fromOption, alias: undefined };
   if (fromOption !== undefined) throw new UsageError(`give the version once: ${arg} or --version ${fromOption}`, NAME);
-  return { name: match[1], version: Number(match[2]) };
+  if (/^[a-z]/.test(selector)) return { name: match[1], version: undefined, alias: selector };
+  if (!/^[1-9][0-9]*$/.test(selector)) throw new UsageError(`after '@' comes a version (a whole number from 1) or an alias name, e.g. iris@2 or iris@canary; got '${arg}'`, NAME);
+  return { name: match[1], version: Number(selector), alias: undefined };
 }
 
 /** A row's values as typed, and where they came from, for messages. */
@@ -172,10 +184,32 @@ function parseCsvRows(text: string): ValueRow[] {
   });
 }
 
-/** The model's one input, which --row and CSV values feed; anything else is said with what to do instead. */
-async function singleInput(client: CoalesceClient, name: string, version: number | undefined): Promise<{ version: number; input: TensorSpec }> {
+/**
+ * The model's one input, which --row and CSV values feed; anything else is said with what to do instead.
+ * Through an alias (named, or `production` for a plain name), the input of a version it routes to, and that alias.
+ */
+async function singleInput(
+  client: CoalesceClient,
+  name: string,
+  version: number | undefined,
+  alias: string | undefined,
+): Promise<{ version: number; alias: string | undefined; input: TensorSpec }> {
   const model = await client.getModel(name);
-  const wanted = version ?? model.latest_version;
+  const viaAlias = alias ?? (version === undefined ? DEFAULT_ALIAS : undefined);
+  let wanted = version ?? model.latest_version;
+  let routedBy: string | undefined;
+  if (viaAlias !== undefined) {
+    const routed = model.versions.find((candidate) => candidate.aliases.includes(viaAlias));
+    if (routed) {
+      wanted = routed.version;
+      routedBy = viaAlias;
+    } else if (alias !== undefined) {
+      // The server says best why there is no such alias (no model, or no alias of that name).
+      const found = await client.getAlias(name, alias);
+      wanted = found.routes[0]?.version ?? wanted;
+      routedBy = alias;
+    }
+  }
   const found = model.versions.find((candidate) => candidate.version === wanted);
   if (!found) throw new CliError(`model '${name}' has no version ${wanted} (the latest is ${model.latest_version})`);
   const jsonInstead = (reason: string, example: string) =>
@@ -194,7 +228,7 @@ async function singleInput(client: CoalesceClient, name: string, version: number
   if (NON_NUMERIC_TYPES.has(input.type)) {
     throw jsonInstead(`its input is ${formatTensor(input)}, and --row and CSV rows hold numbers`, `{"${input.name}": ...}`);
   }
-  return { version: found.version, input };
+  return { version: found.version, alias: routedBy, input };
 }
 
 /** One row's values as the input takes them: a number for a [batch] input, else the list. */

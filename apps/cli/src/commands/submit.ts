@@ -25,20 +25,24 @@ const OPTIONS = {
   format: { type: "string", short: "f" },
   "webhook-url": { type: "string" },
   "idempotency-key": { type: "string" },
+  "routing-key": { type: "string" },
 } as const satisfies OptionSpecs;
 
 export const submitCommand: Command = {
   name: NAME,
   summary: "upload a CSV file as a job (--wait --out FILE to get the results)",
   options: OPTIONS,
-  help: `Usage: coalesce submit FILE --model NAME[@VERSION] [options]
+  help: `Usage: coalesce submit FILE --model NAME[@VERSION|@ALIAS] [options]
 
 Uploads a CSV file (a header line, then one row per line) as a job and prints the job's id on
 stdout. The file is streamed, so its size does not matter here. FILE may be - for standard input.
 Progress and summaries go to stderr.
 
 Options:
-  -m, --model NAME[@VERSION]   the model to score with (required); NAME alone takes the latest version
+  -m, --model NAME[@VERSION|@ALIAS]
+                               the model to score with (required): a version, or an alias (coalesce
+                               models alias), whose split chooses one version for the whole job; NAME
+                               alone means its production alias when it has one, else its latest version
   --id-column COLUMN           carry COLUMN into the results, to join them back to your rows
   --ignore COLUMN[,COLUMN...]  columns that are not model inputs, e.g. a label (repeatable)
   --map INPUT=COLUMN[,...]     the columns that make up INPUT, in order (repeatable); by default every
@@ -51,13 +55,15 @@ Options:
   --webhook-url URL            POST the job's final event to URL, signed with your default webhook
                                secret (coalesce webhooks secret)
   --idempotency-key KEY        a retry of this upload with the same KEY within 24 h returns the same job
+  --routing-key KEY            with an alias that splits traffic, jobs with the same KEY go to the same version
 
 Exit status: 0 once the upload is accepted (with --wait: once the job succeeded), 1 when the
 server refuses it or the job failed, 2 for a mistake on the command line, 130 on Ctrl-C (the
 job keeps running).
 
-Example:
-  coalesce submit fixtures/iris.csv --model iris --id-column row_id --ignore target --wait --out results.csv`,
+Examples:
+  coalesce submit fixtures/iris.csv --model iris --id-column row_id --ignore target --wait --out results.csv
+  coalesce submit fixtures/iris.csv --model iris@canary --routing-key team-a --ignore row_id,target --wait`,
 
   async run(args, context) {
     const { values, positionals } = parseCommandArgs(NAME, args, OPTIONS);
@@ -92,6 +98,7 @@ Example:
       gzip: values.gzip === true,
       ...(values["webhook-url"] === undefined ? {} : { webhookUrl: values["webhook-url"] }),
       ...(values["idempotency-key"] === undefined ? {} : { idempotencyKey: values["idempotency-key"] }),
+      ...(values["routing-key"] === undefined ? {} : { routingKey: values["routing-key"] }),
     });
     context.io.stdout.write(`${job.id}\n`);
     if (!wait) return EXIT_OK;

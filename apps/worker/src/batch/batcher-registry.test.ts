@@ -48,4 +48,18 @@ describe("BatcherRegistry", () => {
     expect(registry.get("b")).toBe(kept);
     await registry.closeAll();
   });
+
+  it("closeMatching retires every batcher of a prefix (a model version unloaded), after its rows have run", async () => {
+    const registry = new BatcherRegistry((key) => ({ ...optionsFor(key), maxDelayMs: 60_000 }));
+    const [a1, a2, b] = [registry.get("v1|4|x"), registry.get("v1|8|y"), registry.get("v10|4|x")];
+    const pending = a1.submit([1]);
+
+    await registry.closeMatching("v1|");
+    expect(await pending).toEqual([{ ok: true, value: "v1|4|x:1" }]);
+    expect(registry.size).toBe(1);
+    expect(registry.get("v10|4|x")).toBe(b);
+    expect(registry.get("v1|4|x")).not.toBe(a1);
+    expect(registry.get("v1|8|y")).not.toBe(a2);
+    await registry.closeAll();
+  });
 });

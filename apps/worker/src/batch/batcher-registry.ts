@@ -50,6 +50,17 @@ export class BatcherRegistry<I, O> {
     await batcher.close();
   }
 
+  /**
+   * Flushes and forgets the batchers whose key starts with `prefix`, e.g. every batcher of a model
+   * version that was unloaded (their limits and instance count were read from it when it was
+   * loaded; a later `get` creates them afresh from the version loaded again).
+   */
+  async closeMatching(prefix: string): Promise<void> {
+    const closing: Promise<void>[] = [];
+    for (const key of [...this.batchers.keys()]) if (key.startsWith(prefix)) closing.push(this.close(key));
+    await Promise.all(closing);
+  }
+
   /** Flushes every batcher and waits for their in-flight runs; later `get` calls throw. */
   async closeAll(): Promise<void> {
     this.closed = true;

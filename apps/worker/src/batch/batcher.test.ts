@@ -622,6 +622,50 @@ describe("DynamicBatcher", () => {
     await Promise.all([first, second, third]);
   });
 
+  it("holds a lease per submit from the moment its rows arrive until the run of its last row has ended", async () => {
+    const probe = probeRunner({ runMs: 10, isBad: (item) => item === 3 });
+    const held: number[] = [];
+    let leases = 0;
+    const batcher = new DynamicBatcher({
+      run: async (items: number[]) => {
+        held.push(leases);
+        return probe.run(items);
+      },
+      maxRows: 2,
+      maxDelayMs: 5,
+      lease: () => {
+        leases++;
+        let released = false;
+        return {
+          release: () => {
+            expect(released, "a lease is released once").toBe(false);
+            released = true;
+            leases--;
+          },
+        };
+      },
+    });
+
+    const first = batcher.submit([1, 2, 3]);
+    const second = batcher.submit([4]);
+    expect(leases).toBe(2);
+    // The first batch ([1, 4], full at once) ends the second submit, whose lease goes back with it.
+    await vi.advanceTimersByTimeAsync(10);
+    expect(values(await second)).toEqual([8]);
+    expect(leases).toBe(1);
+    // The next ([2, 3]) fails and is bisected: each half still runs under the first submit's lease.
+    await vi.runAllTimersAsync();
+    expect(probe.calls).toEqual([[1, 4], [2, 3], [2], [3]]);
+    expect(held).toEqual([2, 1, 1, 1]);
+    expect(leases).toBe(0);
+    expect((await first).map((result) => result.ok)).toEqual([true, true, false]);
+    // An empty submit or one refused after close takes nothing.
+    await batcher.submit([]);
+    await batcher.close();
+    await expect(batcher.submit([5])).rejects.toThrow(/closed/);
+    expect(leases).toBe(0);
+  });
+
   it("rejects nonsensical options", () => {
     const run: BatchRunner<number, number> = async (items) => items;
     expect(() => new DynamicBatcher({ run, maxRows: 0, maxDelayMs: 0 })).toThrow(RangeError);

@@ -93,7 +93,17 @@ export type BatcherOptions<I, O> = {
    * @defaultValue undefined, every error is bisected down to the rows that cause it
    */
   failsWholeBatch?: (error: unknown) => boolean;
+  /**
+   * Taken as a submit's rows arrive and given back once the last of them has a result (its run
+   * ended): so whoever owns what `run` needs (the worker's model cache) keeps it while those rows
+   * wait or run, and only then may let it go.
+   * @defaultValue undefined, nothing is held
+   */
+  lease?: () => BatcherLease;
 };
+
+/** What `BatcherOptions.lease` hands out; `release` is called exactly once. */
+export type BatcherLease = { release(): void };
 
 /** One `submit` call: its rows, how many have been handed out, and where their results go. */
 type Source<I, O> = {
@@ -103,6 +113,7 @@ type Source<I, O> = {
   settled: number;
   results: ItemResult<O>[];
   submittedAt: number;
+  lease: BatcherLease | undefined;
   resolve: (results: ItemResult<O>[]) => void;
 };
 
@@ -116,6 +127,7 @@ export class DynamicBatcher<I, O> {
   private interactiveMaxDelayMs: number;
   private readonly onBatch: ((stats: BatchStats) => void) | undefined;
   private readonly failsWholeBatch: ((error: unknown) => boolean) | undefined;
+  private readonly lease: (() => BatcherLease) | undefined;
   private adaptive: boolean;
   /** Rows submitted recently, decayed exponentially over rateWindowMs: rate = recentRows / rateWindowMs. */
   private recentRows = 0;
@@ -141,6 +153,7 @@ export class DynamicBatcher<I, O> {
     this.interactiveMaxDelayMs = options.interactiveMaxDelayMs ?? options.maxDelayMs;
     this.onBatch = options.onBatch;
     this.failsWholeBatch = options.failsWholeBatch;
+    this.lease = options.lease;
     this.adaptive = options.adaptive ?? false;
     this.maxInFlight = options.maxInFlight ?? 1;
     // Long enough to see a steady stream, short enough to notice it stopped.
@@ -186,6 +199,7 @@ export class DynamicBatcher<I, O> {
         settled: 0,
         results: new Array<ItemResult<O>>(items.length),
         submittedAt: performance.now(),
+        lease: this.lease?.(),
         resolve,
       });
       this.pendingRows += items.length;
@@ -405,7 +419,9 @@ export class DynamicBatcher<I, O> {
     const { source } = slot;
     source.results[slot.index] = result;
     source.settled++;
-    if (source.settled === source.items.length) source.resolve(source.results);
+    if (source.settled < source.items.length) return;
+    source.lease?.release();
+    source.resolve(source.results);
   }
 
   private report(stats: BatchStats): void {

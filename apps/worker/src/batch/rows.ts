@@ -6,8 +6,8 @@ import type { ItemResult, Lane } from "./batcher.ts";
 /** What a batcher is handed: one row of packed rows (every row of a batcher has the same model and shape). */
 export type RowWork = PackedRowRef;
 
-/** What comes back for a row: its outputs and the size of the onnxruntime run it was part of. */
-export type RowOutcome = { outputs: TensorRow; runRows: number };
+/** What comes back for a row: its outputs, and the size and run time of the onnxruntime run it was part of. */
+export type RowOutcome = { outputs: TensorRow; runRows: number; runMs: number };
 
 /** The worker's batchers, one per model version and row shape (see batcherKey). */
 export type RowBatchers = BatcherRegistry<RowWork, RowOutcome>;

@@ -15,6 +15,7 @@ import {
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { submitRows, type RowBatchers } from "../batch/rows.ts";
+import type { AliasWatch } from "../aliases/watch.ts";
 import type { ModelCache } from "../inference/model-cache.ts";
 import type { WorkerMetrics } from "../metrics.ts";
 import type { Outages } from "../outages.ts";
@@ -57,6 +58,8 @@ export type PredictServerOptions = {
   metrics: WorkerMetrics;
   outages: Outages;
   logger: Logger;
+  /** Counts and shadows the rows of requests that came through an alias (off their path). */
+  watch?: AliasWatch | undefined;
 };
 
 export type PredictServer = { close(graceMs: number): Promise<void> };
@@ -225,6 +228,7 @@ async function run(options: PredictServerOptions, request: ReceivedPredict): Pro
     results[index] = { error: inferenceError(outcome.error) };
   });
   if (unavailable) return { id, failure: { code: "unavailable", message: `the model could not run (${describeFailure(unavailable)})` } };
+  if (request.alias) options.watch?.observe({ alias: request.alias, modelVersionId: request.modelVersionId, version: model.version.version, rows, indexes: all, outcomes });
   const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
   const failed = results.filter((result) => "error" in result).length;
   options.metrics.predictRows.inc({ ...labels, outcome: "succeeded" }, results.length - failed);

@@ -160,7 +160,8 @@ export function startWebhookDispatcher(
  */
 async function eventBody(db: Database, delivery: ClaimedDelivery): Promise<string> {
   if (delivery.payload !== null) return JSON.stringify(delivery.payload);
-  const job = await findJob(db, delivery.tenantId, delivery.jobId);
+  // Events not about a job are written with their payload (see coalesce_emit_tenant_event).
+  const job = delivery.jobId === null ? null : await findJob(db, delivery.tenantId, delivery.jobId);
   const payload = { type: delivery.eventType, timestamp: delivery.eventCreatedAt.toISOString(), data: job ? presentJob(job) : { id: delivery.jobId } };
   return JSON.stringify(await fixEventPayload(db, delivery.eventId, payload));
 }

@@ -103,6 +103,8 @@ export type ChunkWork = {
   /** The job's lane: interactive rows are batched ahead of batch-lane rows. */
   jobPriority: JobPriority;
   modelVersionId: string;
+  /** The alias the job came through and the revision that routed it (shadow scoring, the guard's figures), or null. */
+  alias: { id: string; revision: number } | null;
   firstRow: number;
   rowCount: number;
   done: boolean;
@@ -125,6 +127,8 @@ type ChunkSqlRow = {
   job_status: JobStatus;
   job_priority: JobPriority;
   model_version_id: string;
+  alias_id: string | null;
+  alias_revision: number | null;
   first_row: number;
   row_count: number;
   status: string;
@@ -134,7 +138,8 @@ type ChunkSqlRow = {
   input_errors: (RowError | null)[] | null;
 };
 
-const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.priority AS job_priority, j.model_version_id, c.first_row, c.row_count, c.status,
+const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.priority AS job_priority, j.model_version_id, j.alias_id, j.alias_revision,
+       c.first_row, c.row_count, c.status,
        c.restarts, c.inputs_packed, c.inputs, c.input_errors
   FROM job_chunks c JOIN jobs j ON j.id = c.job_id`;
 
@@ -145,6 +150,7 @@ function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
     jobStatus: chunk.job_status,
     jobPriority: chunk.job_priority,
     modelVersionId: chunk.model_version_id,
+    alias: chunk.alias_id !== null && chunk.alias_revision !== null ? { id: chunk.alias_id, revision: chunk.alias_revision } : null,
     firstRow: chunk.first_row,
     rowCount: chunk.row_count,
     done: chunk.status === "done",
@@ -187,7 +193,7 @@ export async function startChunks(
        UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
         WHERE id IN (SELECT job_id FROM c WHERE status = 'queued') AND status = 'queued'
      )
-     SELECT c.id, c.job_id, c.job_status, c.job_priority, c.model_version_id, c.first_row, c.row_count, c.status,
+     SELECT c.id, c.job_id, c.job_status, c.job_priority, c.model_version_id, c.alias_id, c.alias_revision, c.first_row, c.row_count, c.status,
             COALESCE(counted.restarts, c.restarts) AS restarts, c.inputs_packed, c.inputs, c.input_errors
        FROM c LEFT JOIN counted ON counted.id = c.id`,
     values: [chunkIds, options.restarted ?? []],

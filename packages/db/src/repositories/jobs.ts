@@ -12,7 +12,8 @@ export type JobRecord = {
   status: JobStatus;
   priority: JobPriority;
   modelVersionId: string;
-  model: { name: string; version: number };
+  /** `alias`: the alias the job came through, null for a pinned version. */
+  model: { name: string; version: number; alias: string | null };
   totalRows: number;
   succeededRows: number;
   failedRows: number;
@@ -43,6 +44,8 @@ export type CreateJobInput = {
   expiresAfterSeconds?: number | undefined;
   /** Receives the job's final event, signed with the tenant's default webhook secret. */
   webhookUrl?: string | undefined;
+  /** The alias that routed the job to its version (its revision then), if it came through one. */
+  alias?: JobAlias | undefined;
   /**
    * Stores each chunk's rows in the packed binary form (`packRows` of @coalesce/models, given the
    * model's inputs) rather than as JSON. The API always packs; without it rows are stored as JSON,
@@ -50,6 +53,9 @@ export type CreateJobInput = {
    */
   packRows?: ((rows: TensorRow[]) => Uint8Array) | undefined;
 };
+
+/** The alias a job came through: its id, name and the revision that chose the version. */
+export type JobAlias = { id: string; name: string; revision: number };
 
 /** A stored chunk and the queue job that carries it (null: its own, with the chunk's id). */
 export type CreatedChunk = { id: string; seq: number; queueJobId: string | null };
@@ -78,6 +84,7 @@ type JobSqlRow = {
   model_version_id: string;
   model_name: string;
   model_version: number;
+  alias: string | null;
   total_rows: number;
   succeeded_rows: number;
   failed_rows: number;
@@ -97,7 +104,7 @@ type JobSqlRow = {
 };
 
 const JOB_COLUMNS = `j.id, j.tenant_id, j.status, j.priority, j.model_version_id, m.name AS model_name,
-  v.version AS model_version, j.total_rows, j.succeeded_rows, j.failed_rows, j.error, j.sealed, j.id_column,
+  v.version AS model_version, j.alias, j.total_rows, j.succeeded_rows, j.failed_rows, j.error, j.sealed, j.id_column,
   j.provider, j.batch_rows_min, j.batch_rows_max, j.batch_rows_sum, j.batched_rows, j.created_at,
   j.started_at, j.completed_at, j.expires_at, j.webhook_url`;
 /** Joins a job row `j` to its model's name and version. */
@@ -111,7 +118,7 @@ function fromSqlRow(row: JobSqlRow): JobRecord {
     status: row.status,
     priority: row.priority,
     modelVersionId: row.model_version_id,
-    model: { name: row.model_name, version: row.model_version },
+    model: { name: row.model_name, version: row.model_version, alias: row.alias },
     totalRows: row.total_rows,
     succeededRows: row.succeeded_rows,
     failedRows: row.failed_rows,
@@ -144,6 +151,9 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
     priority: input.priority,
     expires_after: input.expiresAfterSeconds ?? null,
     webhook_url: input.webhookUrl ?? null,
+    alias: input.alias?.name ?? null,
+    alias_id: input.alias?.id ?? null,
+    alias_revision: input.alias?.revision ?? null,
   }));
   // Packed rows travel as a bytea[] beside the JSON recordset, matched by position.
   const packed: (Uint8Array | null)[] = [];
@@ -169,10 +179,11 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
   const { rows } = await db.pool.query<JobSqlRow>({
     name: "create-jobs",
     text: `WITH j AS (
-       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority, expires_at, webhook_url)
+       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority, expires_at, webhook_url, alias, alias_id, alias_revision)
        SELECT x.id, x.tenant_id, x.model_version_id, x.total_rows, x.priority::job_priority,
-              now() + make_interval(secs => x.expires_after), x.webhook_url
-         FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int, webhook_url text)
+              now() + make_interval(secs => x.expires_after), x.webhook_url, x.alias, x.alias_id, x.alias_revision
+         FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int,
+                                               webhook_url text, alias text, alias_id text, alias_revision int)
        RETURNING *
      ), c AS (
        INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, inputs_packed, queue_job_id)
@@ -251,16 +262,28 @@ export async function listJobs(
  */
 export async function openUploadJob(
   db: Database,
-  input: Pick<CreateJobInput, "tenantId" | "modelVersionId" | "priority" | "expiresAfterSeconds" | "webhookUrl"> & { idColumn: string | null },
+  input: Pick<CreateJobInput, "tenantId" | "modelVersionId" | "priority" | "expiresAfterSeconds" | "webhookUrl" | "alias"> & { idColumn: string | null },
 ): Promise<JobRecord> {
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
-       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at, webhook_url, upload_seen_at)
-       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int), $7, now())
+       INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at, webhook_url, upload_seen_at,
+                         alias, alias_id, alias_revision)
+       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int), $7, now(), $8, $9, $10)
        RETURNING *
      )
      SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
-    [newId("job"), input.tenantId, input.modelVersionId, input.idColumn, input.priority, input.expiresAfterSeconds ?? null, input.webhookUrl ?? null],
+    [
+      newId("job"),
+      input.tenantId,
+      input.modelVersionId,
+      input.idColumn,
+      input.priority,
+      input.expiresAfterSeconds ?? null,
+      input.webhookUrl ?? null,
+      input.alias?.name ?? null,
+      input.alias?.id ?? null,
+      input.alias?.revision ?? null,
+    ],
   );
   return fromSqlRow(rows[0] as JobSqlRow);
 }

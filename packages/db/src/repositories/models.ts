@@ -2,6 +2,7 @@ import type { TensorSpec } from "@coalesce/contracts";
 import type { Database, DbClient } from "../connection.ts";
 import type { PrismaClient } from "../generated/client.ts";
 import { newId } from "../ids.ts";
+import { inTransaction, lockModel } from "../transaction.ts";
 
 /** A version's own batching limits; null where the worker's default applies. */
 export type BatchingSettings = { maxBatchRows: number | null; maxBatchDelayMs: number | null; maxBatchBytes: number | null };
@@ -16,6 +17,8 @@ export type ModelVersionRecord = {
   outputs: TensorSpec[];
   createdAt: Date;
   batching: BatchingSettings;
+  description: string | null;
+  labels: Record<string, string>;
 };
 
 export type ModelRecord = { name: string; createdAt: Date; versions: ModelVersionRecord[] };
@@ -31,6 +34,8 @@ type VersionRow = {
   maxBatchRows: number | null;
   maxBatchDelayMs: number | null;
   maxBatchBytes: bigint | null;
+  description: string | null;
+  labels: unknown;
 };
 
 function toVersionRecord(modelName: string, row: VersionRow): ModelVersionRecord {
@@ -45,6 +50,8 @@ function toVersionRecord(modelName: string, row: VersionRow): ModelVersionRecord
     outputs: row.outputs as TensorSpec[],
     createdAt: row.createdAt,
     batching: toBatching(row.maxBatchRows, row.maxBatchDelayMs, row.maxBatchBytes),
+    description: row.description,
+    labels: (row.labels ?? {}) as Record<string, string>,
   };
 }
 
@@ -80,15 +87,17 @@ export async function createModelVersion(
     });
     // Serialises concurrent uploads of one model so version numbers never collide.
     await tx.$executeRaw`SELECT 1 FROM models WHERE id = ${model.id} FOR UPDATE`;
-    const latest = await tx.modelVersion.findFirst({ where: { modelId: model.id }, orderBy: { version: "desc" } });
+    const latest = await tx.modelVersion.findFirst({ where: { modelId: model.id, deletedAt: null }, orderBy: { version: "desc" } });
     if (latest && latest.sha256 === input.sha256) {
       return { version: toVersionRecord(model.name, latest), created: false };
     }
+    // Deleted versions keep their numbers: a number always means the same model.
+    const highest = await tx.modelVersion.findFirst({ where: { modelId: model.id }, orderBy: { version: "desc" }, select: { version: true } });
     const row = await tx.modelVersion.create({
       data: {
         id: newId("modelVersion"),
         modelId: model.id,
-        version: (latest?.version ?? 0) + 1,
+        version: (highest?.version ?? 0) + 1,
         sha256: input.sha256,
         sizeBytes: BigInt(input.sizeBytes),
         inputs: input.inputs,
@@ -106,7 +115,7 @@ export async function listModels(db: DbClient, tenantId: string): Promise<ModelR
   const models = await db.model.findMany({
     where: { tenantId },
     orderBy: { name: "asc" },
-    include: { versions: { orderBy: { version: "asc" } } },
+    include: { versions: { where: { deletedAt: null }, orderBy: { version: "asc" } } },
   });
   return models.map((model) => ({
     name: model.name,
@@ -118,7 +127,7 @@ export async function listModels(db: DbClient, tenantId: string): Promise<ModelR
 export async function findModel(db: DbClient, tenantId: string, name: string): Promise<ModelRecord | null> {
   const model = await db.model.findUnique({
     where: { tenantId_name: { tenantId, name } },
-    include: { versions: { orderBy: { version: "asc" } } },
+    include: { versions: { where: { deletedAt: null }, orderBy: { version: "asc" } } },
   });
   if (!model) return null;
   return {
@@ -142,7 +151,7 @@ export async function resolveModelVersion(
     name: "resolve-model-version",
     text: `SELECT ${VERSION_COLUMNS}
        FROM model_versions v JOIN models m ON m.id = v.model_id
-      WHERE m.tenant_id = $1 AND m.name = $2 AND ($3::int IS NULL OR v.version = $3)
+      WHERE m.tenant_id = $1 AND m.name = $2 AND ($3::int IS NULL OR v.version = $3) AND v.deleted_at IS NULL
       ORDER BY v.version DESC LIMIT 1`,
     values: [tenantId, name, version ?? null],
   });
@@ -161,10 +170,12 @@ type VersionSqlRow = {
   max_batch_rows: number | null;
   max_batch_delay_ms: number | null;
   max_batch_bytes: string | null;
+  description: string | null;
+  labels: Record<string, string> | null;
 };
 
 const VERSION_COLUMNS = `v.id, v.version, v.sha256, v.size_bytes, v.inputs, v.outputs, v.created_at,
-  v.max_batch_rows, v.max_batch_delay_ms, v.max_batch_bytes`;
+  v.max_batch_rows, v.max_batch_delay_ms, v.max_batch_bytes, v.description, v.labels`;
 
 function fromVersionSqlRow(modelName: string, row: VersionSqlRow): ModelVersionRecord {
   return {
@@ -177,8 +188,13 @@ function fromVersionSqlRow(modelName: string, row: VersionSqlRow): ModelVersionR
     outputs: row.outputs,
     createdAt: row.created_at,
     batching: toBatching(row.max_batch_rows, row.max_batch_delay_ms, row.max_batch_bytes),
+    description: row.description,
+    labels: row.labels ?? {},
   };
 }
+
+/** A version's description and labels: a key left out stays as it is (null clears the description). */
+export type VersionInfoPatch = { description?: string | null; labels?: Record<string, string> };
 
 /**
  * Changes a version's batching limits: a key given as null goes back to the worker's default, a
@@ -191,14 +207,17 @@ export async function updateModelVersionBatching(
   name: string,
   version: number,
   patch: Partial<BatchingSettings>,
+  info: VersionInfoPatch = {},
 ): Promise<ModelVersionRecord | null> {
   const { rows } = await db.pool.query<VersionSqlRow>(
     `UPDATE model_versions v SET
         max_batch_rows = CASE WHEN $4 THEN $5::int ELSE v.max_batch_rows END,
         max_batch_delay_ms = CASE WHEN $6 THEN $7::int ELSE v.max_batch_delay_ms END,
-        max_batch_bytes = CASE WHEN $8 THEN $9::bigint ELSE v.max_batch_bytes END
+        max_batch_bytes = CASE WHEN $8 THEN $9::bigint ELSE v.max_batch_bytes END,
+        description = CASE WHEN $10 THEN $11::text ELSE v.description END,
+        labels = COALESCE($12::jsonb, v.labels)
        FROM models m
-      WHERE m.id = v.model_id AND m.tenant_id = $1 AND m.name = $2 AND v.version = $3
+      WHERE m.id = v.model_id AND m.tenant_id = $1 AND m.name = $2 AND v.version = $3 AND v.deleted_at IS NULL
       RETURNING ${VERSION_COLUMNS}`,
     [
       tenantId,
@@ -210,6 +229,9 @@ export async function updateModelVersionBatching(
       patch.maxBatchDelayMs ?? null,
       patch.maxBatchBytes !== undefined,
       patch.maxBatchBytes ?? null,
+      info.description !== undefined,
+      info.description ?? null,
+      info.labels === undefined ? null : JSON.stringify(info.labels),
     ],
   );
   const row = rows[0];
@@ -228,4 +250,44 @@ export async function readBatchingSettings(db: Database, ids: readonly string[])
 export async function getModelVersion(db: DbClient, id: string): Promise<ModelVersionRecord | null> {
   const row = await db.modelVersion.findUnique({ where: { id }, include: { model: { select: { name: true } } } });
   return row ? toVersionRecord(row.model.name, row) : null;
+}
+
+export type VersionDeletion =
+  | { kind: "not_found" }
+  | { kind: "in_use_by_alias"; alias: string }
+  | { kind: "in_use_by_job"; jobId: string; status: string }
+  | { kind: "deleted"; version: ModelVersionRecord; sha256: string; fileInUse: boolean };
+
+/**
+ * Deletes a version: refused while an alias routes to it (or shadows with it) or an unfinished job
+ * runs on it, under the model's lock (alias changes take it too). The row stays, marked deleted,
+ * so finished jobs still show it and its number is never given again. `fileInUse`: another live
+ * version (of any tenant: the store is content-addressed) has the same file, so it must stay.
+ */
+export async function deleteModelVersion(db: Database, tenantId: string, name: string, version: number): Promise<VersionDeletion> {
+  return inTransaction(db, async (client) => {
+    const modelId = await lockModel(client, tenantId, name);
+    if (!modelId) return { kind: "not_found" };
+    const found = await client.query<VersionSqlRow>(
+      `SELECT ${VERSION_COLUMNS} FROM model_versions v WHERE v.model_id = $1 AND v.version = $2 AND v.deleted_at IS NULL`,
+      [modelId, version],
+    );
+    const row = found.rows[0];
+    if (!row) return { kind: "not_found" };
+    const alias = await client.query<{ name: string }>(
+      `SELECT name FROM model_aliases WHERE model_id = $1
+          AND (routes @> jsonb_build_array(jsonb_build_object('version', $2::int)) OR (shadow->>'version')::int = $2)
+        ORDER BY name LIMIT 1`,
+      [modelId, version],
+    );
+    if (alias.rows[0]) return { kind: "in_use_by_alias", alias: alias.rows[0].name };
+    const job = await client.query<{ id: string; status: string }>(
+      `SELECT id, status::text FROM jobs WHERE completed_at IS NULL AND model_version_id = $1 ORDER BY id LIMIT 1`,
+      [row.id],
+    );
+    if (job.rows[0]) return { kind: "in_use_by_job", jobId: job.rows[0].id, status: job.rows[0].status };
+    await client.query(`UPDATE model_versions SET deleted_at = now() WHERE id = $1`, [row.id]);
+    const shared = await client.query(`SELECT 1 FROM model_versions WHERE sha256 = $1 AND deleted_at IS NULL LIMIT 1`, [row.sha256]);
+    return { kind: "deleted", version: fromVersionSqlRow(name, row), sha256: row.sha256, fileInUse: (shared.rowCount ?? 0) > 0 };
+  });
 }

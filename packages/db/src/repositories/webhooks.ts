@@ -148,7 +148,8 @@ export type ClaimedDelivery = {
   eventId: string;
   eventType: string;
   eventCreatedAt: Date;
-  jobId: string;
+  /** Null for an event that is not about a job (model.alias.rolled_back), whose payload is fixed from the start. */
+  jobId: string | null;
   tenantId: string;
   target: WebhookTarget;
   url: string;
@@ -174,7 +175,7 @@ type ClaimedSqlRow = {
   event_id: string;
   type: string;
   event_created_at: Date;
-  job_id: string;
+  job_id: string | null;
   tenant_id: string;
   target: WebhookTarget;
   url: string;
@@ -351,14 +352,14 @@ export async function webhookBacklog(db: Database): Promise<{ pending: number; o
   return { pending: rows[0]?.pending ?? 0, oldestDueSeconds: rows[0]?.oldest_due_seconds ?? 0 };
 }
 
-export type RetryOutcome = { kind: "queued"; jobId: string } | { kind: "not_found" } | { kind: "endpoint_unavailable"; reason: string };
+export type RetryOutcome = { kind: "queued"; jobId: string | null } | { kind: "not_found" } | { kind: "endpoint_unavailable"; reason: string };
 
 /**
  * Replays a delivery now, with the same webhook-id and body; the retry schedule restarts. Refused
  * while its endpoint is disabled or after it was deleted.
  */
 export async function retryDelivery(db: Database, tenantId: string, id: string): Promise<RetryOutcome> {
-  const { rows } = await db.pool.query<{ job_id: string; target: WebhookTarget; endpoint_id: string | null; disabled_reason: string | null; disabled_at: Date | null }>(
+  const { rows } = await db.pool.query<{ job_id: string | null; target: WebhookTarget; endpoint_id: string | null; disabled_reason: string | null; disabled_at: Date | null }>(
     `SELECT ev.job_id, d.target, d.endpoint_id, e.disabled_at, e.disabled_reason
        FROM webhook_deliveries d JOIN webhook_events ev ON ev.id = d.event_id
        LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id

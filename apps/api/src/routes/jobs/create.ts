@@ -11,7 +11,6 @@ import {
   releaseIdempotencyKey,
   type JobRecord,
   type KeyClaim,
-  type ModelVersionRecord,
 } from "@coalesce/db";
 import { unqueueChunks } from "@coalesce/queue";
 import { packRows } from "@coalesce/models";
@@ -23,7 +22,7 @@ import { ingestCsv } from "../../ingest/csv-upload.ts";
 import { ClientGoneError, openCsvStream } from "../../ingest/upload-body.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, problem } from "../responses.ts";
-import { createModelResolver, parseModelRef } from "../model-resolver.ts";
+import { createModelRouter, parseModelRef, type RoutedModel } from "../model-resolver.ts";
 import { assertValidRows } from "../validate-rows.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
 import { claimCsvKey, claimJsonKey, keyTakenOver } from "./idempotency.ts";
@@ -141,7 +140,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
   // Validated by the route's JSON body schema; its type is lost because the body may also be CSV.
   const body = c.req.valid("json" as never) as CreateJobRequest;
   const tenantId = c.get("tenantId");
-  const modelVersion = await resolveModel(tenantId, body.model);
+  const { model: modelVersion, alias } = await resolveModel(tenantId, body.model, body.routing_key);
   if (body.inputs.length > deps.limits.maxJobRows) {
     throw validationError([
       { field: "inputs", message: `a JSON job takes at most ${deps.limits.maxJobRows} rows, got ${body.inputs.length}` },
@@ -169,6 +168,7 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
       priority,
       expiresAfterSeconds: body.expires_after,
       webhookUrl,
+      alias: alias ?? undefined,
     });
   } catch (error) {
     if (claim) await releaseIdempotencyKey(deps.db, claim).catch(() => {});
@@ -192,15 +192,12 @@ function isCsvUpload(c: Context): boolean {
   return type.startsWith("text/csv") || type.startsWith("multipart/form-data");
 }
 
-/** Finds the model version a job names (`name` or `name@3`). */
-type ModelResolver = (tenantId: string, ref: string) => Promise<ModelVersionRecord>;
+/** Finds the model version a job names (`name`, `name@3` or `name@alias`), routed by the alias's split. */
+type ModelResolver = (tenantId: string, ref: string, routingKey: string | undefined) => Promise<RoutedModel>;
 
 function createRefResolver(deps: ApiDeps): ModelResolver {
-  const resolve = createModelResolver(deps);
-  return (tenantId, ref) => {
-    const { name, version } = parseModelRef(ref);
-    return resolve(tenantId, name, version);
-  };
+  const route = createModelRouter(deps);
+  return (tenantId, ref, routingKey) => route(tenantId, parseModelRef(ref), routingKey);
 }
 
 /** `map.features=a,b&map.mask=c` -> { features: ["a", "b"], mask: ["c"] } */
@@ -221,7 +218,7 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps, resolveModel: ModelR
   const query = CsvUploadQuerySchema.safeParse(c.req.query());
   if (!query.success) throw fromZodError(query.error);
   const tenantId = c.get("tenantId");
-  const modelVersion = await resolveModel(tenantId, query.data.model);
+  const { model: modelVersion, alias } = await resolveModel(tenantId, query.data.model, query.data.routing_key);
   const webhookUrl = query.data.webhook_url === undefined ? undefined : await assertDeliverableUrl(query.data.webhook_url, deps.webhookPolicy, "webhook_url");
   const url = new URL(c.req.url);
   try {
@@ -242,6 +239,7 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps, resolveModel: ModelR
       job = await ingestCsv(deps, {
         tenantId,
         modelVersion,
+        alias,
         mapping: {
           idColumn: query.data.id_column,
           ignore: splitList(query.data.ignore),

@@ -1,5 +1,5 @@
 import { ModelNameSchema, ModelSchema } from "@coalesce/contracts";
-import { findModel } from "@coalesce/db";
+import { findModel, listAliases } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { noSuchModel } from "../model-resolver.ts";
@@ -12,7 +12,7 @@ export const getModelRoute = createRoute({
   operationId: "getModel",
   tags: ["Models"],
   summary: "Get a model",
-  description: "A model with each of its versions and their input and output signatures.",
+  description: "A model with each of its versions (deleted ones are not shown), their input and output signatures, and the aliases that point at each.",
   request: { params: z.object({ name: ModelNameSchema }) },
   responses: {
     ...PARAM_ERRORS,
@@ -24,8 +24,8 @@ export const getModelRoute = createRoute({
 export function registerGetModel(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   app.openapi(getModelRoute, async (c) => {
     const { name } = c.req.valid("param");
-    const model = await findModel(deps.db.prisma, c.get("tenantId"), name);
+    const [model, aliases] = await Promise.all([findModel(deps.db.prisma, c.get("tenantId"), name), listAliases(deps.db, c.get("tenantId"), name)]);
     if (!model) throw noSuchModel(name);
-    return c.json(presentModel(model), 200);
+    return c.json(presentModel(model, aliases), 200);
   });
 }

@@ -1,5 +1,5 @@
 import { ModelListSchema } from "@coalesce/contracts";
-import { listModels } from "@coalesce/db";
+import { listModels, listTenantAliases } from "@coalesce/db";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { V1_ERRORS } from "../responses.ts";
@@ -20,7 +20,7 @@ export const listModelsRoute = createRoute({
 
 export function registerListModels(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   app.openapi(listModelsRoute, async (c) => {
-    const models = await listModels(deps.db.prisma, c.get("tenantId"));
-    return c.json({ data: models.map(presentModel) }, 200);
+    const [models, aliases] = await Promise.all([listModels(deps.db.prisma, c.get("tenantId")), listTenantAliases(deps.db, c.get("tenantId"))]);
+    return c.json({ data: models.map((model) => presentModel(model, aliases.filter((alias) => alias.modelName === model.name))) }, 200);
   });
 }

@@ -1,8 +1,9 @@
 import { ModelSchema, ModelVersionSchema, type Model, type ModelVersion } from "@coalesce/contracts";
-import type { ModelRecord, ModelVersionRecord } from "@coalesce/db";
+import type { AliasRecord, ModelRecord, ModelVersionRecord } from "@coalesce/db";
 
 // Responses go through their schema, so a database field never leaks out by accident.
-export function presentModelVersion(record: ModelVersionRecord): ModelVersion {
+/** `aliases`: the model's aliases, of which those that route to (or shadow with) this version are shown. */
+export function presentModelVersion(record: ModelVersionRecord, aliases: readonly AliasRecord[] = []): ModelVersion {
   return ModelVersionSchema.parse({
     name: record.modelName,
     version: record.version,
@@ -15,15 +16,19 @@ export function presentModelVersion(record: ModelVersionRecord): ModelVersion {
       max_batch_delay_ms: record.batching.maxBatchDelayMs,
       max_batch_bytes: record.batching.maxBatchBytes,
     },
+    description: record.description,
+    labels: record.labels,
+    aliases: aliases.filter((alias) => alias.routes.some((route) => route.version === record.version)).map((alias) => alias.name),
+    shadow_of: aliases.filter((alias) => alias.shadow?.version === record.version).map((alias) => alias.name),
     created_at: record.createdAt.toISOString(),
   });
 }
 
-export function presentModel(record: ModelRecord): Model {
+export function presentModel(record: ModelRecord, aliases: readonly AliasRecord[] = []): Model {
   return ModelSchema.parse({
     name: record.name,
     latest_version: record.versions.at(-1)?.version ?? 0,
     created_at: record.createdAt.toISOString(),
-    versions: record.versions.map(presentModelVersion),
+    versions: record.versions.map((version) => presentModelVersion(version, aliases)),
   });
 }

@@ -1,5 +1,5 @@
 import { ModelNameSchema, ModelVersionSchema, UpdateModelVersionRequestSchema } from "@coalesce/contracts";
-import { updateModelVersionBatching } from "@coalesce/db";
+import { listAliases, updateModelVersionBatching } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
@@ -12,11 +12,12 @@ export const updateModelVersionRoute = createRoute({
   path: "/v1/models/{name}/versions/{version}",
   operationId: "updateModelVersion",
   tags: ["Models"],
-  summary: "Change a model version's batching",
+  summary: "Change a model version's batching, description or labels",
   description:
-    "Sets how the workers batch this version's rows: `max_batch_rows` (1 turns coalescing off), `max_batch_delay_ms`, " +
+    "`batching` sets how the workers batch this version's rows: `max_batch_rows` (1 turns coalescing off), `max_batch_delay_ms`, " +
     "`max_batch_bytes`. A key left out stays as it is; null goes back to the workers' default. Running workers apply " +
-    "the change within a few seconds (BATCHING_REFRESH_MS), without a restart.",
+    "the change within a few seconds (BATCHING_REFRESH_MS), without a restart. `description` (null clears it) and `labels` " +
+    "(replaced whole) describe the version for people and tools.",
   request: {
     params: z.object({ name: ModelNameSchema, version: z.coerce.number().int().min(1).max(2_147_483_647).openapi({ example: 1 }) }),
     body: { required: true, content: { "application/json": { schema: UpdateModelVersionRequestSchema } } },
@@ -32,14 +33,18 @@ export function registerUpdateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
   app.use(updateModelVersionRoute.getRoutingPath(), limitBody(deps.limits.maxBodyBytes, "the request body"));
   app.openapi(updateModelVersionRoute, async (c) => {
     const { name, version } = c.req.valid("param");
-    const { batching } = c.req.valid("json");
-    const updated = await updateModelVersionBatching(deps.db, c.get("tenantId"), name, version, {
-      maxBatchRows: batching.max_batch_rows,
-      maxBatchDelayMs: batching.max_batch_delay_ms,
-      maxBatchBytes: batching.max_batch_bytes,
-    });
+    const { batching = {}, description, labels } = c.req.valid("json");
+    const tenantId = c.get("tenantId");
+    const updated = await updateModelVersionBatching(
+      deps.db,
+      tenantId,
+      name,
+      version,
+      { maxBatchRows: batching.max_batch_rows, maxBatchDelayMs: batching.max_batch_delay_ms, maxBatchBytes: batching.max_batch_bytes },
+      { description, labels },
+    );
     if (!updated) throw new ApiError("not_found", `model '${name}' has no version ${version}`);
-    c.get("logger").info({ model: name, version, batching }, "model version batching changed");
-    return c.json(presentModelVersion(updated), 200);
+    c.get("logger").info({ model: name, version, batching, description: description !== undefined, labels: labels !== undefined }, "model version changed");
+    return c.json(presentModelVersion(updated, await listAliases(deps.db, tenantId, name)), 200);
   });
 }

@@ -1,11 +1,20 @@
-import { ModelNameSchema, PREDICT_CACHE_HEADER, PredictRequestSchema, PredictResponseSchema, type ResultRow } from "@coalesce/contracts";
+import {
+  ModelNameSchema,
+  ModelRefSchema,
+  PREDICT_CACHE_HEADER,
+  PredictRequestSchema,
+  PredictResponseSchema,
+  ROUTING_KEY_HEADER,
+  RoutingKeySchema,
+  type ResultRow,
+} from "@coalesce/contracts";
 import { createRoute, z, type OpenAPIHono, type RouteConfig } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { validationError } from "../../errors.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import type { CacheMode } from "../../predict/service.ts";
-import { createModelResolver } from "../model-resolver.ts";
+import { createModelRouter, parseModelRef, type ModelRef } from "../model-resolver.ts";
 import { JSON_BODY_ERRORS, notFound, problem } from "../responses.ts";
 import { assertValidRows } from "../validate-rows.ts";
 
@@ -35,7 +44,7 @@ const responses = {
     content: {
       "application/json": {
         schema: PredictResponseSchema,
-        example: { model: { name: "iris", version: 1 }, outputs: [{ index: 0, outputs: { label: 0, probabilities: [0.98, 0.015, 0.005] } }] },
+        example: { model: { name: "iris", version: 1, alias: null }, outputs: [{ index: 0, outputs: { label: 0, probabilities: [0.98, 0.015, 0.005] } }] },
       },
     },
   },
@@ -52,6 +61,7 @@ const request = <P extends z.ZodObject>(params: P) => ({
   params,
   headers: z.object({
     "cache-control": z.string().optional().openapi({ description: "`no-cache`: run the model even if the answer is cached; `no-store`: do not use the cache at all", example: "no-cache" }),
+    [ROUTING_KEY_HEADER.toLowerCase()]: RoutingKeySchema.optional(),
   }),
   body: {
     required: true,
@@ -64,9 +74,13 @@ export const predictRoute = createRoute({
   path: "/v1/models/{name}/predict",
   operationId: "predict",
   tags: ["Predict"],
-  summary: "Predict now (the latest version)",
-  description: DESCRIPTION,
-  request: request(z.object({ name: ModelNameSchema })),
+  summary: "Predict now (an alias, or the latest version)",
+  description:
+    DESCRIPTION +
+    "\n\n`{name}` may name an alias (`iris@canary`) or a version (`iris@3`); a plain name means the model's `production` alias " +
+    "when it has one, else its latest version. An alias that splits traffic routes each request by its weights; `Coalesce-Routing-Key` " +
+    "sends the same key to the same version every time.",
+  request: request(z.object({ name: ModelRefSchema.openapi({ example: "iris@production" }) })),
   responses,
 });
 
@@ -90,26 +104,26 @@ export function cacheMode(header: string | undefined): CacheMode {
 }
 
 export function registerPredict(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
-  const resolveModel = createModelResolver(deps);
-  const handle = async (c: Context<AppEnv>, name: string, version: number | undefined, body: { inputs: unknown[] }) => {
+  const route = createModelRouter(deps);
+  const handle = async (c: Context<AppEnv>, ref: ModelRef, body: { inputs: unknown[] }) => {
     const tenantId = c.get("tenantId");
-    const model = await resolveModel(tenantId, name, version);
+    const { model, alias } = await route(tenantId, ref, c.req.header(ROUTING_KEY_HEADER));
     const maxRows = deps.predict.settings.maxRows;
     if (body.inputs.length > maxRows) {
       throw validationError([{ field: "inputs", message: `a predict request takes at most ${maxRows} rows (PREDICT_MAX_ROWS), got ${body.inputs.length}; submit a job for more` }]);
     }
     assertValidRows(body.inputs, model.inputs);
-    const { results, cache } = await deps.predict.predict({ tenantId, model, rows: body.inputs, cache: cacheMode(c.req.header("cache-control")), protocol: "v1" });
+    const { results, cache } = await deps.predict.predict({ tenantId, model, alias, rows: body.inputs, cache: cacheMode(c.req.header("cache-control")), protocol: "v1" });
     const outputs: ResultRow[] = results.map((result, index) => ({ index, ...result }));
     c.header(PREDICT_CACHE_HEADER, cache);
-    return c.json({ model: { name: model.modelName, version: model.version }, outputs }, 200);
+    return c.json({ model: { name: model.modelName, version: model.version, alias: alias?.name ?? null }, outputs }, 200);
   };
   for (const route of [predictRoute, predictVersionRoute]) {
     app.use(route.getRoutingPath(), limitBody(deps.limits.maxBodyBytes, "the request body"));
   }
-  app.openapi(predictRoute, (c) => handle(c, c.req.valid("param").name, undefined, c.req.valid("json")));
+  app.openapi(predictRoute, (c) => handle(c, parseModelRef(c.req.valid("param").name), c.req.valid("json")));
   app.openapi(predictVersionRoute, (c) => {
     const { name, version } = c.req.valid("param");
-    return handle(c, name, version, c.req.valid("json"));
+    return handle(c, { name, version }, c.req.valid("json"));
   });
 }

@@ -1,11 +1,11 @@
-import { PREDICT_CACHE_HEADER } from "@coalesce/contracts";
+import { PREDICT_CACHE_HEADER, ROUTING_KEY_HEADER } from "@coalesce/contracts";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler, TypedResponse } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { rowsFromV2Inputs, selectOutputs, stackOutputs, V2RequestError, writeInferResponse } from "../../predict/v2-tensors.ts";
-import { createModelResolver } from "../model-resolver.ts";
+import { createModelRouter, parseModelRef, type ModelRef } from "../model-resolver.ts";
 import { cacheMode } from "../predict/predict.ts";
 import { v2Error, V2_MODEL_ERRORS, v2Unavailable } from "./errors.ts";
 import { ModelParamsSchema, ModelVersionParamsSchema } from "./params.ts";
@@ -120,14 +120,14 @@ function asBadRequest<T>(convert: () => T): T {
 }
 
 export function registerV2Infer(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
-  const resolveModel = createModelResolver(deps);
-  const handle = async (c: Context<AppEnv>, name: string, version: number | undefined, body: V2InferRequest) => {
+  const route = createModelRouter(deps);
+  const handle = async (c: Context<AppEnv>, ref: ModelRef, body: V2InferRequest) => {
     if (usesBinaryData(body)) throw new ApiError("validation_failed", BINARY_UNSUPPORTED);
     const tenantId = c.get("tenantId");
-    const model = await resolveModel(tenantId, name, version);
+    const { model, alias } = await route(tenantId, ref, c.req.header(ROUTING_KEY_HEADER));
     const outputs = asBadRequest(() => selectOutputs(model.outputs, body.outputs));
     const rows = asBadRequest(() => rowsFromV2Inputs(body.inputs, model.inputs, deps.predict.settings.maxRows));
-    const { results, cache } = await deps.predict.predict({ tenantId, model, rows, cache: cacheMode(c.req.header("cache-control")), protocol: "v2" });
+    const { results, cache } = await deps.predict.predict({ tenantId, model, alias, rows, cache: cacheMode(c.req.header("cache-control")), protocol: "v2" });
     const tensors = asBadRequest(() => stackOutputs(results, outputs));
     const text = writeInferResponse({ model_name: model.modelName, model_version: String(model.version), id: body.id, outputs: tensors });
     // A Response of our own, as the route's typed 200: the JSON text is written by hand (see
@@ -141,9 +141,9 @@ export function registerV2Infer(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   for (const route of [v2InferRoute, v2InferVersionRoute]) {
     app.use(route.getRoutingPath(), refuseBinaryExtension(), limitBody(deps.limits.maxBodyBytes, "the request body"));
   }
-  app.openapi(v2InferRoute, (c) => handle(c, c.req.valid("param").name, undefined, c.req.valid("json")));
+  app.openapi(v2InferRoute, (c) => handle(c, parseModelRef(c.req.valid("param").name), c.req.valid("json")));
   app.openapi(v2InferVersionRoute, (c) => {
     const { name, version } = c.req.valid("param");
-    return handle(c, name, version, c.req.valid("json"));
+    return handle(c, { name, version }, c.req.valid("json"));
   });
 }

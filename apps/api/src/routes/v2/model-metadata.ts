@@ -3,7 +3,7 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
-import { noSuchModel } from "../model-resolver.ts";
+import { createModelRouter, noSuchModel, parseModelRef, type ModelRef } from "../model-resolver.ts";
 import { toV2TensorMetadata } from "../../predict/v2-tensors.ts";
 import { V2_MODEL_ERRORS } from "./errors.ts";
 import { ModelParamsSchema, ModelVersionParamsSchema } from "./params.ts";
@@ -59,12 +59,16 @@ export const v2ModelVersionMetadataRoute = createRoute({
 });
 
 export function registerV2ModelMetadata(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
-  const handle = async (c: Context<AppEnv>, name: string, version: number | undefined) => {
-    const model = await findModel(deps.db.prisma, c.get("tenantId"), name);
-    if (!model || model.versions.length === 0) throw noSuchModel(name);
+  const route = createModelRouter(deps);
+  const handle = async (c: Context<AppEnv>, ref: ModelRef) => {
+    const model = await findModel(deps.db.prisma, c.get("tenantId"), ref.name);
+    if (!model || model.versions.length === 0) throw noSuchModel(ref.name);
     const versions = model.versions.map((v) => String(v.version));
-    const chosen = version === undefined ? model.versions.at(-1) : model.versions.find((v) => v.version === version);
-    if (!chosen) throw new ApiError("not_found", `model '${name}' has no version ${version}; its versions are ${versions.join(", ")}`);
+    if (ref.version !== undefined && !model.versions.some((v) => v.version === ref.version)) {
+      throw new ApiError("not_found", `model '${ref.name}' has no version ${ref.version}; its versions are ${versions.join(", ")}`);
+    }
+    // Every version an alias routes to has the same signature (checked when it is set).
+    const { model: chosen } = await route(c.get("tenantId"), ref);
     return c.json(
       {
         name: model.name,
@@ -76,9 +80,9 @@ export function registerV2ModelMetadata(app: OpenAPIHono<AppEnv>, deps: ApiDeps)
       200,
     );
   };
-  app.openapi(v2ModelMetadataRoute, (c) => handle(c, c.req.valid("param").name, undefined));
+  app.openapi(v2ModelMetadataRoute, (c) => handle(c, parseModelRef(c.req.valid("param").name)));
   app.openapi(v2ModelVersionMetadataRoute, (c) => {
     const { name, version } = c.req.valid("param");
-    return handle(c, name, version);
+    return handle(c, { name, version });
   });
 }

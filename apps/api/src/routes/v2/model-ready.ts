@@ -2,7 +2,7 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { RETRY_AFTER_SECONDS } from "../../errors.ts";
-import { createModelResolver } from "../model-resolver.ts";
+import { createModelRouter, parseModelRef, type ModelRef } from "../model-resolver.ts";
 import { V2_MODEL_ERRORS } from "./errors.ts";
 import { ModelParamsSchema, ModelVersionParamsSchema } from "./params.ts";
 import { V2ErrorSchema, V2ModelReadySchema } from "./schemas.ts";
@@ -44,16 +44,16 @@ export const v2ModelVersionReadyRoute = createRoute({
 });
 
 export function registerV2ModelReady(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
-  const resolveModel = createModelResolver(deps);
-  const handle = async (c: Context<AppEnv>, name: string, version: number | undefined) => {
-    await resolveModel(c.get("tenantId"), name, version);
+  const route = createModelRouter(deps);
+  const handle = async (c: Context<AppEnv>, name: string, ref: ModelRef) => {
+    await route(c.get("tenantId"), ref);
     if (await deps.predict.ready()) return c.json({ name, ready: true }, 200);
     // 503 as the server's readiness answers, for the same reason (see server.ts).
     return c.json({ name, ready: false }, 503, { "Retry-After": String(RETRY_AFTER_SECONDS) });
   };
-  app.openapi(v2ModelReadyRoute, (c) => handle(c, c.req.valid("param").name, undefined));
+  app.openapi(v2ModelReadyRoute, (c) => handle(c, c.req.valid("param").name, parseModelRef(c.req.valid("param").name)));
   app.openapi(v2ModelVersionReadyRoute, (c) => {
     const { name, version } = c.req.valid("param");
-    return handle(c, name, version);
+    return handle(c, name, { name, version });
   });
 }
