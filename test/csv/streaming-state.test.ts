@@ -112,8 +112,8 @@ describe("the upload sweep", () => {
   it("ends an abandoned upload once, however many workers sweep at the same moment", async () => {
     const { rows } = await api.db.pool.query<{ tenant_id: string; model_version_id: string }>("SELECT tenant_id, model_version_id FROM jobs LIMIT 1");
     const { tenant_id: tenantId, model_version_id: modelVersionId } = rows[0] as { tenant_id: string; model_version_id: string };
-    const open = await openUploadJob(api.db, { tenantId, modelVersionId, priority: "batch", idColumn: null });
-    const alive = await openUploadJob(api.db, { tenantId, modelVersionId, priority: "batch", idColumn: null });
+    const open = (await openUploadJob(api.db, { tenantId, modelVersionId, priority: "batch", idColumn: null }))!;
+    const alive = (await openUploadJob(api.db, { tenantId, modelVersionId, priority: "batch", idColumn: null }))!;
     await api.db.pool.query(`UPDATE jobs SET upload_seen_at = now() - interval '10 minutes' WHERE id = $1`, [open.id]);
     const swept = await Promise.all(Array.from({ length: 4 }, () => endAbandonedUploads(api.db, 60_000)));
     expect(swept.flat().map((ended) => ended.jobId)).toEqual([open.id]);

@@ -4,7 +4,7 @@
 // checked: the job finishes, every row is scored exactly once, equal to the reference outputs, and
 // no row failed for an infrastructure reason.
 import { Writable } from "node:stream";
-import { connectDatabase, createJob, createJobs, createModelVersion, findJob, readResults, upsertApiKey, type Database, type JobRecord } from "@coalesce/db";
+import { connectDatabase, createJob, createJobs, createModelVersion, findJob, readResults, upsertApiKey, type CreatedJob, type Database, type JobRecord } from "@coalesce/db";
 import { createModelStore, inspectModel, packRows } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, listWorkers, type PredictQueue } from "@coalesce/queue";
 import type { TensorSpec } from "@coalesce/contracts";
@@ -326,11 +326,13 @@ describe("a chunk left in BullMQ's failed set", () => {
     await failQueueJob(victim);
     expect(await queue.getJobState(victim)).toBe("failed");
     // A shared queue job (several small jobs' chunks) failed whole.
-    const shared = await createJobs(
-      db,
-      Array.from({ length: 3 }, (_, i) => ({ tenantId, modelVersionId, rows: [{ features: features[i] as number[] }], chunkRows: 4, priority: "interactive" as const })),
-      { maxRows: 4, maxChunks: 3 },
-    );
+    const shared = (
+      await createJobs(
+        db,
+        Array.from({ length: 3 }, (_, i) => ({ tenantId, modelVersionId, rows: [{ features: features[i] as number[] }], chunkRows: 4, priority: "interactive" as const })),
+        { maxRows: 4, maxChunks: 3 },
+      )
+    ).map((created) => (created as CreatedJob));
     const sharedId = shared[0]?.chunks[0]?.queueJobId as string;
     await enqueueChunks(
       queue,

@@ -1,6 +1,6 @@
 // The worker in process on the real Postgres, Redis and onnxruntime, fed by writing jobs straight
 // into Postgres (as the API would, but without its validation) and enqueueing their chunks.
-import { cancelJob, completeChunks, createJob, createJobs, startChunks, updateModelVersionBatching, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord } from "@coalesce/db";
+import { cancelJob, completeChunks, createJob, createJobs, startChunks, updateModelVersionBatching, type Database, connectDatabase, readResults, upsertApiKey, createModelVersion, findJob, type JobRecord, type CreatedJob } from "@coalesce/db";
 import { createModelStore, inspectModel, packRows } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { TensorRow, TensorSpec } from "@coalesce/contracts";
@@ -160,11 +160,11 @@ describe("worker", () => {
     const SHARING = { maxRows: 4, maxChunks: 3 };
     const oneRowJobs = (count: number, priority: "interactive" | "batch" = "interactive") =>
       Array.from({ length: count }, (_, i) => ({ tenantId, modelVersionId, rows: [{ features: features[i] as number[] }], chunkRows: 4, priority }));
-    const toEnqueue = (created: Awaited<ReturnType<typeof createJobs>>) =>
+    const toEnqueue = (created: CreatedJob[]) =>
       created.flatMap(({ job, chunks }) => chunks.map((chunk) => ({ chunkId: chunk.id, jobId: job.id, modelVersionId, seq: chunk.seq, priority: job.priority, queueJobId: chunk.queueJobId })));
 
     it("groups small chunks written together, up to the row and chunk limits; a chunk alone keeps its own", async () => {
-      const created = await createJobs(db, [...oneRowJobs(4), ...oneRowJobs(1, "batch"), { ...oneRowJobs(1)[0]!, rows: features.slice(0, 3).map((f) => ({ features: f })) }], SHARING);
+      const created = (await createJobs(db, [...oneRowJobs(4), ...oneRowJobs(1, "batch"), { ...oneRowJobs(1)[0]!, rows: features.slice(0, 3).map((f) => ({ features: f })) }], SHARING)) as CreatedJob[];
       const ids = created.map(({ chunks }) => chunks[0]?.queueJobId ?? null);
       // Three one-row interactive chunks fill a group (maxChunks 3); the fourth starts the next one,
       // which the three-row chunk joins (4 rows = maxRows); the batch-lane chunk is alone.
@@ -178,7 +178,7 @@ describe("worker", () => {
     });
 
     it("scores every chunk of a shared queue job, also one that never reached Redis (the reconciler adds it back whole)", async () => {
-      const created = await createJobs(db, oneRowJobs(3), SHARING);
+      const created = (await createJobs(db, oneRowJobs(3), SHARING)) as CreatedJob[];
       const queueJobId = created[0]?.chunks[0]?.queueJobId as string;
       expect(queueJobId).toMatch(/^qj_/);
       // Not enqueued at all: the reconciler finds the group's queue job missing and adds it back whole.
@@ -188,7 +188,7 @@ describe("worker", () => {
     });
 
     it("cancelling one job leaves the queue job shared with others; its chunk is skipped, the rest are scored", async () => {
-      const created = await createJobs(db, oneRowJobs(3), SHARING);
+      const created = (await createJobs(db, oneRowJobs(3), SHARING)) as CreatedJob[];
       const [first, second, third] = created.map(({ job }) => job.id) as [string, string, string];
       const cancelled = await cancelJob(db, tenantId, second);
       // The shared queue job cannot be removed for one of its chunks.

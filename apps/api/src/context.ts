@@ -1,4 +1,4 @@
-import type { CreatedJob, CreateJobInput, Database, GroupCommit } from "@coalesce/db";
+import type { CreatedJob, CreateJobInput, Database, GroupCommit, VersionGone } from "@coalesce/db";
 import type { JobFinishedEvents } from "@coalesce/queue";
 import type { HttpBindings } from "@hono/node-server";
 import type { ModelStore } from "@coalesce/models";
@@ -40,7 +40,7 @@ export type ApiDeps = {
   limits: ApiLimits;
   metrics: ApiMetrics;
   /** Stores and queues JSON jobs, concurrent ones together. */
-  jobWriter: GroupCommit<CreateJobInput, CreatedJob>;
+  jobWriter: GroupCommit<CreateJobInput, CreatedJob | VersionGone>;
   /** Wakes long-polls (GET /v1/jobs/{id}?wait=N) when a job finishes. */
   jobEvents: JobFinishedEvents;
   /** BullMQ key prefix, where workers also publish their status. */

@@ -1,12 +1,13 @@
 import { isTransientError } from "@coalesce/contracts";
-import { deleteExpiredJobs, type Database } from "@coalesce/db";
+import { deleteExpiredJobs, deleteExpiredTenantEvents, type Database } from "@coalesce/db";
 import type { Logger } from "pino";
 import type { Outages } from "./outages.ts";
 
 const SWEEP_EVERY_MS = 60 * 60 * 1000;
 
 /**
- * Deletes finished jobs older than `days` (inputs and results with them), at start and hourly.
+ * Deletes finished jobs older than `days` (inputs and results with them), and webhook events about
+ * no job (alias rollbacks) as old, at start and hourly.
  * Several workers may sweep at once: a job is deleted once, the others find nothing.
  */
 export function startRetention(db: Database, days: number, logger: Logger, outages?: Outages): () => void {
@@ -21,7 +22,13 @@ export function startRetention(db: Database, days: number, logger: Logger, outag
         total += deleted;
         if (deleted === 0) break;
       }
-      if (total > 0) logger.info({ deleted: total, retentionDays: days }, "deleted jobs past retention");
+      let events = 0;
+      for (;;) {
+        const deleted = await deleteExpiredTenantEvents(db, days);
+        events += deleted;
+        if (deleted === 0) break;
+      }
+      if (total > 0 || events > 0) logger.info({ deleted: total, events, retentionDays: days }, "deleted jobs and model events past retention");
     } catch (error) {
       if (outages && isTransientError(error)) outages.failed("postgres", error);
       else logger.warn({ err: error }, "retention sweep failed; will try again");

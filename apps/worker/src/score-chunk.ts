@@ -114,7 +114,8 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string, restarte
   });
   if (unavailable) throw unavailable;
   const done = await deps.completions.add({ chunkId: chunk.id, jobId: chunk.jobId, results, execution });
-  if (chunk.alias) deps.watch?.observe({ alias: chunk.alias, modelVersionId: chunk.modelVersionId, version: model.version.version, rows, indexes: toRun, outcomes });
+  // Only the completion that counted (null: another worker's, taking the chunk over, got there first).
+  if (chunk.alias && done) deps.watch?.observe({ alias: chunk.alias, modelVersionId: chunk.modelVersionId, version: model.version.version, rows, indexes: toRun, outcomes });
   const labels = { model: model.version.modelName, version: String(model.version.version), provider: model.provider };
   const failed = results.filter((result) => "error" in result).length;
   deps.metrics.rows.inc({ ...labels, outcome: "succeeded" }, results.length - failed);

@@ -215,7 +215,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
         );
       }
       if (!job) {
-        job = await openUploadJob(deps.db, {
+        const opened = await openUploadJob(deps.db, {
           tenantId: input.tenantId,
           modelVersionId: input.modelVersion.id,
           idColumn: input.mapping.idColumn ?? null,
@@ -224,6 +224,11 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
           webhookUrl: input.webhookUrl,
           alias: input.alias ?? undefined,
         });
+        if (!opened) {
+          // Deleted between this request resolving the version (remembered for a second) and now.
+          throw new ApiError("not_found", `model '${input.modelVersion.modelName}' has no version ${input.modelVersion.version} (it was just deleted)`);
+        }
+        job = opened;
       }
       const parsed = parseRecord(record, first, mapping);
       if ("error" in parsed) {

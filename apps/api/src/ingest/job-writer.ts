@@ -1,5 +1,5 @@
 import { describeFailure, TransientError, type ChunkToEnqueue } from "@coalesce/contracts";
-import { createJobs, GroupCommit, type CreatedJob, type CreateJobInput, type Database, type QueueSharing } from "@coalesce/db";
+import { createJobs, GroupCommit, type CreatedJob, type CreateJobInput, type Database, type QueueSharing, type VersionGone } from "@coalesce/db";
 import { enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { Logger } from "pino";
 
@@ -21,20 +21,22 @@ const ENQUEUE_WAIT_MS = 3_000;
  * and one BullMQ addBulk per group (see GroupCommit), in which small chunks share queue jobs (see
  * QueueSharing). Resolves once a job is committed.
  */
-export function createJobWriter(db: Database, queue: PredictQueue, logger: Logger): GroupCommit<CreateJobInput, CreatedJob> {
+export function createJobWriter(db: Database, queue: PredictQueue, logger: Logger): GroupCommit<CreateJobInput, CreatedJob | VersionGone> {
   // Jobs committed while Redis would not take their chunks: said once when it starts, once when it ends.
   let deferredJobs = 0;
   return new GroupCommit(async (inputs) => {
     const created = await createJobs(db, inputs, QUEUE_SHARING);
-    const chunks: ChunkToEnqueue[] = created.flatMap(({ job, chunks }) =>
-      chunks.map((chunk) => ({
-        chunkId: chunk.id,
-        jobId: job.id,
-        modelVersionId: job.modelVersionId,
-        seq: chunk.seq,
-        priority: job.priority,
-        queueJobId: chunk.queueJobId,
-      })),
+    const chunks: ChunkToEnqueue[] = created.flatMap((written) =>
+      "gone" in written
+        ? []
+        : written.chunks.map((chunk) => ({
+            chunkId: chunk.id,
+            jobId: written.job.id,
+            modelVersionId: written.job.modelVersionId,
+            seq: chunk.seq,
+            priority: written.job.priority,
+            queueJobId: chunk.queueJobId,
+          })),
     );
     try {
       await enqueueWithin(queue, chunks);

@@ -47,6 +47,13 @@ describe("compareOutputs", () => {
     expect(withNan).toMatchObject({ values: 2, absDiffSum: 0.25 });
   });
 
+  it("skips the NaNs and infinities of a run's raw outputs, so the sums stay finite", () => {
+    const [probabilities] = compareOutputs({ probabilities: [Number.NaN, Infinity, 0.2] }, { probabilities: [0.1, Infinity, 0.5] }, IRIS_OUTPUTS.slice(1));
+    expect(probabilities).toMatchObject({ values: 1, labelled: true });
+    expect(probabilities!.absDiffSum).toBeCloseTo(0.3);
+    expect(Number.isFinite(probabilities!.absDiffMax)).toBe(true);
+  });
+
   it("skips outputs one side lacks", () => {
     expect(compareOutputs({ label: 1 }, {}, IRIS_OUTPUTS)).toEqual([]);
   });

@@ -39,8 +39,9 @@ export function compareOutputs(a: TensorRow, b: TensorRow, outputs: readonly Ten
       for (let i = 0; i < x.length; i++) {
         const p = x[i];
         const q = y[i];
-        // A NaN is stored as null: it has no difference to add.
-        if (typeof p !== "number" || typeof q !== "number") continue;
+        // A NaN or an infinity (a run's raw outputs; stored, they become null) has no difference to
+        // add, and one in the sum would reach Postgres as null and fail every later flush of the counts.
+        if (typeof p !== "number" || typeof q !== "number" || !Number.isFinite(p) || !Number.isFinite(q)) continue;
         const diff = Math.abs(p - q);
         comparison.values++;
         comparison.absDiffSum += diff;

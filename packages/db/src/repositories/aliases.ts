@@ -148,13 +148,15 @@ export async function rollbackAlias(db: Database, input: { tenantId: string; mod
   return inTransaction(db, async (client) => {
     const modelId = await lockModel(client, input.tenantId, input.modelName);
     if (!modelId) return { kind: "no_history" };
+    // The alias's row first: the guard changes it under that lock alone (not the model's), so its
+    // history entry is read below only once any rollback of its own has committed.
+    const current = await readAliasForUpdate(client, modelId, input.alias);
     const { rows } = await client.query<{ id: string; before: AliasRouting | null; action: string }>(
       `SELECT id, before, action FROM model_alias_history
         WHERE model_id = $1 AND alias = $2 AND action <> 'rollback' AND NOT undone ORDER BY id DESC LIMIT 1`,
       [modelId, input.alias],
     );
     const change = rows[0];
-    const current = await readAliasForUpdate(client, modelId, input.alias);
     if (!change) return current ? { kind: "nothing_earlier", reason: "every change of this alias has been rolled back already" } : { kind: "no_history" };
     if (!change.before) return { kind: "nothing_earlier", reason: "the alias was created with its first routing; there is nothing earlier (DELETE the alias instead)" };
     const to = change.before;
@@ -293,7 +295,12 @@ export type AliasComparisonDelta = {
 };
 
 /** Adds a worker's increments, one statement each table. An alias deleted meanwhile is skipped. */
-export async function addAliasFigures(db: Database, stats: readonly AliasStatDelta[], comparisons: readonly AliasComparisonDelta[]): Promise<void> {
+export async function addAliasFigures(db: Database, unsortedStats: readonly AliasStatDelta[], unsortedComparisons: readonly AliasComparisonDelta[]): Promise<void> {
+  // In key order, so two workers adding to the same rows lock them in the same order (no deadlock).
+  const stats = [...unsortedStats].sort((a, b) => compareKeys([a.aliasId, a.revision, a.version, a.role], [b.aliasId, b.revision, b.version, b.role]));
+  const comparisons = [...unsortedComparisons].sort((a, b) =>
+    compareKeys([a.aliasId, a.revision, a.primaryVersion, a.shadowVersion, a.output], [b.aliasId, b.revision, b.primaryVersion, b.shadowVersion, b.output]),
+  );
   if (stats.length > 0) {
     await db.pool.query(
       `INSERT INTO model_alias_stats AS s (alias_id, revision, version, role, rows, errors, run_ms)
@@ -465,4 +472,14 @@ async function checkRouting(client: pg.PoolClient, modelId: string, modelName: s
     issues.push({ field: "guard.min_agreement", message: "agreement is measured against a canary or a shadow" });
   }
   return issues;
+}
+
+function compareKeys(a: readonly (string | number)[], b: readonly (string | number)[]): number {
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x < y) return -1;
+    if (x > y) return 1;
+  }
+  return 0;
 }

@@ -63,6 +63,12 @@ export type CreatedChunk = { id: string; seq: number; queueJobId: string | null 
 export type CreatedJob = { job: JobRecord; chunks: CreatedChunk[] };
 
 /**
+ * A job not written because its model version was deleted between the request resolving it (an
+ * API remembers versions for a second) and the insert: nothing of it is stored.
+ */
+export type VersionGone = { gone: true; modelVersionId: string };
+
+/**
  * How createJobs lets small chunks share a BullMQ job: chunks of the same model version, lane and
  * place in their job, up to `maxRows` rows and `maxChunks` chunks per queue job. Each queue job
  * costs the API, Redis and the worker about as much as scoring a row, so single-row jobs that
@@ -142,7 +148,7 @@ function fromSqlRow(row: JobSqlRow): JobRecord {
  * Writes jobs and all their rows (as chunks) in one statement, so atomically: nothing is queued
  * before it commits. Taking many jobs at once lets the API write concurrent submissions together.
  */
-export async function createJobs(db: Database, inputs: CreateJobInput[], sharing?: QueueSharing): Promise<CreatedJob[]> {
+export async function createJobs(db: Database, inputs: CreateJobInput[], sharing?: QueueSharing): Promise<(CreatedJob | VersionGone)[]> {
   const jobs = inputs.map((input) => ({
     id: newId("job"),
     tenant_id: input.tenantId,
@@ -181,9 +187,13 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
     text: `WITH j AS (
        INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, priority, expires_at, webhook_url, alias, alias_id, alias_revision)
        SELECT x.id, x.tenant_id, x.model_version_id, x.total_rows, x.priority::job_priority,
-              now() + make_interval(secs => x.expires_after), x.webhook_url, x.alias, x.alias_id, x.alias_revision
+              now() + make_interval(secs => x.expires_after), x.webhook_url, x.alias,
+              -- An alias deleted since the API routed by it (another replica's, or a lookup in flight) is
+              -- as if deleted after: its name stays, its id goes (no foreign-key violation, no 500).
+              (SELECT a.id FROM model_aliases a WHERE a.id = x.alias_id), x.alias_revision
          FROM json_to_recordset($1::json) AS x(id text, tenant_id text, model_version_id text, total_rows int, priority text, expires_after int,
                                                webhook_url text, alias text, alias_id text, alias_revision int)
+        WHERE EXISTS (SELECT 1 FROM model_versions v WHERE v.id = x.model_version_id AND v.deleted_at IS NULL)
        RETURNING *
      ), c AS (
        INSERT INTO job_chunks (id, job_id, seq, first_row, row_count, inputs, inputs_packed, queue_job_id)
@@ -191,15 +201,17 @@ export async function createJobs(db: Database, inputs: CreateJobInput[], sharing
          FROM ROWS FROM (json_to_recordset($2::json) AS (id text, job_id text, seq int, first_row int, row_count int, inputs json, queue_job_id text))
               WITH ORDINALITY AS c(id, job_id, seq, first_row, row_count, inputs, queue_job_id, n)
          JOIN unnest($3::bytea[]) WITH ORDINALITY AS p(inputs_packed, n) USING (n)
+        WHERE c.job_id IN (SELECT id FROM j)
      )
      SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
     values: [JSON.stringify(jobs), JSON.stringify(chunks.flat()), packed.map(toBuffer)],
   });
   const byId = new Map(rows.map((row) => [row.id, fromSqlRow(row)]));
-  return jobs.map((job, i) => ({
-    job: byId.get(job.id) as JobRecord,
-    chunks: (chunks[i] ?? []).map((chunk) => ({ id: chunk.id, seq: chunk.seq, queueJobId: chunk.queue_job_id })),
-  }));
+  return jobs.map((job, i): CreatedJob | VersionGone => {
+    const record = byId.get(job.id);
+    if (!record) return { gone: true, modelVersionId: job.model_version_id };
+    return { job: record, chunks: (chunks[i] ?? []).map((chunk) => ({ id: chunk.id, seq: chunk.seq, queueJobId: chunk.queue_job_id })) };
+  });
 }
 
 type ChunkRow = { id: string; job_id: string; seq: number; first_row: number; row_count: number; inputs: TensorRow[] | null; queue_job_id: string | null };
@@ -227,7 +239,8 @@ function shareQueueJobs(inputs: CreateJobInput[], chunks: ChunkRow[][], sharing:
 /** One job: see createJobs. */
 export async function createJob(db: Database, input: CreateJobInput): Promise<CreatedJob> {
   const [created] = await createJobs(db, [input]);
-  return created as CreatedJob;
+  if (!created || "gone" in created) throw new Error(`model version ${input.modelVersionId} does not exist or was deleted`);
+  return created;
 }
 
 /** A tenant's job; another tenant's job id reads as absent. */
@@ -263,12 +276,14 @@ export async function listJobs(
 export async function openUploadJob(
   db: Database,
   input: Pick<CreateJobInput, "tenantId" | "modelVersionId" | "priority" | "expiresAfterSeconds" | "webhookUrl" | "alias"> & { idColumn: string | null },
-): Promise<JobRecord> {
+): Promise<JobRecord | null> {
   const { rows } = await db.pool.query<JobSqlRow>(
     `WITH j AS (
        INSERT INTO jobs (id, tenant_id, model_version_id, total_rows, sealed, id_column, priority, expires_at, webhook_url, upload_seen_at,
                          alias, alias_id, alias_revision)
-       VALUES ($1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int), $7, now(), $8, $9, $10)
+       SELECT $1, $2, $3, 0, false, $4, $5::job_priority, now() + make_interval(secs => $6::int), $7, now(), $8,
+              (SELECT a.id FROM model_aliases a WHERE a.id = $9::text), $10
+        WHERE EXISTS (SELECT 1 FROM model_versions v WHERE v.id = $3 AND v.deleted_at IS NULL)
        RETURNING *
      )
      SELECT ${JOB_COLUMNS} FROM j ${JOB_JOINS}`,
@@ -285,7 +300,8 @@ export async function openUploadJob(
       input.alias?.revision ?? null,
     ],
   );
-  return fromSqlRow(rows[0] as JobSqlRow);
+  // Null: the version was deleted since the request resolved it (see VersionGone).
+  return rows[0] ? fromSqlRow(rows[0]) : null;
 }
 
 /** What sealJob found: the job as sealed (or as it had ended meanwhile), gone, or its key lost. */
@@ -490,6 +506,19 @@ export async function deleteExpiredJobs(db: Database, olderThanDays: number, lim
        SELECT id FROM jobs
         WHERE completed_at < now() - make_interval(days => $1) AND status IN ('succeeded', 'failed', 'cancelled', 'expired')
         LIMIT $2)`,
+    [olderThanDays, limit],
+  );
+  return result.rowCount ?? 0;
+}
+
+/**
+ * Retention of the webhook events that are about no job (model.alias.rolled_back), which a job's
+ * deletion does not take with it: those older than `olderThanDays`, their deliveries with them.
+ */
+export async function deleteExpiredTenantEvents(db: Database, olderThanDays: number, limit = 1000): Promise<number> {
+  const result = await db.pool.query(
+    `DELETE FROM webhook_events WHERE id IN (
+       SELECT id FROM webhook_events WHERE job_id IS NULL AND created_at < now() - make_interval(days => $1) LIMIT $2)`,
     [olderThanDays, limit],
   );
   return result.rowCount ?? 0;

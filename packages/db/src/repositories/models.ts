@@ -87,6 +87,8 @@ export async function createModelVersion(
     });
     // Serialises concurrent uploads of one model so version numbers never collide.
     await tx.$executeRaw`SELECT 1 FROM models WHERE id = ${model.id} FOR UPDATE`;
+    // And this version with a removal of the same file (see removeUnusedModelFile).
+    await tx.$executeRaw`SELECT pg_advisory_xact_lock(${MODEL_FILE_LOCK_SPACE}::int, hashtext(${input.sha256}))`;
     const latest = await tx.modelVersion.findFirst({ where: { modelId: model.id, deletedAt: null }, orderBy: { version: "desc" } });
     if (latest && latest.sha256 === input.sha256) {
       return { version: toVersionRecord(model.name, latest), created: false };
@@ -289,5 +291,24 @@ export async function deleteModelVersion(db: Database, tenantId: string, name: s
     await client.query(`UPDATE model_versions SET deleted_at = now() WHERE id = $1`, [row.id]);
     const shared = await client.query(`SELECT 1 FROM model_versions WHERE sha256 = $1 AND deleted_at IS NULL LIMIT 1`, [row.sha256]);
     return { kind: "deleted", version: fromVersionSqlRow(name, row), sha256: row.sha256, fileInUse: (shared.rowCount ?? 0) > 0 };
+  });
+}
+
+/** The first key of the advisory locks that serialise a model file's removal with new versions of it. */
+const MODEL_FILE_LOCK_SPACE = 0x636f616c;
+
+/**
+ * Removes a model file from the store (`remove`) when no live version of any tenant uses it,
+ * under a lock that a new version of the same file takes too: an upload of the same bytes either
+ * commits its version first (the file stays) or waits until the removal is done (and then finds
+ * the file gone: see the upload route). True when it was removed.
+ */
+export async function removeUnusedModelFile(db: Database, sha256: string, remove: () => Promise<unknown>): Promise<boolean> {
+  return inTransaction(db, async (client) => {
+    await client.query(`SELECT pg_advisory_xact_lock($1::int, hashtext($2))`, [MODEL_FILE_LOCK_SPACE, sha256]);
+    const live = await client.query(`SELECT 1 FROM model_versions WHERE sha256 = $1 AND deleted_at IS NULL LIMIT 1`, [sha256]);
+    if ((live.rowCount ?? 0) > 0) return false;
+    await remove();
+    return true;
   });
 }

@@ -22,7 +22,7 @@ import { ingestCsv } from "../../ingest/csv-upload.ts";
 import { ClientGoneError, openCsvStream } from "../../ingest/upload-body.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, problem } from "../responses.ts";
-import { createModelRouter, parseModelRef, type RoutedModel } from "../model-resolver.ts";
+import { createModelRouter, forgetModel, parseModelRef, type RoutedModel } from "../model-resolver.ts";
 import { assertValidRows } from "../validate-rows.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
 import { claimCsvKey, claimJsonKey, keyTakenOver } from "./idempotency.ts";
@@ -173,6 +173,12 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
   } catch (error) {
     if (claim) await releaseIdempotencyKey(deps.db, claim).catch(() => {});
     throw error;
+  }
+  if ("gone" in created) {
+    // Deleted between this request resolving the version (remembered for a second) and its insert.
+    if (claim) await releaseIdempotencyKey(deps.db, claim).catch(() => {});
+    forgetModel(deps, tenantId, modelVersion.modelName);
+    throw new ApiError("not_found", `model '${modelVersion.modelName}' has no version ${modelVersion.version} (it was just deleted)`);
   }
   // The job is committed before the key names it (the job is written by the GroupCommit together
   // with others): an API that dies between the two leaves the claim to be freed by the upload sweep

@@ -74,8 +74,10 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
     const contentType = c.req.header("content-type")?.split(";")[0]?.trim().toLowerCase() ?? "";
     let stored: StoredModel;
     let signature: ModelSignature;
+    let bytes: Uint8Array | undefined;
     if (contentType === "application/octet-stream") {
-      ({ stored, signature } = await storeModelFile(deps, new Uint8Array(await c.req.arrayBuffer())));
+      bytes = new Uint8Array(await c.req.arrayBuffer());
+      ({ stored, signature } = await storeModelFile(deps, bytes));
     } else if (ARCHIVE_TYPES.has(contentType)) {
       ({ stored, signature } = await storeArchive(deps, c.req.raw.body));
     } else {
@@ -95,6 +97,13 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
       outputs: signature.outputs,
       batching: given,
     });
+    // A delete of the last version with these bytes may have removed the file between the store
+    // and the version's commit (see removeUnusedModelFile); now that the version is committed no
+    // removal can start, so the file is put back (an archive's staged copy is gone: upload again).
+    if (!(await deps.modelStore.has(stored.sha256))) {
+      if (!bytes) throw new ApiError("service_unavailable", "the model's files were removed by a version delete at the same moment; upload the archive again");
+      await deps.modelStore.put(bytes);
+    }
     // The same bytes again: the existing version, with any limits given now applied to it.
     const relimited =
       !created && Object.values(given).some((value) => value !== undefined)

@@ -1,5 +1,5 @@
 import { ModelNameSchema } from "@coalesce/contracts";
-import { deleteModelVersion } from "@coalesce/db";
+import { deleteModelVersion, removeUnusedModelFile } from "@coalesce/db";
 import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
@@ -46,13 +46,15 @@ export function registerDeleteModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
         break;
     }
     forgetModel(deps, tenantId, name);
+    let fileRemoved = false;
     if (!outcome.fileInUse) {
       // The version is gone either way; a file left behind is only disk, and said so.
-      await deps.modelStore.remove(outcome.sha256).catch((error: unknown) => {
+      fileRemoved = await removeUnusedModelFile(deps.db, outcome.sha256, () => deps.modelStore.remove(outcome.sha256)).catch((error: unknown) => {
         c.get("logger").warn({ model: name, version, sha256: outcome.sha256, err: error }, "model file could not be removed from the store");
+        return false;
       });
     }
-    c.get("logger").info({ model: name, version, fileRemoved: !outcome.fileInUse }, "model version deleted");
+    c.get("logger").info({ model: name, version, fileRemoved }, "model version deleted");
     return c.body(null, 204);
   });
 }
