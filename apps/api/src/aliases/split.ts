@@ -4,7 +4,7 @@ import type { AliasRoute } from "@coalesce/contracts";
 /**
  * Picks one of an alias's routes by weight. Each request falls in a bucket from 0 to 99, and the
  * routes own consecutive ranges of buckets in their order (90/10: the first owns 0-89, the second
- * 90-99). With a routing key the bucket is a hash of it (and of the alias), so the same key always
+ * 90-99). With a routing key the bucket is a hash of it (and of the model and alias name), so the same key always
  * lands on the same version; and since the first (stable) route's range only shrinks as a canary
  * grows, a key that reached the canary at 10 % still reaches it at 20 %. Without a key it is random.
  */

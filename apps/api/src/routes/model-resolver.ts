@@ -119,7 +119,8 @@ export function createModelRouter(deps: Pick<ApiDeps, "db">): ModelRouter {
       await resolveVersion(tenantId, ref.name);
       throw new ApiError("not_found", `model '${ref.name}' has no alias '${ref.alias}'; create it with PUT /v1/models/${ref.name}/aliases/${ref.alias}`);
     }
-    const route = chooseRoute(alias.routes, `${alias.id}|${routingKey ?? ""}`, routingKey !== undefined);
+    // Keyed by the model and the alias name (not its id), so a key stays put when the alias is deleted and brought back.
+    const route = chooseRoute(alias.routes, `${alias.modelId}|${alias.name}|${routingKey ?? ""}`, routingKey !== undefined);
     return { model: await resolveVersion(tenantId, ref.name, route.version), alias: { id: alias.id, name: alias.name, revision: alias.revision } };
   };
 }
