@@ -59,8 +59,8 @@ describe("coalesce against running API and worker processes", () => {
   it("models list shows it", async () => {
     const run = await coalesce(["models", "list"]);
     expect(run.code, run.stderr).toBe(0);
-    expect(run.stdout.split("\n")[0]).toMatch(/^NAME\s+LATEST\s+INPUTS\s+OUTPUTS$/);
-    expect(run.stdout).toMatch(/^iris\s+1\s+features float32\[batch,4\]/m);
+    expect(run.stdout.split("\n")[0]).toMatch(/^NAME\s+LATEST\s+ALIASES\s+INPUTS\s+OUTPUTS$/);
+    expect(run.stdout).toMatch(/^iris\s+1\s+-\s+features float32\[batch,4\]/m);
   });
 
   it("models batching sets a version's limits, and --default puts them back", async () => {

@@ -58,7 +58,7 @@ function archiveFormatOf(file: string): "tar" | "tar.gz" | undefined {
 
 export const modelsListCommand: Command = {
   name: LIST,
-  summary: "list your models with their inputs and outputs",
+  summary: "list your models with their aliases, inputs and outputs",
   options: LIST_OPTIONS,
   help: `Usage: coalesce models list [--json]
 
@@ -78,14 +78,18 @@ Options:
     } else {
       const rows = models.data.map((model) => {
         const latest = model.versions.find((version) => version.version === model.latest_version) ?? model.versions.at(-1);
+        // Where each alias points: `production=2 canary=2+3` (a split over versions 2 and 3).
+        const pointers = new Map<string, number[]>();
+        for (const version of model.versions) for (const alias of version.aliases) pointers.set(alias, [...(pointers.get(alias) ?? []), version.version]);
         return [
           model.name,
           String(model.latest_version),
+          [...pointers].map(([alias, versions]) => `${alias}=${versions.join("+")}`).join(" ") || "-",
           latest?.inputs.map(formatTensor).join(", ") ?? "",
           latest?.outputs.map(formatTensor).join(", ") ?? "",
         ];
       });
-      context.io.stdout.write(`${formatTable(["NAME", "LATEST", "INPUTS", "OUTPUTS"], rows)}\n`);
+      context.io.stdout.write(`${formatTable(["NAME", "LATEST", "ALIASES", "INPUTS", "OUTPUTS"], rows)}\n`);
     }
     return EXIT_OK;
   },
