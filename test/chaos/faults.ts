@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { TERMINAL_JOB_STATUSES, type Job } from "@coalesce/contracts";
 import { WebhookReceiver, verifyWebhook } from "../support/webhook-receiver.ts";
+import { canaryRollout } from "./canary-rollout.ts";
 import { linesSince, logOffset, type ChaosProcess, type Cluster } from "./cluster.ts";
 import { describeJob, processed, type ApiClient } from "./client.ts";
 import { checkJob, CSV_QUERY, type IrisWorkload } from "./iris-job.ts";
@@ -460,4 +461,4 @@ const webhookDown: Fault = {
   },
 };
 
-export const FAULTS: Fault[] = [clean, workerKill, workerSigterm, postgresDown, redisDown, apiKillUpload, webhookDown];
+export const FAULTS: Fault[] = [clean, workerKill, workerSigterm, postgresDown, redisDown, apiKillUpload, webhookDown, canaryRollout];
