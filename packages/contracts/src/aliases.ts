@@ -85,7 +85,7 @@ export const PutAliasRequestSchema = requestObject({
     message: "give either version or routes",
     path: ["version"],
   })
-  .openapi("PutAliasRequest");
+  .openapi("PutAliasRequest", { example: { version: 1 } });
 export type PutAliasRequest = z.infer<typeof PutAliasRequestSchema>;
 
 /** An alias's routing as stored and shown (history entries carry it too). */
