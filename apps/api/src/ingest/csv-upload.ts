@@ -107,6 +107,8 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
   // (the outage itself is reported by the pool's own status line).
   let beat: Promise<void> | null = null;
   let beatsFailed = 0;
+  /** Over the whole upload, for its summary line (the streak above starts again when a beat works). */
+  let beatsFailedInAll = 0;
   const heartbeat = setInterval(() => {
     if (beat || (!job && !input.idempotencyKey)) return;
     beat = recordUploadAlive(deps.db, { jobId: job?.id ?? null, receivedRows: storedRows, idempotencyKey: input.idempotencyKey?.claim ?? null })
@@ -116,6 +118,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
           beatsFailed = 0;
         },
         (error: unknown) => {
+          beatsFailedInAll++;
           if (beatsFailed++ === 0) {
             input.log.warn(
               isTransientError(error) ? { jobId: job?.id, reason: describeFailure(error) } : { jobId: job?.id, err: error },
@@ -295,7 +298,7 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
     );
   }
   input.log.info(
-    { jobId: sealed.id, rows: rowCount, failedRows: errorCount, chunks: chunkIds.length, ...(beatsFailed > 0 ? { heartbeatsFailed: beatsFailed } : {}) },
+    { jobId: sealed.id, rows: rowCount, failedRows: errorCount, chunks: chunkIds.length, ...(beatsFailedInAll > 0 ? { heartbeatsFailed: beatsFailedInAll } : {}) },
     "csv upload accepted",
   );
   // As the seal left it: most of a long file's rows may be scored already.
