@@ -91,7 +91,7 @@ export const WorkerEnvSchema = z.object({
    */
   /** Predict rows this worker holds at once (the rest wait in Redis for any worker); 0: it serves no predict requests. */
   PREDICT_ROWS_IN_FLIGHT: intVar(4096, 0, 1_000_000),
-  /** Rows scored beside their callers' at once for aliases' shadows and guard checks; past it samples are skipped (and counted). */
+  /** Rows scored beside their callers' at once for aliases' shadows and guard checks; past it samples are skipped (and counted); 0: none. */
   SHADOW_ROWS_IN_FLIGHT: intVar(4096, 0, 1_000_000),
   /** How often a worker writes its alias counts to Postgres and judges the aliases' guards. */
   ALIAS_GUARD_INTERVAL_MS: intVar(2_000, 50, 3_600_000),

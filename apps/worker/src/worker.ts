@@ -192,10 +192,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
 
   // Rows that came through an alias: counted per version, a sample shadowed, candidates judged.
   const aliasFigures = new AliasFigures(db, metrics);
-  const watch =
-    env.SHADOW_ROWS_IN_FLIGHT > 0
-      ? new AliasWatch({ plans: new AliasPlans(db), figures: aliasFigures, batchers, models, metrics, maxRowsInFlight: env.SHADOW_ROWS_IN_FLIGHT, logger })
-      : undefined;
+  // SHADOW_ROWS_IN_FLIGHT=0 skips every sample, but the rows are still counted for the guard.
+  const watch = new AliasWatch({ plans: new AliasPlans(db), figures: aliasFigures, batchers, models, metrics, maxRowsInFlight: env.SHADOW_ROWS_IN_FLIGHT, logger });
   const stopAliasGuard = startAliasGuard({ db, figures: aliasFigures, intervalMs: env.ALIAS_GUARD_INTERVAL_MS, metrics, outages, logger });
 
   // Named in the heartbeat, and on every queue job it takes (BullMQ's processedBy), so a chunk in
@@ -431,7 +429,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       await stop("chunks in hand", () => closeWorker(worker, env.SHUTDOWN_GRACE_MS, logger));
       clearTimeout(takeoverTimer);
       // Samples still scoring beside their callers' are only samples: not waited for past the grace.
-      await stop("shadow rows", () => within(watch?.close() ?? Promise.resolve(), Math.min(env.SHUTDOWN_GRACE_MS, PREDICT_GRACE_MS)));
+      await stop("shadow rows", () => within(watch.close(), Math.min(env.SHUTDOWN_GRACE_MS, PREDICT_GRACE_MS)));
       await stop("alias guard", () => stopAliasGuard());
       await stop("webhooks", () => webhooks?.stop());
       await stop("metrics", () => new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve())));
