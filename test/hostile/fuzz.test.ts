@@ -176,21 +176,22 @@ describe("the OpenAPI document", () => {
     expect([...ids].sort()).toEqual([...OPERATION_IDS].sort());
   });
 
-  it("has servers and applies the bearer scheme to /v1 and /v2/models, not to the health checks", () => {
+  it("has servers and applies the bearer scheme, with each operation's scope, to /v1 and /v2/models, not to the health checks", () => {
     expect(doc.servers?.length).toBeGreaterThan(0);
     expect(doc.components.securitySchemes?.bearerAuth).toMatchObject({ type: "http", scheme: "bearer" });
     for (const ref of listOperations(doc)) {
       const security = ref.operation.security ?? doc.security;
-      if (needsKey(ref.path)) expect(security, ref.id).toEqual([{ bearerAuth: [] }]);
+      // Every keyed operation names the one scope it needs (the auth middleware enforces exactly that).
+      if (needsKey(ref.path)) expect(security, ref.id).toEqual([{ bearerAuth: [expect.stringMatching(/^(jobs|models|webhooks):(read|write)$|^admin$/)] }]);
       else expect(security, ref.id).toEqual([]);
     }
   });
 
-  it("lists 401 and 503 on every keyed operation, and 400, 413, 415 and 422 (400 under /v2) where a JSON body is taken", () => {
+  it("lists 401, 403 and 503 on every keyed operation, and 400, 413, 415 and 422 (400 under /v2) where a JSON body is taken", () => {
     for (const ref of listOperations(doc)) {
       const statuses = Object.keys(ref.operation.responses);
       const invalid = isV2(ref.path) ? "400" : "422";
-      if (needsKey(ref.path)) expect(statuses, ref.id).toEqual(expect.arrayContaining(["401", "503"]));
+      if (needsKey(ref.path)) expect(statuses, ref.id).toEqual(expect.arrayContaining(["401", "403", "503"]));
       if (ref.operation.requestBody?.content["application/json"]) expect(statuses, ref.id).toEqual(expect.arrayContaining(["400", "413", "415", invalid]));
       if ((ref.operation.parameters ?? []).length > 0) expect(statuses, ref.id).toContain(invalid);
       for (const [status, response] of Object.entries(ref.operation.responses)) {

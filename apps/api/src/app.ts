@@ -2,6 +2,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "./context.ts";
 import { ApiError, fromZodError, handleError, problemResponse } from "./errors.ts";
 import { measureRequests } from "./metrics.ts";
+import { ScopeTable } from "./auth/scopes.ts";
 import { requireApiKey } from "./middleware/auth.ts";
 import { requestLog } from "./middleware/request-log.ts";
 import { registerDocs } from "./routes/docs.ts";
@@ -26,15 +27,19 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   });
   app.use("*", requestLog(deps.logger));
   app.use("*", measureRequests(deps.metrics));
-  app.use("/v1/*", requireApiKey(deps.db));
+  // Filled once every route is registered (below): each route's scope, from its own OpenAPI security.
+  const scopes = new ScopeTable();
+  const auth = requireApiKey(deps.db, scopes);
+  app.use("/v1/*", auth);
   registerHealthRoutes(app, deps);
   registerModelRoutes(app, deps);
   registerAliasRoutes(app, deps);
   registerPredict(app, deps);
-  registerV2Routes(app, deps);
+  registerV2Routes(app, deps, auth);
   registerJobRoutes(app, deps);
   registerWebhookRoutes(app, deps);
   registerDocs(app);
+  scopes.load(app.openAPIRegistry);
   app.get("/metrics", async (c) =>
     c.body(await deps.metrics.registry.metrics(), 200, { "Content-Type": deps.metrics.registry.contentType }),
   );

@@ -51,6 +51,12 @@ export type ApiDeps = {
   predict: PredictService;
 };
 
+/**
+ * Who is calling: the tenant, who to name in histories and the audit log (`actor`: an API key id,
+ * or `token:<sub>` for a JWT), the key (null for a token), its scopes and its own rate limit.
+ */
+export type Principal = { tenantId: string; actor: string; keyId: string | null; scopes: readonly string[]; rateLimitRps: number | null };
+
 export type AppEnv = {
   /** Under @hono/node-server the Node request itself; absent for in-process `app.request` calls. */
   Bindings: Partial<HttpBindings>;
@@ -59,7 +65,9 @@ export type AppEnv = {
     logger: Logger;
     /** Set by the auth middleware on every /v1 route. */
     tenantId: string;
-    /** The API key the request came with (set with tenantId): who made a change, in histories. */
+    /** Who made a change, in histories (the principal's actor: a key id, or `token:<sub>`). */
     keyId: string;
+    /** The caller, set by the auth middleware with tenantId. */
+    principal: Principal;
   };
 };

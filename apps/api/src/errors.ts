@@ -5,6 +5,7 @@ import type { z } from "zod";
 
 const TITLES: Record<ErrorCode, string> = {
   unauthorized: "Unauthorized",
+  forbidden: "Forbidden",
   not_found: "Not found",
   conflict: "Conflict",
   validation_failed: "Validation failed",
@@ -14,6 +15,7 @@ const TITLES: Record<ErrorCode, string> = {
   invalid_model: "Invalid model",
   service_unavailable: "Service unavailable",
   timeout: "Timed out",
+  rate_limited: "Too many requests",
   internal_error: "Internal error",
 };
 

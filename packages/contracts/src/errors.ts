@@ -3,6 +3,7 @@ import { z } from "@hono/zod-openapi";
 /** The closed set of error codes the API answers with. Clients may switch on them. */
 export const ERROR_CODES = [
   "unauthorized",
+  "forbidden",
   "not_found",
   "conflict",
   "validation_failed",
@@ -12,6 +13,7 @@ export const ERROR_CODES = [
   "invalid_model",
   "service_unavailable",
   "timeout",
+  "rate_limited",
   "internal_error",
 ] as const;
 export const ErrorCodeSchema = z.enum(ERROR_CODES);
@@ -20,6 +22,7 @@ export type ErrorCode = z.infer<typeof ErrorCodeSchema>;
 /** Exhaustive: adding a code without a status fails the type check. */
 export const ERROR_STATUS = {
   unauthorized: 401,
+  forbidden: 403,
   not_found: 404,
   conflict: 409,
   validation_failed: 422,
@@ -29,6 +32,7 @@ export const ERROR_STATUS = {
   invalid_model: 422,
   service_unavailable: 503,
   timeout: 504,
+  rate_limited: 429,
   internal_error: 500,
 } as const satisfies Record<ErrorCode, number>;
 

@@ -10,3 +10,4 @@ export * from "./request.ts";
 export * from "./dependency-status.ts";
 export * from "./predict.ts";
 export * from "./aliases.ts";
+export * from "./auth.ts";

@@ -1,7 +1,9 @@
+import { allows } from "@coalesce/contracts";
 import { findApiKeyOwner, SingleFlight, touchApiKey, type ApiKeyOwner, type Database } from "@coalesce/db";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { hashApiKey } from "../auth/api-keys.ts";
-import type { AppEnv } from "../context.ts";
+import type { ScopeTable } from "../auth/scopes.ts";
+import type { AppEnv, Principal } from "../context.ts";
 import { ApiError } from "../errors.ts";
 
 /** Records a key's use at most this often per process. */
@@ -17,8 +19,11 @@ const TRUST_MS = 1_000;
 /** Most keys remembered per process; past it the memory starts afresh. */
 const MAX_REMEMBERED = 10_000;
 
-/** `Authorization: Bearer <key>`; sets the caller's tenant for every route behind it. */
-export function requireApiKey(db: Database): MiddlewareHandler<AppEnv> {
+/**
+ * `Authorization: Bearer <key>`: sets the caller (tenant, key, scopes) for every route behind it,
+ * and refuses (403) a route whose scope (its OpenAPI `security`, see ScopeTable) the key lacks.
+ */
+export function requireApiKey(db: Database, scopes: ScopeTable): MiddlewareHandler<AppEnv> {
   const touched = new Map<string, number>();
   const lookups = new SingleFlight<ApiKeyOwner | null>();
   const remembered = new Map<string, { owner: ApiKeyOwner; at: number }>();
@@ -43,9 +48,7 @@ export function requireApiKey(db: Database): MiddlewareHandler<AppEnv> {
     const owner = await lookUp(hash);
     if (!owner) throw new ApiError("unauthorized", "the API key is not valid; create one with `npm run keys:create -- --name NAME`");
     const now = Date.now();
-    c.set("tenantId", owner.tenantId);
-    c.set("keyId", owner.keyId);
-    c.set("logger", c.get("logger").child({ tenantId: owner.tenantId }));
+    authenticate(c, { tenantId: owner.tenantId, actor: owner.keyId, keyId: owner.keyId, scopes: owner.scopes, rateLimitRps: owner.rateLimitRps }, scopes);
     if ((touched.get(owner.keyId) ?? 0) < now - TOUCH_EVERY_MS) {
       touched.set(owner.keyId, now);
       // Bookkeeping only: the request does not wait for it, and a failure is just logged.
@@ -53,4 +56,16 @@ export function requireApiKey(db: Database): MiddlewareHandler<AppEnv> {
     }
     await next();
   };
+}
+
+/** Sets the request's caller, then checks that it may use the route it asked for (403 naming the scope). */
+export function authenticate(c: Context<AppEnv>, principal: Principal, scopes: ScopeTable): void {
+  c.set("principal", principal);
+  c.set("tenantId", principal.tenantId);
+  c.set("keyId", principal.actor);
+  c.set("logger", c.get("logger").child({ tenantId: principal.tenantId }));
+  const needed = scopes.scopeFor(c.req.method, c.req.path);
+  if (needed && !allows(principal.scopes, needed)) {
+    throw new ApiError("forbidden", `this ${principal.keyId ? "key" : "token"} lacks the scope '${needed}' that ${c.req.method} ${c.req.path} needs; use a key or token with it (or admin)`);
+  }
 }

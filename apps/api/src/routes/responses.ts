@@ -18,6 +18,10 @@ export const V1_ERRORS = {
     headers: z.object({ "WWW-Authenticate": z.string().openapi({ description: "The scheme to authenticate with", example: 'Bearer realm="coalesce"' }) }),
     content: PROBLEM_CONTENT,
   },
+  403: {
+    description: "The key or token lacks the scope this route needs (`code: forbidden`); the message names it",
+    content: PROBLEM_CONTENT,
+  },
   503: {
     description: "Postgres or Redis cannot be reached (`code: service_unavailable`); nothing was done. Retry after Retry-After seconds.",
     headers: z.object({ "Retry-After": z.string().openapi({ description: "Seconds to wait before retrying", example: "5" }) }),

@@ -1,7 +1,8 @@
 import type { Database, DbClient } from "../connection.ts";
 import { newId } from "../ids.ts";
 
-export type ApiKeyOwner = { keyId: string; tenantId: string };
+/** Whose a key is and what it may do; `rateLimitRps` null: the API's default, 0: no limit. */
+export type ApiKeyOwner = { keyId: string; tenantId: string; scopes: string[]; rateLimitRps: number | null };
 
 /**
  * The tenant a key belongs to, or null for an unknown or revoked key. Runs on every request, so
@@ -10,7 +11,10 @@ export type ApiKeyOwner = { keyId: string; tenantId: string };
 export async function findApiKeyOwner(db: Database, hash: string): Promise<ApiKeyOwner | null> {
   const { rows } = await db.pool.query<ApiKeyOwner>({
     name: "find-api-key-owner",
-    text: `SELECT id AS "keyId", tenant_id AS "tenantId" FROM api_keys WHERE hash = $1 AND revoked_at IS NULL`,
+    // The current secret, or the previous one during a rotation's overlap; never a revoked or expired key.
+    text: `SELECT id AS "keyId", tenant_id AS "tenantId", scopes, rate_limit_rps AS "rateLimitRps" FROM api_keys
+            WHERE (hash = $1 OR (previous_hash = $1 AND previous_expires_at > now()))
+              AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`,
     values: [hash],
   });
   return rows[0] ?? null;
@@ -33,7 +37,7 @@ export async function upsertApiKey(db: DbClient, input: CreateApiKeyInput): Prom
     update: {},
     create: { id: newId("apiKey"), tenantId: tenant.id, name: input.name, prefix: input.prefix, hash: input.hash },
   });
-  return { keyId: key.id, tenantId: key.tenantId };
+  return { keyId: key.id, tenantId: key.tenantId, scopes: key.scopes, rateLimitRps: key.rateLimitRps };
 }
 
 /** Records that a key was used; at most one write a minute per key, so requests don't all write. */

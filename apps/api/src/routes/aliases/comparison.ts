@@ -6,11 +6,13 @@ import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { presentComparison } from "./present.ts";
 import { requireAlias } from "./require-alias.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const aliasComparisonRoute = createRoute({
   method: "get",
   path: "/v1/models/{name}/aliases/{alias}/comparison",
   operationId: "getAliasComparison",
+  security: needs("models:read"),
   tags: ["Aliases"],
   summary: "How an alias's versions compare",
   description:

@@ -5,11 +5,13 @@ import { forgetModel } from "../model-resolver.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { noSuchAlias } from "./require-alias.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const deleteAliasRoute = createRoute({
   method: "delete",
   path: "/v1/models/{name}/aliases/{alias}",
   operationId: "deleteAlias",
+  security: needs("models:write"),
   tags: ["Aliases"],
   summary: "Delete an alias",
   description:

@@ -5,11 +5,13 @@ import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { presentAlias } from "./present.ts";
 import { requireAlias } from "./require-alias.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const getAliasRoute = createRoute({
   method: "get",
   path: "/v1/models/{name}/aliases/{alias}",
   operationId: "getAlias",
+  security: needs("models:read"),
   tags: ["Aliases"],
   summary: "Get an alias",
   description: "The alias's routes (versions and weights), shadow, guard and revision.",

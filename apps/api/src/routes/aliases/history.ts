@@ -6,6 +6,7 @@ import { noSuchModel } from "../model-resolver.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { presentHistoryEntry } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const MAX_BIGINT = "9223372036854775807";
 
@@ -13,6 +14,7 @@ export const aliasHistoryRoute = createRoute({
   method: "get",
   path: "/v1/models/{name}/aliases/{alias}/history",
   operationId: "getAliasHistory",
+  security: needs("models:read"),
   tags: ["Aliases"],
   summary: "An alias's history",
   description:

@@ -5,11 +5,13 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { noSuchModel } from "../model-resolver.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { presentAlias } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const listAliasesRoute = createRoute({
   method: "get",
   path: "/v1/models/{name}/aliases",
   operationId: "listAliases",
+  security: needs("models:read"),
   tags: ["Aliases"],
   summary: "List a model's aliases",
   description: "Every alias of the model, by name, with its routes, shadow and guard.",

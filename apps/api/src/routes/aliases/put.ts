@@ -8,11 +8,13 @@ import { forgetModel, noSuchModel } from "../model-resolver.ts";
 import { JSON_BODY_ERRORS, notFound } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { presentAlias } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const putAliasRoute = createRoute({
   method: "put",
   path: "/v1/models/{name}/aliases/{alias}",
   operationId: "putAlias",
+  security: needs("models:write"),
   tags: ["Aliases"],
   summary: "Point an alias at versions",
   description:

@@ -8,11 +8,13 @@ import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { presentAlias } from "./present.ts";
 import { noSuchAlias } from "./require-alias.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const rollbackAliasRoute = createRoute({
   method: "post",
   path: "/v1/models/{name}/aliases/{alias}/rollback",
   operationId: "rollbackAlias",
+  security: needs("models:write"),
   tags: ["Aliases"],
   summary: "Roll an alias back",
   description:

@@ -6,11 +6,13 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const cancelJobRoute = createRoute({
   method: "post",
   path: "/v1/jobs/{id}/cancel",
   operationId: "cancelJob",
+  security: needs("jobs:write"),
   tags: ["Jobs"],
   summary: "Cancel a job",
   description:

@@ -26,6 +26,7 @@ import { createModelRouter, forgetModel, parseModelRef, type RoutedModel } from 
 import { assertValidRows } from "../validate-rows.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
 import { claimCsvKey, claimJsonKey, keyTakenOver } from "./idempotency.ts";
+import { needs } from "../../auth/scopes.ts";
 
 /** JSON jobs up to this size default to the interactive lane. */
 const INTERACTIVE_MAX_ROWS = 1000;
@@ -34,6 +35,7 @@ export const createJobRoute = createRoute({
   method: "post",
   path: "/v1/jobs",
   operationId: "createJob",
+  security: needs("jobs:write"),
   tags: ["Jobs"],
   summary: "Submit a job",
   description:

@@ -5,11 +5,13 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const deleteJobRoute = createRoute({
   method: "delete",
   path: "/v1/jobs/{id}",
   operationId: "deleteJob",
+  security: needs("jobs:write"),
   tags: ["Jobs"],
   summary: "Delete a job",
   description:

@@ -6,6 +6,7 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
+import { needs } from "../../auth/scopes.ts";
 
 /** How often a running job's progress is re-read; its end is pushed at once through Redis. */
 const PROGRESS_EVERY_MS = 1_000;
@@ -14,6 +15,7 @@ export const jobEventsRoute = createRoute({
   method: "get",
   path: "/v1/jobs/{id}/events",
   operationId: "streamJobEvents",
+  security: needs("jobs:read"),
   tags: ["Jobs"],
   summary: "Follow a job (Server-Sent Events)",
   description:

@@ -5,6 +5,7 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const MAX_WAIT_SECONDS = 60;
 
@@ -12,6 +13,7 @@ export const getJobRoute = createRoute({
   method: "get",
   path: "/v1/jobs/{id}",
   operationId: "getJob",
+  security: needs("jobs:read"),
   tags: ["Jobs"],
   summary: "Get a job",
   description:

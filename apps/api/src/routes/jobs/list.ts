@@ -4,11 +4,13 @@ import { createRoute, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { PARAM_ERRORS } from "../responses.ts";
 import { pageLimitSchema } from "./params.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const listJobsRoute = createRoute({
   method: "get",
   path: "/v1/jobs",
   operationId: "listJobs",
+  security: needs("jobs:read"),
   tags: ["Jobs"],
   summary: "List jobs",
   description: "The caller's jobs, newest first. Pass `next_cursor` back as `cursor` for the next page.",

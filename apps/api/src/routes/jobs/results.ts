@@ -13,11 +13,13 @@ import { ApiError } from "../../errors.ts";
 import { csvHeaderLine, csvLayout, csvLines, ndjsonLines } from "../../results/format.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { JobIdParamsSchema, pageLimitSchema } from "./params.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const getJobResultsRoute = createRoute({
   method: "get",
   path: "/v1/jobs/{id}/results",
   operationId: "getJobResults",
+  security: needs("jobs:read"),
   tags: ["Jobs"],
   summary: "Read a job's results",
   description:

@@ -17,6 +17,7 @@ import { forgetModel } from "../model-resolver.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { PARAM_ERRORS, problem } from "../responses.ts";
 import { presentModelVersion } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const BINARY = { schema: z.string().openapi({ type: "string", format: "binary" }) };
 /** Media types of a tar archive, gzip'd or not; which one is told by the body's first bytes. */
@@ -26,6 +27,7 @@ export const createModelVersionRoute = createRoute({
   method: "post",
   path: "/v1/models/{name}/versions",
   operationId: "createModelVersion",
+  security: needs("models:write"),
   tags: ["Models"],
   summary: "Register a model version",
   description:

@@ -5,11 +5,13 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { forgetModel } from "../model-resolver.ts";
 import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const deleteModelVersionRoute = createRoute({
   method: "delete",
   path: "/v1/models/{name}/versions/{version}",
   operationId: "deleteModelVersion",
+  security: needs("models:write"),
   tags: ["Models"],
   summary: "Delete a model version",
   description:

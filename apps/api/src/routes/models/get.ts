@@ -5,11 +5,13 @@ import type { ApiDeps, AppEnv } from "../../context.ts";
 import { noSuchModel } from "../model-resolver.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { presentModel } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const getModelRoute = createRoute({
   method: "get",
   path: "/v1/models/{name}",
   operationId: "getModel",
+  security: needs("models:read"),
   tags: ["Models"],
   summary: "Get a model",
   description: "A model with each of its versions (deleted ones are not shown), their input and output signatures, and the aliases that point at each.",

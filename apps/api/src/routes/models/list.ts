@@ -4,11 +4,13 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { V1_ERRORS } from "../responses.ts";
 import { presentModel } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const listModelsRoute = createRoute({
   method: "get",
   path: "/v1/models",
   operationId: "listModels",
+  security: needs("models:read"),
   tags: ["Models"],
   summary: "List models",
   description: "The caller's models with all their versions and signatures, by name.",

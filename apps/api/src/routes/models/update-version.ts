@@ -6,11 +6,13 @@ import { ApiError } from "../../errors.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, notFound } from "../responses.ts";
 import { presentModelVersion } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 export const updateModelVersionRoute = createRoute({
   method: "patch",
   path: "/v1/models/{name}/versions/{version}",
   operationId: "updateModelVersion",
+  security: needs("models:write"),
   tags: ["Models"],
   summary: "Change a model version's batching, description or labels",
   description:

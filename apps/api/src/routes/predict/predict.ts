@@ -17,6 +17,7 @@ import type { CacheMode } from "../../predict/service.ts";
 import { createModelRouter, parseModelRef, type ModelRef } from "../model-resolver.ts";
 import { JSON_BODY_ERRORS, notFound, problem } from "../responses.ts";
 import { assertValidRows } from "../validate-rows.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const VersionParamSchema = z.coerce.number().int().min(1).max(2_147_483_647).openapi({ example: 1 });
 
@@ -73,6 +74,7 @@ export const predictRoute = createRoute({
   method: "post",
   path: "/v1/models/{name}/predict",
   operationId: "predict",
+  security: needs("jobs:write"),
   tags: ["Predict"],
   summary: "Predict now (an alias, or the latest version)",
   description:
@@ -88,6 +90,7 @@ export const predictVersionRoute = createRoute({
   method: "post",
   path: "/v1/models/{name}/versions/{version}/predict",
   operationId: "predictVersion",
+  security: needs("jobs:write"),
   tags: ["Predict"],
   summary: "Predict now (a given version)",
   description: DESCRIPTION,

@@ -50,6 +50,7 @@ export const V2_MODEL_ERRORS = {
     headers: z.object({ "WWW-Authenticate": z.string().openapi({ description: "The scheme to authenticate with", example: 'Bearer realm="coalesce"' }) }),
     content: V2_ERROR_CONTENT,
   },
+  403: v2Error("The key or token lacks the scope this route needs (models:read; jobs:write to infer)"),
   404: v2Error("The tenant has no such model, or no such version of it"),
   503: v2Unavailable("Postgres or Redis cannot be reached; retry after Retry-After seconds"),
 };

@@ -10,6 +10,7 @@ import { cacheMode } from "../predict/predict.ts";
 import { v2Error, V2_MODEL_ERRORS, v2Unavailable } from "./errors.ts";
 import { ModelParamsSchema, ModelVersionParamsSchema } from "./params.ts";
 import { V2InferRequestSchema, V2InferResponseSchema, type V2InferRequest } from "./schemas.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const DESCRIPTION =
   "The Open Inference Protocol's inference request, run by the same engine as POST /v1/models/{name}/predict: each index of the " +
@@ -67,6 +68,7 @@ export const v2InferRoute = createRoute({
   method: "post",
   path: "/v2/models/{name}/infer",
   operationId: "modelInfer",
+  security: needs("jobs:write"),
   tags: ["Open Inference Protocol"],
   summary: "Inference (the latest version)",
   description: DESCRIPTION,
@@ -78,6 +80,7 @@ export const v2InferVersionRoute = createRoute({
   method: "post",
   path: "/v2/models/{name}/versions/{version}/infer",
   operationId: "modelVersionInfer",
+  security: needs("jobs:write"),
   tags: ["Open Inference Protocol"],
   summary: "Inference (a given version)",
   description: DESCRIPTION,

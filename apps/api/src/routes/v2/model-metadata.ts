@@ -8,6 +8,7 @@ import { toV2TensorMetadata } from "../../predict/v2-tensors.ts";
 import { V2_MODEL_ERRORS } from "./errors.ts";
 import { ModelParamsSchema, ModelVersionParamsSchema } from "./params.ts";
 import { V2ModelMetadataSchema } from "./schemas.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const DESCRIPTION =
   "The model's inputs and outputs as the protocol describes tensors: datatype (FP32, INT64, BOOL, BYTES for strings, ...) and shape, " +
@@ -40,6 +41,7 @@ export const v2ModelMetadataRoute = createRoute({
   method: "get",
   path: "/v2/models/{name}",
   operationId: "modelMetadata",
+  security: needs("models:read"),
   tags: ["Open Inference Protocol"],
   summary: "Model metadata (the latest version)",
   description: DESCRIPTION,
@@ -51,6 +53,7 @@ export const v2ModelVersionMetadataRoute = createRoute({
   method: "get",
   path: "/v2/models/{name}/versions/{version}",
   operationId: "modelVersionMetadata",
+  security: needs("models:read"),
   tags: ["Open Inference Protocol"],
   summary: "Model metadata (a given version)",
   description: DESCRIPTION,

@@ -6,6 +6,7 @@ import { createModelRouter, parseModelRef, type ModelRef } from "../model-resolv
 import { V2_MODEL_ERRORS } from "./errors.ts";
 import { ModelParamsSchema, ModelVersionParamsSchema } from "./params.ts";
 import { V2ErrorSchema, V2ModelReadySchema } from "./schemas.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const DESCRIPTION =
   "Whether the model can answer inference requests now: it exists for your tenant and a worker serving predictions is running " +
@@ -25,6 +26,7 @@ export const v2ModelReadyRoute = createRoute({
   method: "get",
   path: "/v2/models/{name}/ready",
   operationId: "modelReady",
+  security: needs("models:read"),
   tags: ["Open Inference Protocol"],
   summary: "Model ready (the latest version)",
   description: DESCRIPTION,
@@ -36,6 +38,7 @@ export const v2ModelVersionReadyRoute = createRoute({
   method: "get",
   path: "/v2/models/{name}/versions/{version}/ready",
   operationId: "modelVersionReady",
+  security: needs("models:read"),
   tags: ["Open Inference Protocol"],
   summary: "Model ready (a given version)",
   description: DESCRIPTION,

@@ -7,11 +7,13 @@ import { JobIdParamsSchema } from "../jobs/params.ts";
 import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { DeliveryIdParamsSchema } from "./params.ts";
 import { presentDelivery } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const listDeliveriesRoute = createRoute({
   method: "get",
   path: "/v1/jobs/{id}/deliveries",
   operationId: "listJobDeliveries",
+  security: needs("jobs:read"),
   tags: ["Webhooks"],
   summary: "A job's webhook deliveries",
   description: "Every event of the job sent to each endpoint (and to the job's webhook_url), with every attempt: when, how long, the status code or error.",
@@ -27,6 +29,7 @@ const retryDeliveryRoute = createRoute({
   method: "post",
   path: "/v1/deliveries/{id}/retry",
   operationId: "retryDelivery",
+  security: needs("webhooks:write"),
   tags: ["Webhooks"],
   summary: "Send a delivery again",
   description:

@@ -22,6 +22,7 @@ import { JSON_BODY_ERRORS, notFound, PARAM_ERRORS, problem, V1_ERRORS } from "..
 import { assertDeliverableUrl } from "./check-url.ts";
 import { WebhookIdParamsSchema } from "./params.ts";
 import { presentWebhook } from "./present.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const TAGS = ["Webhooks"];
 const json = <T>(schema: T) => ({ "application/json": { schema } });
@@ -30,6 +31,7 @@ const createWebhookRoute = createRoute({
   method: "post",
   path: "/v1/webhooks",
   operationId: "createWebhook",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "Register a webhook endpoint",
   description:
@@ -53,6 +55,7 @@ const listWebhooksRoute = createRoute({
   method: "get",
   path: "/v1/webhooks",
   operationId: "listWebhooks",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "List webhook endpoints",
   responses: { ...V1_ERRORS, 200: { description: "The tenant's endpoints", content: json(WebhookListSchema) } },
@@ -62,6 +65,7 @@ const getWebhookRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/{id}",
   operationId: "getWebhook",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "Get a webhook endpoint",
   request: { params: WebhookIdParamsSchema },
@@ -72,6 +76,7 @@ const updateWebhookRoute = createRoute({
   method: "patch",
   path: "/v1/webhooks/{id}",
   operationId: "updateWebhook",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "Change a webhook endpoint",
   description: "Change its URL, events or description, pause it (`enabled: false`) or re-enable it, also after a 410 disabled it.",
@@ -88,6 +93,7 @@ const deleteWebhookRoute = createRoute({
   method: "delete",
   path: "/v1/webhooks/{id}",
   operationId: "deleteWebhook",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "Delete a webhook endpoint",
   description: "Its pending deliveries end `failed`; past deliveries stay listed under their jobs.",

@@ -14,6 +14,7 @@ import { ApiError, fromZodError } from "../../errors.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, notFound, V1_ERRORS } from "../responses.ts";
 import { WebhookIdParamsSchema } from "./params.ts";
+import { needs } from "../../auth/scopes.ts";
 
 const TAGS = ["Webhooks"];
 const secretResponse = { description: "The secret", content: { "application/json": { schema: WebhookSecretSchema } } };
@@ -26,6 +27,7 @@ const rotateWebhookSecretRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/rotate-secret",
   operationId: "rotateWebhookSecret",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "Rotate an endpoint's signing secret",
   description: `Makes a new secret for the endpoint. ${ROTATION}`,
@@ -37,6 +39,7 @@ const getDefaultSecretRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/default-secret",
   operationId: "getDefaultWebhookSecret",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "The secret that signs deliveries to jobs' own webhook_url",
   description: "A job submitted with `webhook_url` gets its final event signed with this tenant-wide secret (made on first use).",
@@ -47,6 +50,7 @@ const rotateDefaultSecretRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/default-secret/rotate",
   operationId: "rotateDefaultWebhookSecret",
+  security: needs("webhooks:write"),
   tags: TAGS,
   summary: "Rotate the default secret",
   description: `Makes a new default secret. ${ROTATION}`,
