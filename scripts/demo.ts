@@ -3,17 +3,32 @@
 // rows of fixtures/iris.csv through API -> Postgres -> BullMQ -> coalesced onnxruntime batch ->
 // Postgres -> long-poll and signed webhook, predicts the first row again synchronously (and from the
 // result cache), prints a summary and stops both processes again
-// (`npm start` keeps a service running).
+// (`npm start` keeps a service running). It works with a key of only the scopes it needs, made through
+// the key API, and revokes that key and the bootstrap key it started with at the end: no live key is
+// left behind.
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { TERMINAL_JOB_STATUSES, type CreatedWebhook, type Job, type JobResults, type ModelVersion, type PredictResponse } from "@coalesce/contracts";
+import {
+  TERMINAL_JOB_STATUSES,
+  type AuditList,
+  type CreatedApiKey,
+  type CreatedWebhook,
+  type Job,
+  type JobResults,
+  type ModelVersion,
+  type PredictResponse,
+  type Scope,
+} from "@coalesce/contracts";
 import { Webhook } from "standardwebhooks";
 import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WORKER_MAIN } from "./processes.ts";
 
 const FIXTURES = path.join(ROOT, "fixtures");
+
+/** What the demo does: register a model and a webhook, submit and read a job, predict. Not admin. */
+const DEMO_SCOPES: Scope[] = ["models:write", "webhooks:write", "jobs:write", "jobs:read"];
 
 function step(message: string): void {
   console.log(`> ${message}`);
@@ -83,23 +98,35 @@ async function main(): Promise<void> {
   const started = performance.now();
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
-  const key = `csk_demo_${randomBytes(16).toString("hex")}`;
+  // Only to make the demo's own key, and revoked at the end with it.
+  const bootstrap = `csk_demo_${randomBytes(16).toString("hex")}`;
+  let key = bootstrap;
   // The demo's webhook receiver listens on loopback over http, which production settings refuse.
   const env = {
     PORT: String(port),
-    BOOTSTRAP_API_KEY: key,
+    BOOTSTRAP_API_KEY: bootstrap,
     LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
     WEBHOOK_ALLOW_HTTP: "true",
     WEBHOOK_ALLOWLIST: "127.0.0.1/32",
   };
   const receiver = await startReceiver();
   let webhook: CreatedWebhook | null = null;
+  const revokeAtEnd: string[] = [];
 
   step("starting the API and a worker (each applies pending migrations first)");
   const services = [startProcess("api", API_MAIN, env), startProcess("worker", WORKER_MAIN, env)];
   try {
     await waitUntilReady(baseUrl, services);
     step(`API ready at ${baseUrl}`);
+
+    const demoKey = await call<CreatedApiKey>(baseUrl, bootstrap, "POST", "/v1/api-keys", JSON.stringify({ name: "demo", scopes: DEMO_SCOPES }), "application/json");
+    revokeAtEnd.push(demoKey.id);
+    // The audit log names who made the key: the bootstrap key's id, to revoke it too at the end.
+    const made = await call<AuditList>(baseUrl, bootstrap, "GET", "/v1/audit?action=api_key.created&limit=10");
+    const bootstrapId = made.data.find((entry) => entry.resource === demoKey.id)?.actor;
+    if (bootstrapId?.startsWith("key_")) revokeAtEnd.push(bootstrapId);
+    key = demoKey.secret;
+    step(`created key ${demoKey.id} (${demoKey.prefix}...) with ${demoKey.scopes.join(", ")}; the demo uses it from here on`);
 
     const model = await call<ModelVersion>(baseUrl, key, "POST", "/v1/models/iris/versions", await readFile(path.join(FIXTURES, "iris.onnx")), "application/octet-stream");
     const describe = (specs: ModelVersion["inputs"]) => specs.map((s) => `${s.name} ${s.type}[${s.shape.join(",")}]`).join(", ");
@@ -155,6 +182,14 @@ async function main(): Promise<void> {
   } finally {
     // The demo's tenant outlives the demo: leave no endpoint behind pointing at a closed port.
     if (webhook) await fetch(`${baseUrl}/v1/webhooks/${webhook.id}`, { method: "DELETE", headers: { Authorization: `Bearer ${key}` } }).catch(() => {});
+    // Nor a live key: the demo's, then the bootstrap key revoking itself (allowed; it is the last request).
+    let revoked = 0;
+    for (const id of revokeAtEnd) {
+      const answer = await fetch(`${baseUrl}/v1/api-keys/${id}`, { method: "DELETE", headers: { Authorization: `Bearer ${bootstrap}` } }).catch(() => null);
+      if (answer?.status === 204) revoked += 1;
+      else console.error(`could not revoke key ${id} (${answer?.status ?? "no answer"}); revoke it with \`coalesce keys revoke ${id}\``);
+    }
+    if (revoked === 2) step(`revoked the demo's key and the bootstrap key (${revokeAtEnd.join(", ")}): no live key is left behind`);
     receiver.close();
     await Promise.all(services.map((service) => stopProcess(service)));
   }

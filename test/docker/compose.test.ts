@@ -10,7 +10,7 @@ import type { Job, JobResults, ResultRow } from "@coalesce/contracts";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { ApiEnvSchema, loadApiEnv } from "../../apps/api/src/env.ts";
+import { ApiEnvSchema, DEVELOPMENT_BOOTSTRAP_API_KEY, loadApiEnv } from "../../apps/api/src/env.ts";
 import { WorkerEnvSchema, loadWorkerEnv } from "../../apps/worker/src/env.ts";
 import { freePort, ROOT, SERVICE_NODE_ARGS, stopProcess, waitUntilReady, type ServiceProcess } from "../../scripts/processes.ts";
 import { readFeatureCsv, readModel } from "../support/fixtures.ts";
@@ -49,6 +49,8 @@ describe("docker/compose.yaml", () => {
     }
     const resolved = parse(stdout) as ComposeFile;
     const { api, worker } = resolved.services;
+    // Published on this machine only unless API_BIND says otherwise.
+    expect(api?.ports).toEqual(["127.0.0.1:3000:3000/tcp"]);
     expect(api?.build).toMatchObject({ context: ROOT, dockerfile: "docker/Dockerfile", target: "api" });
     expect(worker?.build).toMatchObject({ context: ROOT, dockerfile: "docker/Dockerfile", target: "worker" });
     // `--scale worker=N` needs a worker without a fixed name or host port.
@@ -74,7 +76,10 @@ describe("docker/compose.yaml", () => {
         MODEL_STORE_DIR: "/data/models",
       });
     }
-    expect(apiSpec.env).toMatchObject({ HOST: "0.0.0.0", PORT: "3000", BOOTSTRAP_API_KEY: expect.any(String) });
+    expect(apiSpec.env).toMatchObject({ HOST: "0.0.0.0", PORT: "3000", BOOTSTRAP_API_KEY: DEVELOPMENT_BOOTSTRAP_API_KEY, NODE_ENV: "development" });
+    // /metrics on a port of its own inside the compose network, never published (the API binds 0.0.0.0 in its container).
+    expect(apiSpec.env).toMatchObject({ API_METRICS_PORT: "9464", METRICS_HOST: "0.0.0.0" });
+    expect(JSON.stringify(api?.ports)).not.toContain("9464");
     // Every variable is one the process reads, and each value passes its env.ts.
     expect(Object.keys(apiSpec.env).filter((key) => !(key in ApiEnvSchema.shape) && !NODE_VARIABLES.includes(key))).toEqual([]);
     expect(Object.keys(workerSpec.env).filter((key) => !(key in WorkerEnvSchema.shape) && !NODE_VARIABLES.includes(key))).toEqual([]);
@@ -82,6 +87,14 @@ describe("docker/compose.yaml", () => {
     for (const spec of [apiSpec, workerSpec]) expect(spec.env.NODE_OPTIONS?.split(" ")).toEqual(SERVICE_NODE_ARGS);
     expect(() => loadApiEnv(apiSpec.env)).not.toThrow();
     expect(() => loadWorkerEnv(workerSpec.env)).not.toThrow();
+    // In production (the image's own NODE_ENV) the default key is refused, and a key of one's own taken.
+    expect(() => loadApiEnv({ ...apiSpec.env, NODE_ENV: "production" })).toThrow(/BOOTSTRAP_API_KEY: is the well-known development key/);
+    expect(loadApiEnv({ ...apiSpec.env, NODE_ENV: "production", BOOTSTRAP_API_KEY: "csk_0123456789abcdef0123" }).NODE_ENV).toBe("production");
+  });
+
+  it.skipIf(SKIP_COMPOSE_CHECKS)("publishes the API on every interface only when API_BIND says so", async () => {
+    const { stdout } = await promisify(execFile)("docker-compose", ["-f", COMPOSE_FILE, "config"], { cwd: ROOT, env: { ...BASE_ENV, API_BIND: "0.0.0.0", API_PORT: "8080" } });
+    expect((parse(stdout) as ComposeFile).services.api?.ports).toEqual(["0.0.0.0:8080:3000/tcp"]);
   });
 
   it.skipIf(SKIP_COMPOSE_CHECKS)("has a gpu profile whose worker reserves the NVIDIA devices and prefers CUDA, then WebGPU, then the CPU", async () => {
@@ -167,7 +180,8 @@ describe(`the compose worker service, as ${WORKERS} processes sharing one queue`
     const port = await freePort();
     baseUrl = `http://127.0.0.1:${port}`;
     key = apiSpec.env.BOOTSTRAP_API_KEY as string; // compose's development default
-    startContainerProcess("api", apiSpec, { ...own, HOST: "127.0.0.1", PORT: String(port), CHUNK_ROWS: String(CHUNK_ROWS) });
+    // Its metrics port too: 9464 inside a container is this machine's here (a worker's default).
+    startContainerProcess("api", apiSpec, { ...own, HOST: "127.0.0.1", PORT: String(port), API_METRICS_PORT: "0", METRICS_HOST: "127.0.0.1", CHUNK_ROWS: String(CHUNK_ROWS) });
     const workers = Array.from({ length: WORKERS }, (_, i) => startContainerProcess(`worker-${i + 1}`, workerSpec, own));
     await waitUntilReady(baseUrl, processes, 90_000);
     // Every worker consumes before the job arrives, so they all get the chance to take chunks.

@@ -55,6 +55,28 @@ describe("npm run keys:create", () => {
     expect(await seen(b)).toBe(404);
   });
 
+  it("--scopes and --expires-in make a scoped key that expires; without them a key has admin", async () => {
+    const { stdout } = await createKey("--name", "reader", "--tenant", "scoped", "--scopes", "jobs:read,models:read", "--expires-in", "2h");
+    expect(stdout).toContain("with jobs:read, models:read, until ");
+    const key = stdout.trim().split("\n").at(-1) ?? "";
+    const stored = await api.db.prisma.apiKey.findFirstOrThrow({ where: { name: "reader" } });
+    expect(stored.scopes).toEqual(["jobs:read", "models:read"]);
+    expect(Math.abs((stored.expiresAt?.getTime() ?? 0) - (Date.now() + 7_200_000))).toBeLessThan(60_000);
+    const as = (method: string, url: string) => api.app.request(url, { method, headers: { Authorization: `Bearer ${key}` } });
+    expect((await as("GET", "/v1/models")).status).toBe(200);
+    expect((await as("GET", "/v1/api-keys")).status).toBe(403);
+    const admin = await createKey("--name", "full", "--tenant", "scoped");
+    expect(admin.stdout).toContain("with admin.");
+  });
+
+  it.each([
+    [["--scopes", "jobs:delete"], "unknown scope 'jobs:delete'"],
+    [["--scopes", ","], "--scopes names no scope"],
+    [["--expires-in", "soon"], "--expires-in: expected a duration"],
+  ])("refuses %j (exit 2)", async (args, message) => {
+    await expect(createKey("--name", "x", ...args)).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining(message) });
+  });
+
   it("explains its usage when --name is missing", async () => {
     await expect(createKey()).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining("--name is required") });
   });

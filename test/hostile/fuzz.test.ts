@@ -60,6 +60,13 @@ const OPERATION_IDS = [
   "modelVersionReady",
   "modelInfer",
   "modelVersionInfer",
+  "createApiKey",
+  "listApiKeys",
+  "revokeApiKey",
+  "rotateApiKey",
+  "getTenant",
+  "updateTenant",
+  "listAudit",
 ];
 
 /** Routes behind the API key: /v1, and the Open Inference Protocol's per-model routes. */
@@ -106,12 +113,18 @@ async function knownValues(): Promise<KnownValues> {
   for (const version of [1, 1]) {
     expect((await requestJson(suite.api, auth, "PUT", "/v1/models/iris/aliases/production", { version })).status).toBeLessThan(300);
   }
+  // Keys of their own to rotate and revoke, so the fuzz's own key keeps working throughout.
+  const apiKeyIds: string[] = [];
+  for (const name of ["fuzz-a", "fuzz-b"]) {
+    apiKeyIds.push((await expectJson<{ id: string }>(await requestJson(suite.api, auth, "POST", "/v1/api-keys", { name, scopes: ["jobs:read"] }), 201)).id);
+  }
   const deliveries = await suite.api.db.pool.query<{ id: string }>(`SELECT id FROM webhook_deliveries ORDER BY id`);
   expect(deliveries.rows.length).toBeGreaterThan(0);
   return {
     jobIds,
     webhookIds: [webhook.id],
     deliveryIds: deliveries.rows.map((row) => row.id),
+    apiKeyIds,
     modelName: "iris",
     modelVersion: 1,
     model: new Uint8Array(await readModel("iris")),

@@ -12,6 +12,8 @@ export type KnownValues = {
   jobIds: string[];
   webhookIds: string[];
   deliveryIds: string[];
+  /** Keys the fuzz may rotate and revoke: never the one it sends. */
+  apiKeyIds: string[];
   modelName: string;
   modelVersion: number;
   /** A valid ONNX file (for application/octet-stream bodies). */
@@ -133,6 +135,7 @@ function knownValue(name: string, path: string, known: KnownValues, random: Rand
   if (name === "id") {
     if (path.startsWith("/v1/webhooks/")) return pick(random, known.webhookIds);
     if (path.startsWith("/v1/deliveries/")) return pick(random, known.deliveryIds);
+    if (path.startsWith("/v1/api-keys/")) return pick(random, known.apiKeyIds);
     return pick(random, known.jobIds);
   }
   if (name === "name") return known.modelName;

@@ -1,10 +1,14 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
+import { every } from "hono/combine";
 import type { ApiDeps, AppEnv } from "./context.ts";
 import { ApiError, fromZodError, handleError, problemResponse } from "./errors.ts";
 import { measureRequests } from "./metrics.ts";
 import { ScopeTable } from "./auth/scopes.ts";
 import { requireApiKey } from "./middleware/auth.ts";
+import { allowOrigins } from "./middleware/cors.ts";
+import { metricsHandler } from "./metrics-endpoint.ts";
 import { requestLog } from "./middleware/request-log.ts";
+import { limitRequests } from "./middleware/rate-limit.ts";
 import { registerDocs } from "./routes/docs.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerJobRoutes } from "./routes/jobs/index.ts";
@@ -13,6 +17,9 @@ import { registerModelRoutes } from "./routes/models/index.ts";
 import { registerPredict } from "./routes/predict/predict.ts";
 import { registerV2Routes } from "./routes/v2/index.ts";
 import { registerWebhookRoutes } from "./routes/webhooks/index.ts";
+import { registerApiKeyRoutes } from "./routes/api-keys/index.ts";
+import { registerTenantRoutes } from "./routes/tenant/index.ts";
+import { registerListAudit } from "./routes/audit/list.ts";
 
 /**
  * The whole HTTP API: request id and log line, then auth for /v1, then the routes. Every error,
@@ -27,22 +34,30 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   });
   app.use("*", requestLog(deps.logger));
   app.use("*", measureRequests(deps.metrics));
+  // Before auth: a browser's preflight carries no key. Off unless CORS_ORIGINS names origins.
+  if (deps.corsOrigins?.length) app.use("*", allowOrigins(deps.corsOrigins));
   // Filled once every route is registered (below): each route's scope, from its own OpenAPI security.
   const scopes = new ScopeTable();
-  const auth = requireApiKey(deps.db, scopes);
-  app.use("/v1/*", auth);
+  const auth = requireApiKey(deps.db, scopes, deps.auth);
+  // Per key requests per second, once the caller is known (here and on the /v2 routes behind a key).
+  const authed = deps.rateLimits ? every(auth, limitRequests(deps.rateLimits)) : auth;
+  app.use("/v1/*", authed);
   registerHealthRoutes(app, deps);
   registerModelRoutes(app, deps);
   registerAliasRoutes(app, deps);
   registerPredict(app, deps);
-  registerV2Routes(app, deps, auth);
+  registerV2Routes(app, deps, authed);
   registerJobRoutes(app, deps);
   registerWebhookRoutes(app, deps);
+  registerApiKeyRoutes(app, deps);
+  registerTenantRoutes(app, deps);
+  registerListAudit(app, deps);
   registerDocs(app);
   scopes.load(app.openAPIRegistry);
-  app.get("/metrics", async (c) =>
-    c.body(await deps.metrics.registry.metrics(), 200, { "Content-Type": deps.metrics.registry.contentType }),
-  );
+  // Not behind the API keys: a scraper has a token of its own (METRICS_TOKEN), or a port of its own
+  // (API_METRICS_PORT, and then this port answers 404 for it).
+  const metricsAccess = deps.metricsAccess ?? { onApiPort: true };
+  if (metricsAccess.onApiPort) app.get("/metrics", metricsHandler(deps.metrics.registry, metricsAccess.token));
   app.notFound((c) => problemResponse(c, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)));
   app.onError(handleError);
   return app;

@@ -7,7 +7,10 @@ import type { PredictQueue } from "@coalesce/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { CsvLimits } from "./ingest/csv-guard.ts";
+import type { AuthOptions } from "./middleware/auth.ts";
+import type { RateLimits } from "./limits/rate-limits.ts";
 import type { ApiMetrics } from "./metrics.ts";
+import type { MetricsAccess } from "./metrics-endpoint.ts";
 import type { PredictService } from "./predict/service.ts";
 
 export type ApiLimits = {
@@ -49,6 +52,16 @@ export type ApiDeps = {
   webhookPolicy: WebhookUrlPolicy;
   /** The synchronous predict path (POST /v1/models/{name}/predict, /v2/.../infer). */
   predict: PredictService;
+  /** The tenant whose admin keys may create keys for other tenants (PLATFORM_TENANT). @defaultValue "default" */
+  platformTenant?: string | undefined;
+  /** JWT bearer tokens and the failed-authentication throttle; absent: API keys only, default throttle. */
+  auth?: AuthOptions | undefined;
+  /** Who may read GET /metrics on the API's port (METRICS_TOKEN, API_METRICS_PORT). @defaultValue open, on the API's port */
+  metricsAccess?: MetricsAccess | undefined;
+  /** Browser origins allowed to call the API (CORS_ORIGINS, `*` for any). @defaultValue none: CORS off */
+  corsOrigins?: readonly string[] | undefined;
+  /** Rate limits and quotas per key and tenant (RATE_LIMIT_*, QUOTA_QUEUED_ROWS). @defaultValue none */
+  rateLimits?: RateLimits | undefined;
 };
 
 /**

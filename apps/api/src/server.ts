@@ -6,14 +6,22 @@ import { serve, type ServerType } from "@hono/node-server";
 import type { Logger } from "pino";
 import { createApp } from "./app.ts";
 import { hashApiKey } from "./auth/api-keys.ts";
+import { jwtSettingsFromEnv, JwtVerifier } from "./auth/jwt.ts";
 import { DEFAULT_CSV_LIMITS } from "./ingest/csv-guard.ts";
 import { createJobWriter } from "./ingest/job-writer.ts";
 import { createApiMetrics } from "./metrics.ts";
+import { serveMetricsPort, type MetricsServer } from "./metrics-endpoint.ts";
 import { PredictService } from "./predict/service.ts";
+import { RateLimits } from "./limits/rate-limits.ts";
 import type { ApiDeps } from "./context.ts";
 import type { ApiEnv } from "./env.ts";
 
-export type RunningApi = { port: number; close(): Promise<void> };
+export type RunningApi = {
+  port: number;
+  /** Where /metrics is served when API_METRICS_PORT is set; null: on `port`. */
+  metricsPort: number | null;
+  close(): Promise<void>;
+};
 
 /** Connects everything the API needs from its environment and starts listening. */
 export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi> {
@@ -33,7 +41,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
   queue.on("error", () => {});
   if (env.BOOTSTRAP_API_KEY) {
     await upsertApiKey(db.prisma, {
-      tenantName: "default",
+      tenantName: env.PLATFORM_TENANT,
       name: "bootstrap",
       hash: hashApiKey(env.BOOTSTRAP_API_KEY),
       prefix: env.BOOTSTRAP_API_KEY.slice(0, 8),
@@ -63,6 +71,17 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     logger,
     metrics,
     predict,
+    platformTenant: env.PLATFORM_TENANT,
+    auth: authOptionsFromEnv(env, logger),
+    metricsAccess: { onApiPort: env.API_METRICS_PORT === undefined, token: env.METRICS_TOKEN },
+    corsOrigins: env.CORS_ORIGINS,
+    rateLimits: new RateLimits({
+      redis,
+      db,
+      prefix: env.QUEUE_PREFIX,
+      logger,
+      settings: { requestsPerSecond: env.RATE_LIMIT_REQUESTS_PER_SECOND, rowsPerMinute: env.RATE_LIMIT_ROWS_PER_MINUTE, queuedRows: env.QUOTA_QUEUED_ROWS },
+    }),
     jobWriter: createJobWriter(db, queue, logger),
     jobEvents: new JobFinishedEvents(redis, env.QUEUE_PREFIX),
     queuePrefix: env.QUEUE_PREFIX,
@@ -78,16 +97,24 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     },
   };
   const app = createApp(deps);
+  // Before the API's port opens, so a scraper never finds the API up and its metrics missing.
+  const metricsServer: MetricsServer | null =
+    env.API_METRICS_PORT === undefined
+      ? null
+      : await serveMetricsPort({ registry: metrics.registry, host: env.METRICS_HOST, port: env.API_METRICS_PORT, token: env.METRICS_TOKEN, logger });
   const server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, () => resolve(s));
   });
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : env.PORT;
   logger.info({ port, host: env.HOST }, `api listening on http://${env.HOST}:${port}`);
+  if (env.CORS_ORIGINS.length > 0) logger.info({ corsOrigins: env.CORS_ORIGINS }, "CORS allowed for these origins");
   return {
     port,
+    metricsPort: metricsServer?.port ?? null,
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await metricsServer?.close();
       await queue.close();
       deps.jobEvents.close();
       predict.close();
@@ -95,5 +122,17 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       redis.disconnect();
       await db.close();
     },
+  };
+}
+
+/** API keys always; JWTs from one issuer when AUTH_JWT_ISSUER is set; failed attempts throttled per address. */
+function authOptionsFromEnv(env: ApiEnv, logger: Logger): NonNullable<ApiDeps["auth"]> {
+  const jwt = jwtSettingsFromEnv(env);
+  if (jwt) logger.info({ issuer: jwt.issuer, audience: jwt.audience, algorithms: jwt.algorithms }, "accepting JWT bearer tokens");
+  return {
+    jwt: jwt ? new JwtVerifier(jwt) : null,
+    failureLimit: env.AUTH_FAILURE_LIMIT,
+    failureWindowMs: env.AUTH_FAILURE_WINDOW_S * 1000,
+    trustProxy: env.TRUST_PROXY,
   };
 }

@@ -9,6 +9,7 @@ import { cancelCommand } from "./commands/cancel.ts";
 import { statusCommand } from "./commands/status.ts";
 import { submitCommand } from "./commands/submit.ts";
 import { WEBHOOK_COMMANDS } from "./commands/webhooks.ts";
+import { KEY_COMMANDS } from "./commands/keys.ts";
 import { createContext, type Io } from "./context.ts";
 import { DEFAULT_URL, parseCliEnv } from "./env.ts";
 import { describeError, EXIT_OK, EXIT_USAGE, UsageError } from "./errors.ts";
@@ -27,6 +28,7 @@ export const COMMANDS: Command[] = [
   ...ALIAS_COMMANDS,
   jobsListCommand,
   ...WEBHOOK_COMMANDS,
+  ...KEY_COMMANDS,
 ];
 /** Words that only group commands (`coalesce models push`, `coalesce models alias set`): every leading part of a name. */
 const GROUPS = new Set(

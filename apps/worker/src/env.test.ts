@@ -52,4 +52,10 @@ describe("worker configuration", () => {
     expect(() => loadWorkerEnv({ MAX_LOADED_MODELS: "lots" })).toThrow(/MAX_LOADED_MODELS/);
     expect(() => loadWorkerEnv({ MAX_LOADED_MODELS: "2.5" })).toThrow(/MAX_LOADED_MODELS/);
   });
+
+  it("shares batches fairly across tenants unless FAIR_SHARE=false, and refuses a value that is not a boolean", () => {
+    expect(loadWorkerEnv({}).FAIR_SHARE).toBe(true);
+    expect(loadWorkerEnv({ FAIR_SHARE: "false" }).FAIR_SHARE).toBe(false);
+    expect(() => loadWorkerEnv({ FAIR_SHARE: "sometimes" })).toThrow(/FAIR_SHARE/);
+  });
 });

@@ -44,6 +44,13 @@ export const WorkerEnvSchema = z.object({
   METRICS_HOST: z.string().default("127.0.0.1"),
   /** Chunks in flight per worker process: a batch can only coalesce rows of chunks being processed. */
   WORKER_CONCURRENCY: intVar(64, 1, 10_000),
+  /**
+   * Fair share: each batch is dealt round-robin across tenants, then across a tenant's jobs, and a
+   * job's chunks are scored oldest first, so they free their queue slots one after another and
+   * another tenant's chunk is taken within about a chunk of the big job's rows rather than after all
+   * the rows in hand (see BatcherOptions.fairShare). false: rows shared evenly among the chunks in hand.
+   */
+  FAIR_SHARE: boolVar(true),
   /** Threads of one instance's runs; 0: cores / MODEL_INSTANCES (with one instance, onnxruntime's own choice: one per core). */
   INTRA_OP_THREADS: intVar(0, 0, 1024),
   /** onnxruntime's intra-op threads busy-wait between operators (faster runs, a core kept busy). */

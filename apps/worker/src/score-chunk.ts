@@ -97,7 +97,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string, restarte
   const execution: ChunkExecution = { provider: model.provider, ranRows: 0, runRowsMin: null, runRowsMax: null, runRowsSum: 0 };
   // A batch that could not run for an infrastructure reason says nothing about its rows.
   let unavailable: Error | undefined;
-  const outcomes = await submitRows(deps.batchers, chunk.modelVersionId, rows, toRun, chunk.jobPriority);
+  const outcomes = await submitRows(deps.batchers, chunk.modelVersionId, rows, toRun, chunk.jobPriority, { tenant: chunk.tenantId, job: chunk.jobId });
   outcomes.forEach((outcome, i) => {
     const index = toRun[i]!;
     if (!outcome.ok) {

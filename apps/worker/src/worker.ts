@@ -157,6 +157,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       interactiveMaxDelayMs: env.MAX_BATCH_DELAY_MS,
       adaptive: env.ADAPTIVE_BATCHING,
       maxInFlight: models.peek(modelVersionId)?.instances ?? 1,
+      fairShare: env.FAIR_SHARE,
       // A model reloaded mid-run reads Postgres: its being unreachable is no fault of the rows.
       failsWholeBatch: isTransientError,
       // Rows waiting or running keep their model version loaded (see ModelCache.acquire).

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { gunzipSync } from "node:zlib";
-import type { Job, ResultRow } from "@coalesce/contracts";
+import { PREDICT_CACHE_HEADER, type Job, type ResultRow } from "@coalesce/contracts";
 import { publishWorkerStatus } from "@coalesce/queue";
 import { serve } from "@hono/node-server";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -259,6 +259,71 @@ describe("errors", () => {
   it("refuses a base URL that is not one", () => {
     expect(() => createClient({ baseUrl: "localhost:3000", apiKey: "k" })).toThrow("baseUrl is not an http(s) URL");
     expect(() => createClient({ baseUrl: "http//127.0.0.1", apiKey: "k" })).toThrow("baseUrl is not an http(s) URL");
+  });
+});
+
+describe("429: waiting out rate limits", () => {
+  const rateLimited = (res: ServerResponse, retryAfter = "1") =>
+    send(res, 429, problem(429, "rate_limited", "key k made more than 5 requests in one second"), "application/problem+json", {
+      "Retry-After": retryAfter,
+      "RateLimit-Policy": '"requests";q=5;w=1',
+      RateLimit: '"requests";r=0;t=1',
+    });
+
+  /** Answers 429 `times` times, then as `then` does. */
+  function refusedThen(times: number, then: Handler, retryAfter = "1"): Handler {
+    let left = times;
+    return (req, res) => (left-- > 0 ? rateLimited(res, retryAfter) : then(req, res));
+  }
+
+  it("sends a POST again after Retry-After, the same body each time, until it is accepted", async () => {
+    handler = refusedThen(2, (_req, res) => send(res, 202, job()));
+    const started = performance.now();
+    const accepted = await client().createJob({ model: "iris", inputs: [{ features: [1, 2, 3, 4] }] });
+    expect(accepted.id).toBe(job().id);
+    expect(seen).toHaveLength(3);
+    expect(new Set(seen.map((request) => request.body.toString())).size).toBe(1);
+    // It waited the two Retry-After seconds rather than hammering the server.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1_900);
+  });
+
+  it("gives up after maxRetries, throwing the 429 with retryAfterSeconds", async () => {
+    handler = (_req, res) => rateLimited(res);
+    const limited = createClient({ baseUrl, apiKey: "csk_test", rateLimitRetry: { maxRetries: 1 } });
+    await expect(limited.listJobs()).rejects.toMatchObject({ status: 429, code: "rate_limited", retryAfterSeconds: 1 });
+    expect(seen).toHaveLength(2);
+  });
+
+  it("does not wait at all when one Retry-After would pass maxWaitMs, or with rateLimitRetry: false", async () => {
+    handler = (_req, res) => rateLimited(res, "31");
+    await expect(client().listJobs()).rejects.toMatchObject({ status: 429, retryAfterSeconds: 31 });
+    expect(seen).toHaveLength(1);
+    handler = (_req, res) => rateLimited(res);
+    await expect(createClient({ baseUrl, apiKey: "csk_test", rateLimitRetry: false }).listJobs()).rejects.toBeInstanceOf(CoalesceApiError);
+    expect(seen).toHaveLength(2);
+  });
+
+  it("predict throws a 429 at once unless asked to wait", async () => {
+    const answer: Handler = (_req, res) =>
+      send(res, 200, { model: { name: "iris", version: 1, alias: null }, outputs: [] }, "application/json", { [PREDICT_CACHE_HEADER]: "miss" });
+    handler = refusedThen(1, answer);
+    await expect(client().predict("iris", [{ features: [1, 2, 3, 4] }])).rejects.toMatchObject({ status: 429, retryAfterSeconds: 1 });
+    expect(seen).toHaveLength(1);
+    handler = refusedThen(1, answer);
+    expect((await client().predict("iris", [{ features: [1, 2, 3, 4] }], { waitOnRateLimit: true })).cache).toBe("miss");
+    expect(seen).toHaveLength(3);
+  });
+
+  it("uploads a file named by its path again, whole; a stream, which cannot be read twice, is refused at once", async () => {
+    const csv = "row_id,a\n1,2\n";
+    const file = path.join(dir, "limited.csv");
+    await writeFile(file, csv);
+    handler = refusedThen(1, (_req, res) => send(res, 202, job()));
+    expect((await client().uploadCsv({ model: "iris", file })).id).toBe(job().id);
+    expect(seen.map((request) => request.body.toString())).toEqual([csv, csv]);
+    handler = refusedThen(1, (_req, res) => send(res, 202, job()));
+    await expect(client().uploadCsv({ model: "iris", file: Readable.from([Buffer.from(csv)]) })).rejects.toMatchObject({ status: 429 });
+    expect(seen).toHaveLength(3);
   });
 });
 

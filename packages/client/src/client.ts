@@ -44,10 +44,21 @@ import {
   type WebhookEndpoint,
   type WebhookList,
   type WebhookSecret,
+  ApiKeyListSchema,
+  AuditListSchema,
+  CreatedApiKeySchema,
+  TenantSchema,
+  type ApiKeyList,
+  type AuditAction,
+  type AuditList,
+  type CreatedApiKey,
+  type CreateApiKeyRequest,
+  type Tenant,
+  type UpdateTenantRequest,
 } from "@coalesce/contracts";
 import type { z } from "zod";
 import { buildCsvUploadQuery, openCsvBody, type CsvUploadOptions } from "./csv-upload.ts";
-import { CoalesceConnectionError, CoalesceResponseError, CoalesceTimeoutError, readApiError } from "./errors.ts";
+import { CoalesceApiError, CoalesceConnectionError, CoalesceResponseError, CoalesceTimeoutError, readApiError } from "./errors.ts";
 
 export type ClientOptions = {
   /** Where the API listens, e.g. `http://127.0.0.1:3000`; a path prefix is kept (`https://host/coalesce`). */
@@ -59,7 +70,27 @@ export type ClientOptions = {
    * @defaultValue globalThis.fetch
    */
   fetch?: typeof fetch;
+  /**
+   * How a 429 (`rate_limited`: a key's requests per second, a tenant's rows per minute or its queue
+   * quota) is waited out: the request is sent again after the answer's Retry-After, at most
+   * `maxRetries` times and `maxWaitMs` of waiting in all. Past either, or when one Retry-After alone
+   * would pass what is left of `maxWaitMs`, the 429 is thrown as `CoalesceApiError` with its
+   * `retryAfterSeconds`. A 429 means nothing was done, so a POST is as safe to send again as a GET.
+   * A CSV upload from a stream cannot be sent again (from a path it can); `predict` waits only when
+   * asked (see PredictOptions). `false`: never wait.
+   * @defaultValue { maxRetries: 5, maxWaitMs: 30_000 }
+   */
+  rateLimitRetry?: RateLimitRetry | false;
 };
+
+export type RateLimitRetry = {
+  /** @defaultValue 5 */
+  maxRetries?: number;
+  /** @defaultValue 30_000 */
+  maxWaitMs?: number;
+};
+
+const DEFAULT_RATE_LIMIT_RETRY = { maxRetries: 5, maxWaitMs: 30_000 };
 
 export type PageOptions = {
   /** `next_cursor` of the previous page. */
@@ -151,6 +182,12 @@ export type PredictOptions = {
   routingKey?: string;
   /** Stops waiting for the answer (rejects with the signal's reason); the server may still run the rows. */
   signal?: AbortSignal;
+  /**
+   * Wait out a 429 as the other calls do (ClientOptions.rateLimitRetry). Off by default, as for a
+   * 503: a caller that needs the answer inside its own request knows best whether a second or more
+   * of waiting is worth it. @defaultValue false
+   */
+  waitOnRateLimit?: boolean;
 };
 
 export type Prediction = {
@@ -177,6 +214,8 @@ type Call = {
   headers?: Record<string, string>;
   body?: RequestInit["body"];
   signal?: AbortSignal;
+  /** False: a 429 is thrown at once rather than waited out. @defaultValue true */
+  waitOnRateLimit?: boolean;
 };
 
 /** A typed client of the Coalesce HTTP API. Every response is parsed through its contracts schema. */
@@ -187,6 +226,27 @@ export function createClient(options: ClientOptions) {
   const prefix = base.pathname.replace(/\/+$/, "");
   const fetchImpl = options.fetch ?? globalThis.fetch;
   const authorization: Record<string, string> = options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {};
+  const rateLimitRetry = options.rateLimitRetry === false ? { maxRetries: 0, maxWaitMs: 0 } : { ...DEFAULT_RATE_LIMIT_RETRY, ...options.rateLimitRetry };
+
+  /**
+   * Sends `attempt` again while it answers 429 and the bounds allow (see ClientOptions.rateLimitRetry);
+   * any other answer, or the last 429, is the caller's.
+   */
+  async function waitingOutRateLimits<T>(attempt: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    let waitedMs = 0;
+    for (let retries = 0; ; retries++) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (!(error instanceof CoalesceApiError) || error.status !== 429 || retries >= rateLimitRetry.maxRetries) throw error;
+        // No Retry-After (a proxy's 429): a second, as Coalesce's shortest window.
+        const waitMs = (error.retryAfterSeconds ?? 1) * 1000;
+        if (waitedMs + waitMs > rateLimitRetry.maxWaitMs) throw error;
+        waitedMs += waitMs;
+        await sleep(waitMs, signal);
+      }
+    }
+  }
 
   function urlFor(path: string, query?: URLSearchParams): string {
     const url = new URL(base);
@@ -195,8 +255,15 @@ export function createClient(options: ClientOptions) {
     return url.toString();
   }
 
-  /** Sends one request; a non-2xx answer throws `CoalesceApiError`, no answer `CoalesceConnectionError`. */
+  /**
+   * Sends one request; a non-2xx answer throws `CoalesceApiError`, no answer `CoalesceConnectionError`.
+   * A 429 is waited out first (within ClientOptions.rateLimitRetry) unless the call says not to.
+   */
   async function send(call: Call): Promise<Response> {
+    return call.waitOnRateLimit === false ? sendOnce(call) : waitingOutRateLimits(() => sendOnce(call), call.signal);
+  }
+
+  async function sendOnce(call: Call): Promise<Response> {
     let response: Response;
     try {
       response = await fetchImpl(urlFor(call.path, call.query), {
@@ -241,6 +308,38 @@ export function createClient(options: ClientOptions) {
     if (page.cursor !== undefined) query.set("cursor", page.cursor);
     if (page.limit !== undefined) query.set("limit", String(page.limit));
     return query;
+  }
+
+  /** One CSV upload, streamed (see uploadCsv). */
+  async function uploadCsvOnce(upload: CsvUploadOptions): Promise<Job> {
+    const call: Call = { method: "POST", path: "/v1/jobs", query: buildCsvUploadQuery(upload) };
+    const csv = await openCsvBody(upload);
+    let response: Response;
+    try {
+      response = await fetchImpl(urlFor(call.path, call.query), {
+        method: "POST",
+        headers: {
+          ...authorization,
+          "Content-Type": "text/csv",
+          ...(upload.gzip ? { "Content-Encoding": "gzip" } : {}),
+          ...(upload.idempotencyKey === undefined ? {} : { "Idempotency-Key": upload.idempotencyKey }),
+        },
+        body: csv.body,
+        duplex: "half",
+      } as RequestInit);
+    } catch (error) {
+      csv.stop();
+      // A file that cannot be read breaks the body, which fetch reports as a failed request.
+      const sourceError = csv.sourceError();
+      if (sourceError) throw sourceError;
+      throw new CoalesceConnectionError(baseUrl, error);
+    }
+    if (!response.ok) {
+      const error = await readApiError(response);
+      csv.stop(); // the server refused early (unknown model, say): no point sending the rest
+      throw error;
+    }
+    return parse(JobSchema, response, call);
   }
 
   const jobPath = (id: string) => `/v1/jobs/${encodeURIComponent(id)}`;
@@ -353,11 +452,12 @@ export function createClient(options: ClientOptions) {
      * the same way: a row that does not fit the model is a 422 naming `inputs[i].field`. A row the
      * model fails on has its own `error` and does not fail the call.
      *
-     * Bounded, and never retried here: with no worker running or a full backlog the server answers
+     * Bounded, and not retried here: with no worker running or a full backlog the server answers
      * 503 `service_unavailable` at once, with `retryAfterSeconds` (5 s from Coalesce); with no answer
-     * within its PREDICT_TIMEOUT_MS, 504 `timeout`. Waiting out a Retry-After would turn a call the
-     * caller meant to be quick into one of many seconds, so the caller, who knows its own budget,
-     * chooses: retry, fall back, or submit a job. (No call of this client retries on its own.)
+     * within its PREDICT_TIMEOUT_MS, 504 `timeout`; past a rate limit, 429 `rate_limited`. Waiting out
+     * a Retry-After would turn a call the caller meant to be quick into one of seconds, so the caller,
+     * who knows its own budget, chooses: retry, fall back, or submit a job. (Other calls wait out a
+     * 429 by themselves; `waitOnRateLimit: true` makes this one do so too. None retries a 503.)
      */
     async predict(model: ModelRef, rows: TensorRow[], options: PredictOptions = {}): Promise<Prediction> {
       const cacheControl = CACHE_CONTROL[options.cache ?? "use"];
@@ -371,6 +471,7 @@ export function createClient(options: ClientOptions) {
         },
         body: JSON.stringify({ inputs: rows }),
         ...(options.signal ? { signal: options.signal } : {}),
+        waitOnRateLimit: options.waitOnRateLimit ?? false,
       };
       const response = await send(call);
       const cache = response.headers.get(PREDICT_CACHE_HEADER);
@@ -395,34 +496,9 @@ export function createClient(options: ClientOptions) {
      * so a file of any size takes constant memory here. A missing file fails before any request.
      */
     async uploadCsv(upload: CsvUploadOptions): Promise<Job> {
-      const call: Call = { method: "POST", path: "/v1/jobs", query: buildCsvUploadQuery(upload) };
-      const csv = await openCsvBody(upload);
-      let response: Response;
-      try {
-        response = await fetchImpl(urlFor(call.path, call.query), {
-          method: "POST",
-          headers: {
-            ...authorization,
-            "Content-Type": "text/csv",
-            ...(upload.gzip ? { "Content-Encoding": "gzip" } : {}),
-            ...(upload.idempotencyKey === undefined ? {} : { "Idempotency-Key": upload.idempotencyKey }),
-          },
-          body: csv.body,
-          duplex: "half",
-        } as RequestInit);
-      } catch (error) {
-        csv.stop();
-        // A file that cannot be read breaks the body, which fetch reports as a failed request.
-        const sourceError = csv.sourceError();
-        if (sourceError) throw sourceError;
-        throw new CoalesceConnectionError(baseUrl, error);
-      }
-      if (!response.ok) {
-        const error = await readApiError(response);
-        csv.stop(); // the server refused early (unknown model, say): no point sending the rest
-        throw error;
-      }
-      return parse(JobSchema, response, call);
+      // A 429 comes before the server reads the file; a file named by its path can be read again.
+      if (typeof upload.file !== "string") return uploadCsvOnce(upload);
+      return waitingOutRateLimits(() => uploadCsvOnce(upload), undefined);
     },
 
     getJob,
@@ -471,6 +547,46 @@ export function createClient(options: ClientOptions) {
     /** Sends a delivery again now, same webhook-id and body. */
     async retryDelivery(deliveryId: string): Promise<void> {
       await send({ method: "POST", path: `/v1/deliveries/${encodeURIComponent(deliveryId)}/retry` });
+    },
+
+    /** Makes an API key (admin); the answer holds its `secret`, shown only this once. */
+    async createApiKey(request: CreateApiKeyRequest): Promise<CreatedApiKey> {
+      return callJson(CreatedApiKeySchema, { method: "POST", path: "/v1/api-keys", ...jsonBody(request) });
+    },
+
+    /** The tenant's keys, newest first, never a secret; revoked ones only with `includeRevoked`. */
+    async listApiKeys(options: { includeRevoked?: boolean } = {}): Promise<ApiKeyList> {
+      const query = options.includeRevoked ? new URLSearchParams({ include_revoked: "true" }) : undefined;
+      return callJson(ApiKeyListSchema, { method: "GET", path: "/v1/api-keys", ...(query ? { query } : {}) });
+    },
+
+    /** Revokes a key: every API replica refuses it within a second. */
+    async revokeApiKey(id: string): Promise<void> {
+      await send({ method: "DELETE", path: `/v1/api-keys/${encodeURIComponent(id)}` });
+    },
+
+    /** A new secret for the key; the old one keeps working for `overlapSeconds` (default 24 h). */
+    async rotateApiKey(id: string, overlapSeconds?: number): Promise<CreatedApiKey> {
+      const body = overlapSeconds === undefined ? {} : { overlap_seconds: overlapSeconds };
+      return callJson(CreatedApiKeySchema, { method: "POST", path: `/v1/api-keys/${encodeURIComponent(id)}/rotate`, ...jsonBody(body) });
+    },
+
+    /** The caller's tenant and its limits (admin). */
+    async getTenant(): Promise<Tenant> {
+      return callJson(TenantSchema, { method: "GET", path: "/v1/tenant" });
+    },
+
+    /** Changes the tenant's limits; null returns one to the server's default, 0 turns it off. */
+    async updateTenant(changes: UpdateTenantRequest): Promise<Tenant> {
+      return callJson(TenantSchema, { method: "PATCH", path: "/v1/tenant", ...jsonBody(changes) });
+    },
+
+    /** A page of the tenant's audit log, newest first (admin). */
+    async listAudit(page: PageOptions & { action?: AuditAction; actor?: string } = {}): Promise<AuditList> {
+      const query = pageQuery(page);
+      if (page.action !== undefined) query.set("action", page.action);
+      if (page.actor !== undefined) query.set("actor", page.actor);
+      return callJson(AuditListSchema, { method: "GET", path: "/v1/audit", query });
     },
 
     /**

@@ -19,8 +19,9 @@ export class CoalesceApiError extends CoalesceError {
   readonly errors: FieldError[];
   /**
    * How long the server asks to wait before trying again (its `Retry-After`, in seconds), as a 503
-   * `service_unavailable` carries it; null when the answer did not say. This client never waits
-   * on it by itself: the caller knows how long it can afford to.
+   * `service_unavailable` or a 429 `rate_limited` carries it; null when the answer did not say.
+   * This client never waits out a 503 by itself (the caller knows how long it can afford to); a 429
+   * it waits out within ClientOptions.rateLimitRetry, and throws it here when that is spent.
    */
   readonly retryAfterSeconds: number | null;
 

@@ -11,3 +11,4 @@ export * from "./dependency-status.ts";
 export * from "./predict.ts";
 export * from "./aliases.ts";
 export * from "./auth.ts";
+export * from "./api-keys.ts";

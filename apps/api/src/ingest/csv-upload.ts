@@ -182,6 +182,8 @@ export async function ingestCsv(deps: ApiDeps, input: CsvIngestInput): Promise<J
       })
       .finally(() => writing.delete(write));
     writing.add(write);
+    // The tenant's rows per minute and queued rows count the file as it is stored.
+    deps.rateLimits?.countRows(input.tenantId, pending.inputs.length);
     pending = newPending();
     if (writing.size >= WRITES_IN_FLIGHT) await Promise.race(writing);
     if (writeFailure) throw writeFailure;

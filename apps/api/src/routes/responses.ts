@@ -8,6 +8,13 @@ export function problem(description: string) {
   return { description, content: PROBLEM_CONTENT };
 }
 
+/** What a 429 carries: when to retry, and the limit passed (draft-ietf-httpapi-ratelimit-headers). */
+export const RATE_LIMIT_HEADERS = z.object({
+  "Retry-After": z.string().openapi({ description: "Seconds to wait before retrying", example: "1" }),
+  "RateLimit-Policy": z.string().openapi({ description: "The limits that apply: name, quota (q), unit (qu) and window in seconds (w)", example: '"requests";q=1000;w=1' }),
+  RateLimit: z.string().openapi({ description: "What is left under each limit (r) and for how many seconds more (t)", example: '"requests";r=0;t=1' }),
+});
+
 /**
  * The answers any /v1 route can give besides its own: no valid key (401), and a dependency down (503):
  * every /v1 route looks the key up in Postgres before anything else.
@@ -20,6 +27,14 @@ export const V1_ERRORS = {
   },
   403: {
     description: "The key or token lacks the scope this route needs (`code: forbidden`); the message names it",
+    content: PROBLEM_CONTENT,
+  },
+  429: {
+    description:
+      "A limit was passed (`code: rate_limited`), and nothing was done: the key's requests per second (RATE_LIMIT_REQUESTS_PER_SECOND, " +
+      "reads have ten times as many), or, on submissions, the tenant's rows per minute (RATE_LIMIT_ROWS_PER_MINUTE) or its quota of queued " +
+      "rows (QUOTA_QUEUED_ROWS). The message names the limit and how to raise it. Retry after Retry-After seconds.",
+    headers: RATE_LIMIT_HEADERS,
     content: PROBLEM_CONTENT,
   },
   503: {

@@ -340,6 +340,92 @@ describe("DynamicBatcher", () => {
     });
   });
 
+  describe("fair share across tenants", () => {
+    const a1 = { tenant: "a", job: "a1" };
+    const a2 = { tenant: "a", job: "a2" };
+    const b1 = { tenant: "b", job: "b1" };
+
+    it("deals each batch round-robin across tenants, then across a tenant's jobs, however many chunks a tenant holds", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 8, maxDelayMs: 10 });
+
+      // Tenant a holds three chunks (two of job a1, one of a2), tenant b one, submitted last.
+      const submits = [
+        batcher.submit(range(0, 10), "batch", a1),
+        batcher.submit(range(100, 10), "batch", a1),
+        batcher.submit(range(200, 10), "batch", a2),
+        batcher.submit(range(300, 10), "batch", b1),
+      ];
+      await vi.runAllTimersAsync();
+      await Promise.all(submits);
+
+      // Half of each batch to b; a's half split between its jobs, a1's share to its oldest chunk.
+      expect(probe.calls[0]).toEqual([0, 1, 200, 201, 300, 301, 302, 303]);
+      expect(probe.calls[1]).toEqual([2, 3, 202, 203, 304, 305, 306, 307]);
+    });
+
+    it("scores a job's chunks oldest first, so they finish one after another rather than all at the end", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 4, maxDelayMs: 0 });
+      const finished: number[] = [];
+
+      const submits = [0, 1, 2].map((n) => batcher.submit(range(n * 100, 4), "batch", a1).then((results) => finished.push(n) && results));
+      await vi.advanceTimersByTimeAsync(10);
+      // The first run was the oldest chunk's rows alone, and it is done after that one run.
+      expect(probe.calls[0]).toEqual([0, 1, 2, 3]);
+      expect(finished).toEqual([0]);
+      await vi.runAllTimersAsync();
+      await Promise.all(submits);
+      expect(finished).toEqual([0, 1, 2]);
+      expect(probe.calls).toHaveLength(3);
+    });
+
+    it("serves a tenant whose chunk arrives while another tenant's rows fill the batches, in the next batch", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 4, maxDelayMs: 0 });
+
+      const big = [0, 1, 2, 3].map((n) => batcher.submit(range(n * 1000, 100), "batch", { tenant: "a", job: `a${n}` }));
+      await vi.advanceTimersByTimeAsync(5);
+      const small = batcher.submit([-1], "batch", b1);
+      await vi.advanceTimersByTimeAsync(20);
+      // The run in flight when it came, then one with it: b's row beside three of a's.
+      expect(probe.calls[1]).toContain(-1);
+      expect(probe.calls[1]).toHaveLength(4);
+      expect(values(await small)).toEqual([-2]);
+      await vi.runAllTimersAsync();
+      await Promise.all(big);
+    });
+
+    it("with fairShare off, shares each batch evenly among the submits whoever they belong to", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 8, maxDelayMs: 10, fairShare: false });
+
+      const submits = [
+        batcher.submit(range(0, 10), "batch", a1),
+        batcher.submit(range(100, 10), "batch", a1),
+        batcher.submit(range(200, 10), "batch", a2),
+        batcher.submit(range(300, 10), "batch", b1),
+      ];
+      await vi.runAllTimersAsync();
+      await Promise.all(submits);
+
+      expect(probe.calls[0]).toEqual([0, 1, 100, 101, 200, 201, 300, 301]);
+    });
+
+    it("keeps lanes apart: an interactive submit still goes first, in a run of its own", async () => {
+      const probe = probeRunner();
+      const batcher = new DynamicBatcher({ run: probe.run, maxRows: 4, maxDelayMs: 10 });
+
+      const big = batcher.submit(range(0, 8), "batch", a1);
+      const small = batcher.submit([-1], "interactive", b1);
+      await vi.runAllTimersAsync();
+      await Promise.all([big, small]);
+
+      expect(probe.calls[0]).toEqual([-1]);
+      expect(probe.calls[1]).toEqual([0, 1, 2, 3]);
+    });
+  });
+
   describe("errors", () => {
     it("bisects a failing batch so only the bad items fail, in order", async () => {
       const bad = new Set([3, 11, 12]);

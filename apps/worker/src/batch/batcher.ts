@@ -23,6 +23,12 @@ const ADAPTIVE_MIN_EXPECTED_ROWS = 2;
 /** Adaptive batching: how often a waiting batch is looked at again (Node's timers go by the millisecond). */
 const ADAPTIVE_RECHECK_MS = 1;
 
+/**
+ * Whose rows a submit holds, for fair share (see BatcherOptions.fairShare): batches are dealt
+ * round-robin across tenants, then across a tenant's jobs, then to a job's submits oldest first.
+ */
+export type ShareKey = { tenant: string; job: string };
+
 /** Runs one batch. Must resolve with exactly `items.length` outputs, in the order of `items`. */
 export type BatchRunner<I, O> = (items: I[]) => Promise<O[]>;
 
@@ -100,6 +106,16 @@ export type BatcherOptions<I, O> = {
    * @defaultValue undefined, nothing is held
    */
   lease?: () => BatcherLease;
+  /**
+   * Deals each batch round-robin across the tenants of the submits that carry a ShareKey, then
+   * across each tenant's jobs, and hands a job's rows to its submits oldest first (FAIR_SHARE).
+   * Oldest first within a job is what lets the worker take another tenant's chunk soon: its chunks
+   * then finish one after another and free their queue slots as they go, where shared evenly they
+   * would all finish together at the end of the rows in hand. Off, or for submits without a key,
+   * every submit is a share of its own (the rows in a batch are shared evenly among them).
+   * @defaultValue true
+   */
+  fairShare?: boolean;
 };
 
 /** What `BatcherOptions.lease` hands out; `release` is called exactly once. */
@@ -109,6 +125,7 @@ export type BatcherLease = { release(): void };
 type Source<I, O> = {
   items: readonly I[];
   lane: Lane;
+  share: ShareKey | undefined;
   taken: number;
   settled: number;
   results: ItemResult<O>[];
@@ -128,6 +145,7 @@ export class DynamicBatcher<I, O> {
   private readonly onBatch: ((stats: BatchStats) => void) | undefined;
   private readonly failsWholeBatch: ((error: unknown) => boolean) | undefined;
   private readonly lease: (() => BatcherLease) | undefined;
+  private readonly fairShare: boolean;
   private adaptive: boolean;
   /** Rows submitted recently, decayed exponentially over rateWindowMs: rate = recentRows / rateWindowMs. */
   private recentRows = 0;
@@ -154,6 +172,7 @@ export class DynamicBatcher<I, O> {
     this.onBatch = options.onBatch;
     this.failsWholeBatch = options.failsWholeBatch;
     this.lease = options.lease;
+    this.fairShare = options.fairShare ?? true;
     this.adaptive = options.adaptive ?? false;
     this.maxInFlight = options.maxInFlight ?? 1;
     // Long enough to see a steady stream, short enough to notice it stopped.
@@ -183,8 +202,10 @@ export class DynamicBatcher<I, O> {
   /**
    * Queues one source's rows and resolves with one result per row, in the order given, once every
    * row has run. Rows may be spread over several batches. Rejects only if the batcher is closed.
+   * `share` says whose rows they are (see BatcherOptions.fairShare); without it the submit is a
+   * share of its own.
    */
-  submit(items: readonly I[], lane: Lane = "batch"): Promise<ItemResult<O>[]> {
+  submit(items: readonly I[], lane: Lane = "batch", share?: ShareKey): Promise<ItemResult<O>[]> {
     if (this.closing) return Promise.reject(new Error("DynamicBatcher is closed; submit refused"));
     if (items.length === 0) return Promise.resolve([]);
     const now = performance.now();
@@ -195,6 +216,7 @@ export class DynamicBatcher<I, O> {
         // A copy, so a caller reusing its array cannot change rows that are still waiting.
         items: items.slice(),
         lane,
+        share: this.fairShare ? share : undefined,
         taken: 0,
         settled: 0,
         results: new Array<ItemResult<O>>(items.length),
@@ -326,44 +348,27 @@ export class DynamicBatcher<I, O> {
   }
 
   /**
-   * Takes up to maxRows rows of one lane, interactive first (see Lane), sharing the batch
-   * round-robin across that lane's pending sources in submission order: every source gets one row
-   * per round until the batch is full or it runs dry. A chunk of 10,000 rows therefore cannot starve
-   * a 1-row chunk queued behind it, while with more sources than rows the oldest sources go first.
-   * Each source's rows stay contiguous within the batch.
+   * Takes up to maxRows rows of one lane, interactive first (see Lane), shared round-robin across
+   * that lane's pending shares in submission order: every tenant gets one row per round until the
+   * batch is full or it runs dry, a tenant's rows likewise go round its jobs, and a job's rows go to
+   * its submits oldest first (see BatcherOptions.fairShare). A submit without a ShareKey is a
+   * tenant and a job of its own, so a chunk of 10,000 rows cannot starve a 1-row chunk queued
+   * behind it, while with more shares than rows the oldest go first. Each source's rows stay
+   * contiguous within the batch.
    */
   private takeBatch(): { items: I[]; slots: Slot<I, O>[]; sources: number; oldest: number; lane: Lane } {
     const lane: Lane = this.queue.some((source) => source.lane === "interactive") ? "interactive" : "batch";
-    // Only the first maxRows sources can receive a row, which bounds the work per batch.
-    const candidates = this.queue.filter((source) => source.lane === lane).slice(0, this.maxRows);
-    const counts = candidates.map(() => 0);
-    let capacity = Math.min(this.maxRows, this.pendingRows);
-    let active = candidates.map((_, i) => i);
-    // Counts are computed in whole rounds ("water-filling") rather than row by row; the result is
-    // the same as dealing rows one at a time.
-    while (capacity > 0 && active.length > 0) {
-      const share = Math.floor(capacity / active.length);
-      if (share === 0) {
-        for (const i of active.slice(0, capacity)) counts[i] = (counts[i] ?? 0) + 1;
-        break;
-      }
-      const stillActive: number[] = [];
-      for (const i of active) {
-        const source = candidates[i]!;
-        const left = source.items.length - source.taken - (counts[i] ?? 0);
-        const take = Math.min(share, left);
-        counts[i] = (counts[i] ?? 0) + take;
-        capacity -= take;
-        if (left > take) stillActive.push(i);
-      }
-      active = stillActive;
-    }
+    // A submit without a key behind maxRows others is behind maxRows shares and cannot get a row:
+    // leaving those out bounds the work per batch (predict requests come by the thousand).
+    let unkeyed = 0;
+    const candidates = this.queue.filter((source) => source.lane === lane && (source.share !== undefined || unkeyed++ < this.maxRows));
+    const counts = shareRows(candidates, Math.min(this.maxRows, this.pendingRows));
 
     const items: I[] = [];
     const slots: Slot<I, O>[] = [];
     let sources = 0;
-    candidates.forEach((source, i) => {
-      const count = counts[i] ?? 0;
+    candidates.forEach((source) => {
+      const count = counts.get(source) ?? 0;
       if (count === 0) return;
       sources++;
       for (let index = source.taken; index < source.taken + count; index++) {
@@ -373,7 +378,8 @@ export class DynamicBatcher<I, O> {
       source.taken += count;
     });
     this.pendingRows -= items.length;
-    // The head always gets a row (it is first in every round), so its rows are the oldest taken.
+    // The head always gets a row (its tenant and job are first in every round, and it is its job's
+    // oldest submit), so its rows are the oldest taken.
     const oldest = candidates[0]?.submittedAt ?? performance.now();
     this.queue = this.queue.filter((source) => source.taken < source.items.length);
     return { items, slots, sources, oldest, lane };
@@ -443,6 +449,77 @@ export class DynamicBatcher<I, O> {
       this.resolveClosed = undefined;
     }
   }
+}
+
+/** Rows a source still has to hand out. */
+function rowsLeft(source: { items: readonly unknown[]; taken: number }): number {
+  return source.items.length - source.taken;
+}
+
+/**
+ * How many rows each source gives to a batch of `capacity` rows: water-filling across tenants, then
+ * across each tenant's jobs, then the job's sources oldest first. Groups keep the order of their
+ * oldest source, and a source without a share key is a group of its own at both levels.
+ */
+function shareRows<S extends { items: readonly unknown[]; taken: number; share: ShareKey | undefined }>(sources: readonly S[], capacity: number): Map<S, number> {
+  // A source without a key gets a unique one: the object itself stands for it.
+  const tenants = groupBy(sources, (source) => source.share?.tenant ?? source);
+  const counts = new Map<S, number>();
+  const perTenant = waterFill(tenants.map((tenant) => tenant.reduce((sum, source) => sum + rowsLeft(source), 0)), capacity);
+  tenants.forEach((tenant, t) => {
+    const jobs = groupBy(tenant, (source) => source.share?.job ?? source);
+    const perJob = waterFill(jobs.map((job) => job.reduce((sum, source) => sum + rowsLeft(source), 0)), perTenant[t] ?? 0);
+    jobs.forEach((job, j) => {
+      let left = perJob[j] ?? 0;
+      for (const source of job) {
+        if (left === 0) break;
+        const take = Math.min(left, rowsLeft(source));
+        counts.set(source, take);
+        left -= take;
+      }
+    });
+  });
+  return counts;
+}
+
+/** Groups in the order of each group's first member. */
+function groupBy<T>(values: readonly T[], keyOf: (value: T) => unknown): T[][] {
+  const groups = new Map<unknown, T[]>();
+  for (const value of values) {
+    const key = keyOf(value);
+    const group = groups.get(key);
+    if (group) group.push(value);
+    else groups.set(key, [value]);
+  }
+  return [...groups.values()];
+}
+
+/**
+ * Shares `capacity` among demands as if dealt one at a time round-robin in order, computed in whole
+ * rounds: every demand gets an equal share, capped at what it asks, and what is left over once
+ * shares fall below one goes to the earliest.
+ */
+function waterFill(demands: readonly number[], capacity: number): number[] {
+  const counts = demands.map(() => 0);
+  let left = capacity;
+  let active = demands.map((_, i) => i).filter((i) => (demands[i] ?? 0) > 0);
+  while (left > 0 && active.length > 0) {
+    const share = Math.floor(left / active.length);
+    if (share === 0) {
+      for (const i of active.slice(0, left)) counts[i] = (counts[i] ?? 0) + 1;
+      break;
+    }
+    const stillActive: number[] = [];
+    for (const i of active) {
+      const want = (demands[i] ?? 0) - (counts[i] ?? 0);
+      const take = Math.min(share, want);
+      counts[i] = (counts[i] ?? 0) + take;
+      left -= take;
+      if (want > take) stillActive.push(i);
+    }
+    active = stillActive;
+  }
+  return counts;
 }
 
 function toError(value: unknown): Error {

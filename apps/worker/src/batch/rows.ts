@@ -1,7 +1,7 @@
 import type { TensorRow } from "@coalesce/contracts";
 import type { PackedRowRef, PackedRows } from "@coalesce/models";
 import type { BatcherRegistry } from "./batcher-registry.ts";
-import type { ItemResult, Lane } from "./batcher.ts";
+import type { ItemResult, Lane, ShareKey } from "./batcher.ts";
 
 /** What a batcher is handed: one row of packed rows (every row of a batcher has the same model and shape). */
 export type RowWork = PackedRowRef;
@@ -28,7 +28,8 @@ export function parseBatcherKey(key: string): { modelVersionId: string; rowBytes
 /**
  * Hands rows `indexes` of `rows` to the model version's batchers, one batcher per row shape, in
  * `lane`, and resolves with each row's outcome in the order of `indexes` once all have run. The
- * one way chunks and predict requests reach the batchers.
+ * one way chunks and predict requests reach the batchers. `share` names the tenant and job the rows
+ * are scored for, so batches take turns between them (see BatcherOptions.fairShare).
  */
 export async function submitRows(
   batchers: RowBatchers,
@@ -36,6 +37,7 @@ export async function submitRows(
   rows: PackedRows,
   indexes: readonly number[],
   lane: Lane,
+  share?: ShareKey,
 ): Promise<ItemResult<RowOutcome>[]> {
   const groups = new Map<string, number[]>();
   for (let i = 0; i < indexes.length; i++) {
@@ -51,6 +53,7 @@ export async function submitRows(
       const results = await batchers.get(key).submit(
         positions.map((position) => ({ rows, index: indexes[position]! })),
         lane,
+        share,
       );
       results.forEach((result, i) => (outcomes[positions[i]!] = result));
     }),

@@ -99,6 +99,8 @@ export async function readResults(
 export type ChunkWork = {
   id: string;
   jobId: string;
+  /** The job's tenant: the worker's batches take turns between tenants (fair share). */
+  tenantId: string;
   jobStatus: JobStatus;
   /** The job's lane: interactive rows are batched ahead of batch-lane rows. */
   jobPriority: JobPriority;
@@ -124,6 +126,7 @@ export type ChunkWork = {
 type ChunkSqlRow = {
   id: string;
   job_id: string;
+  tenant_id: string;
   job_status: JobStatus;
   job_priority: JobPriority;
   model_version_id: string;
@@ -138,7 +141,7 @@ type ChunkSqlRow = {
   input_errors: (RowError | null)[] | null;
 };
 
-const CHUNK_SELECT = `SELECT c.id, c.job_id, j.status AS job_status, j.priority AS job_priority, j.model_version_id, j.alias_id, j.alias_revision,
+const CHUNK_SELECT = `SELECT c.id, c.job_id, j.tenant_id, j.status AS job_status, j.priority AS job_priority, j.model_version_id, j.alias_id, j.alias_revision,
        c.first_row, c.row_count, c.status,
        c.restarts, c.inputs_packed, c.inputs, c.input_errors
   FROM job_chunks c JOIN jobs j ON j.id = c.job_id`;
@@ -147,6 +150,7 @@ function fromChunkRow(chunk: ChunkSqlRow): ChunkWork {
   return {
     id: chunk.id,
     jobId: chunk.job_id,
+    tenantId: chunk.tenant_id,
     jobStatus: chunk.job_status,
     jobPriority: chunk.job_priority,
     modelVersionId: chunk.model_version_id,
@@ -193,7 +197,7 @@ export async function startChunks(
        UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, now())
         WHERE id IN (SELECT job_id FROM c WHERE status = 'queued') AND status = 'queued'
      )
-     SELECT c.id, c.job_id, c.job_status, c.job_priority, c.model_version_id, c.alias_id, c.alias_revision, c.first_row, c.row_count, c.status,
+     SELECT c.id, c.job_id, c.tenant_id, c.job_status, c.job_priority, c.model_version_id, c.alias_id, c.alias_revision, c.first_row, c.row_count, c.status,
             COALESCE(counted.restarts, c.restarts) AS restarts, c.inputs_packed, c.inputs, c.input_errors
        FROM c LEFT JOIN counted ON counted.id = c.id`,
     values: [chunkIds, options.restarted ?? []],

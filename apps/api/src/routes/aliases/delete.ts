@@ -6,6 +6,7 @@ import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { noSuchAlias } from "./require-alias.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 export const deleteAliasRoute = createRoute({
   method: "delete",
@@ -32,6 +33,7 @@ export function registerDeleteAlias(app: OpenAPIHono<AppEnv>, deps: ApiDeps): vo
     const removal = await deleteAlias(deps.db, { tenantId, modelName: name, alias, keyId: c.get("keyId") });
     if (removal.kind === "no_alias") throw await noSuchAlias(deps, tenantId, name, alias);
     forgetModel(deps, tenantId, name);
+    await audit(c, deps, "alias.deleted", `${name}@${alias}`);
     c.get("logger").info({ model: name, alias }, "alias deleted");
     return c.body(null, 204);
   });

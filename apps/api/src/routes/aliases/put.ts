@@ -9,6 +9,7 @@ import { JSON_BODY_ERRORS, notFound } from "../responses.ts";
 import { AliasParamsSchema } from "./params.ts";
 import { presentAlias } from "./present.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 export const putAliasRoute = createRoute({
   method: "put",
@@ -67,6 +68,7 @@ export function registerPutAlias(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void 
       throw validationError(issues);
     }
     forgetModel(deps, tenantId, name);
+    await audit(c, deps, "alias.set", `${name}@${alias}`, { revision: change.alias.revision, routing });
     c.get("logger").info({ model: name, alias, revision: change.alias.revision, routing }, "alias set");
     return c.json(presentAlias(change.alias), change.created ? 201 : 200);
   });

@@ -9,6 +9,7 @@ import { AliasParamsSchema } from "./params.ts";
 import { presentAlias } from "./present.ts";
 import { noSuchAlias } from "./require-alias.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 export const rollbackAliasRoute = createRoute({
   method: "post",
@@ -38,6 +39,7 @@ export function registerRollbackAlias(app: OpenAPIHono<AppEnv>, deps: ApiDeps): 
     if (outcome.kind === "nothing_earlier") throw new ApiError("conflict", `cannot roll '${name}@${alias}' back: ${outcome.reason}`);
     if (outcome.kind === "invalid") throw validationError(outcome.issues.map((issue) => ({ field: `previous routing: ${issue.field}`, message: issue.message })));
     forgetModel(deps, tenantId, name);
+    await audit(c, deps, "alias.rolled_back", `${name}@${alias}`, { revision: outcome.alias.revision, routing: outcome.to });
     c.get("logger").info({ model: name, alias, revision: outcome.alias.revision, routing: outcome.to }, "alias rolled back");
     return c.json(presentAlias(outcome.alias), 200);
   });

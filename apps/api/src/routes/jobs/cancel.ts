@@ -7,6 +7,7 @@ import { ApiError } from "../../errors.ts";
 import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 export const cancelJobRoute = createRoute({
   method: "post",
@@ -36,6 +37,7 @@ export function registerCancelJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     if (!outcome.cancelled) throw new ApiError("conflict", `job '${id}' has already finished (${outcome.job.status})`);
     await publishJobFinished(deps.redis, deps.queuePrefix, id);
     const unqueued = await unqueueChunks(deps.queue, outcome.queuedChunkIds);
+    await audit(c, deps, "job.cancelled", id);
     c.get("logger").info({ jobId: id, unqueued }, "job cancelled");
     return c.json(presentJob(outcome.job), 200);
   });

@@ -27,6 +27,7 @@ import { assertValidRows } from "../validate-rows.ts";
 import { assertDeliverableUrl } from "../webhooks/check-url.ts";
 import { claimCsvKey, claimJsonKey, keyTakenOver } from "./idempotency.ts";
 import { needs } from "../../auth/scopes.ts";
+import { auditInBackground } from "../audit/record.ts";
 
 /** JSON jobs up to this size default to the interactive lane. */
 const INTERACTIVE_MAX_ROWS = 1000;
@@ -120,6 +121,7 @@ export function registerCreateJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     } else {
       deps.metrics.jobs.inc({ format });
       deps.metrics.rows.inc({ format }, job.totalRows);
+      auditInBackground(c, deps, "job.created", job.id, { format, model: job.modelVersionId, rows: job.totalRows });
     }
     return c.json(presentJob(job), 202);
   });
@@ -161,6 +163,8 @@ async function acceptJson(c: Context<AppEnv>, deps: ApiDeps, resolveModel: Model
   }
   let created;
   try {
+    // Here, past every check of the rows and a replay: a refusal (429) frees the key like any failure.
+    await deps.rateLimits?.admitJob(c, body.inputs.length);
     created = await deps.jobWriter.add({
       tenantId,
       modelVersionId: modelVersion.id,
@@ -229,6 +233,8 @@ async function acceptCsv(c: Context<AppEnv>, deps: ApiDeps, resolveModel: ModelR
   const { model: modelVersion, alias } = await resolveModel(tenantId, query.data.model, query.data.routing_key);
   const webhookUrl = query.data.webhook_url === undefined ? undefined : await assertDeliverableUrl(query.data.webhook_url, deps.webhookPolicy, "webhook_url");
   const url = new URL(c.req.url);
+  // Before a byte of the file is read: a tenant over its limits is refused at once (429).
+  await deps.rateLimits?.admitUpload(c);
   try {
     let csv = await openCsvStream(c.req.raw, deps.limits.maxUploadBytes, { incoming: c.env?.incoming, outgoing: c.env?.outgoing });
     const idempotencyKey = c.req.header("idempotency-key");

@@ -6,6 +6,7 @@ import { ApiError } from "../../errors.ts";
 import { notFound, PARAM_ERRORS } from "../responses.ts";
 import { JobIdParamsSchema } from "./params.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 export const deleteJobRoute = createRoute({
   method: "delete",
@@ -32,6 +33,7 @@ export function registerDeleteJob(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
     if (!deleted) throw new ApiError("not_found", `no job '${id}'`);
     await unqueueChunks(deps.queue, deleted.queuedChunkIds);
     await publishJobFinished(deps.redis, deps.queuePrefix, id);
+    await audit(c, deps, "job.deleted", id);
     c.get("logger").info({ jobId: id }, "job deleted");
     return c.body(null, 204);
   });

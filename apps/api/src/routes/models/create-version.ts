@@ -18,6 +18,7 @@ import { limitBody } from "../../middleware/body-limit.ts";
 import { PARAM_ERRORS, problem } from "../responses.ts";
 import { presentModelVersion } from "./present.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 const BINARY = { schema: z.string().openapi({ type: "string", format: "binary" }) };
 /** Media types of a tar archive, gzip'd or not; which one is told by the body's first bytes. */
@@ -113,6 +114,7 @@ export function registerCreateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
         : null;
     c.get("logger").info({ model: name, version: version.version, sha256: stored.sha256, created }, "model version registered");
     if (created) forgetModel(deps, c.get("tenantId"), name);
+    if (created) await audit(c, deps, "model_version.created", `${name}@${version.version}`, { sha256: stored.sha256 });
     return c.json(presentModelVersion(relimited ?? version), created ? 201 : 200);
   });
 }

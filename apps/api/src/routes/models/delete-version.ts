@@ -6,6 +6,7 @@ import { ApiError } from "../../errors.ts";
 import { forgetModel } from "../model-resolver.ts";
 import { notFound, PARAM_ERRORS, problem } from "../responses.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 export const deleteModelVersionRoute = createRoute({
   method: "delete",
@@ -56,6 +57,7 @@ export function registerDeleteModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
         return false;
       });
     }
+    await audit(c, deps, "model_version.deleted", `${name}@${version}`);
     c.get("logger").info({ model: name, version, fileRemoved }, "model version deleted");
     return c.body(null, 204);
   });

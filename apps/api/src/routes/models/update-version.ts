@@ -7,6 +7,7 @@ import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, notFound } from "../responses.ts";
 import { presentModelVersion } from "./present.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 export const updateModelVersionRoute = createRoute({
   method: "patch",
@@ -46,6 +47,7 @@ export function registerUpdateModelVersion(app: OpenAPIHono<AppEnv>, deps: ApiDe
       { description, labels },
     );
     if (!updated) throw new ApiError("not_found", `model '${name}' has no version ${version}`);
+    await audit(c, deps, "model_version.updated", `${name}@${version}`, { batching, ...(description !== undefined ? { description } : {}), ...(labels !== undefined ? { labels } : {}) });
     c.get("logger").info({ model: name, version, batching, description: description !== undefined, labels: labels !== undefined }, "model version changed");
     return c.json(presentModelVersion(updated, await listAliases(deps.db, tenantId, name)), 200);
   });

@@ -116,6 +116,7 @@ export function registerPredict(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
       throw validationError([{ field: "inputs", message: `a predict request takes at most ${maxRows} rows (PREDICT_MAX_ROWS), got ${body.inputs.length}; submit a job for more` }]);
     }
     assertValidRows(body.inputs, model.inputs);
+    await deps.rateLimits?.admitRows(c, body.inputs.length);
     const { results, cache } = await deps.predict.predict({ tenantId, model, alias, rows: body.inputs, cache: cacheMode(c.req.header("cache-control")), protocol: "v1" });
     const outputs: ResultRow[] = results.map((result, index) => ({ index, ...result }));
     c.header(PREDICT_CACHE_HEADER, cache);

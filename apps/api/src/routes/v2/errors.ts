@@ -2,6 +2,7 @@ import type { Problem } from "@coalesce/contracts";
 import { z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../../context.ts";
+import { RATE_LIMIT_HEADERS } from "../responses.ts";
 import { V2ErrorSchema } from "./schemas.ts";
 
 /**
@@ -52,5 +53,10 @@ export const V2_MODEL_ERRORS = {
   },
   403: v2Error("The key or token lacks the scope this route needs (models:read; jobs:write to infer)"),
   404: v2Error("The tenant has no such model, or no such version of it"),
+  429: {
+    description: "The key passed its requests per second, or (infer) the tenant its rows per minute; retry after Retry-After seconds",
+    headers: RATE_LIMIT_HEADERS,
+    content: V2_ERROR_CONTENT,
+  },
   503: v2Unavailable("Postgres or Redis cannot be reached; retry after Retry-After seconds"),
 };

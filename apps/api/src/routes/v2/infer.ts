@@ -130,6 +130,7 @@ export function registerV2Infer(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
     const { model, alias } = await route(tenantId, ref, c.req.header(ROUTING_KEY_HEADER));
     const outputs = asBadRequest(() => selectOutputs(model.outputs, body.outputs));
     const rows = asBadRequest(() => rowsFromV2Inputs(body.inputs, model.inputs, deps.predict.settings.maxRows));
+    await deps.rateLimits?.admitRows(c, rows.length);
     const { results, cache } = await deps.predict.predict({ tenantId, model, alias, rows, cache: cacheMode(c.req.header("cache-control")), protocol: "v2" });
     const tensors = asBadRequest(() => stackOutputs(results, outputs));
     const text = writeInferResponse({ model_name: model.modelName, model_version: String(model.version), id: body.id, outputs: tensors });

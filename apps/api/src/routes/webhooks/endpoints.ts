@@ -23,6 +23,7 @@ import { assertDeliverableUrl } from "./check-url.ts";
 import { WebhookIdParamsSchema } from "./params.ts";
 import { presentWebhook } from "./present.ts";
 import { needs } from "../../auth/scopes.ts";
+import { audit } from "../audit/record.ts";
 
 const TAGS = ["Webhooks"];
 const json = <T>(schema: T) => ({ "application/json": { schema } });
@@ -115,6 +116,7 @@ export function registerWebhookEndpointRoutes(app: OpenAPIHono<AppEnv>, deps: Ap
       description: body.description ?? null,
       secret: generateSecret(),
     });
+    await audit(c, deps, "webhook.created", record.id, { url, events: record.events });
     c.get("logger").info({ webhookId: record.id, url, events: record.events }, "webhook endpoint registered");
     return c.json({ ...presentWebhook(record), secret: record.secret }, 201);
   });
@@ -148,6 +150,7 @@ export function registerWebhookEndpointRoutes(app: OpenAPIHono<AppEnv>, deps: Ap
   app.openapi(deleteWebhookRoute, async (c) => {
     const { id } = c.req.valid("param");
     if (!(await deleteWebhookEndpoint(deps.db, c.get("tenantId"), id))) throw new ApiError("not_found", `no webhook endpoint '${id}'`);
+    await audit(c, deps, "webhook.deleted", id);
     return c.body(null, 204);
   });
 
