@@ -321,11 +321,15 @@ describe("failed authentication is throttled per client address", () => {
     expect(retryAfter).toBeGreaterThanOrEqual(1);
     expect(retryAfter).toBeLessThanOrEqual(2);
     expect(((await refused.json()) as { code: string }).code).toBe("rate_limited");
-    // Refused before any lookup, so even a good key waits.
+    // Refused before any lookup, so a key not seen working lately waits too.
     expect((await send(keyAuth)).status).toBe(429);
     // Health and docs are not behind it.
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     await sleep(retryAfter * 1000 + 100);
+    expect((await send(keyAuth)).status).toBe(200);
+    // A key that worked lately is not locked out by others' wrong keys from the same address (a proxy).
+    for (let i = 0; i < 6; i += 1) await send(`Bearer csk_test_guess_again_${i}`);
+    expect((await send("Bearer csk_test_guess_more")).status).toBe(429);
     expect((await send(keyAuth)).status).toBe(200);
   });
 

@@ -291,3 +291,31 @@ describe("the OpenAPI document", () => {
     expect(missing).toEqual([]);
   });
 });
+
+describe("who may loosen a limit", () => {
+  it("a tenant's admin may lower its limits, but only a platform admin may turn one off or raise it past the default", async () => {
+    const api = limitedApi({ requestsPerSecond: 100, rowsPerMinute: 1_000, queuedRows: 5_000 });
+    const own = await tenant(api, "loosen-tenant");
+    const patch = (auth: string, body: unknown) =>
+      api.app.request("/v1/tenant", { method: "PATCH", headers: { Authorization: auth, "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const createKey = (auth: string, body: unknown) =>
+      api.app.request("/v1/api-keys", { method: "POST", headers: { Authorization: auth, "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+    expect((await patch(own.auth, { quota_queued_rows: 100, rate_limit_rows_per_minute: 10 })).status).toBe(200);
+    expect((await patch(own.auth, { quota_queued_rows: null })).status).toBe(200);
+    const off = await expectProblem(await patch(own.auth, { quota_queued_rows: 0 }), 403, "forbidden");
+    expect(off.detail).toMatch(/^quota_queued_rows: only an admin of the platform tenant/);
+    await expectProblem(await patch(own.auth, { rate_limit_rows_per_minute: 1_001 }), 403, "forbidden");
+    await expectProblem(await createKey(own.auth, { name: "unlimited", scopes: ["jobs:read"], rate_limit_rps: 0 }), 403, "forbidden");
+    expect((await createKey(own.auth, { name: "slower", scopes: ["jobs:read"], rate_limit_rps: 5 })).status).toBe(201);
+
+    // The platform's own admins run the service: they may.
+    const platform = await tenant(api, "platform");
+    const { name } = await api.db.prisma.tenant.findUniqueOrThrow({ where: { id: platform.tenantId } });
+    const asPlatform = createApp({ ...api.deps, platformTenant: name });
+    const send = (path: string, method: string, body: unknown) =>
+      asPlatform.request(path, { method, headers: { Authorization: platform.auth, "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect((await send("/v1/tenant", "PATCH", { quota_queued_rows: 0 })).status).toBe(200);
+    expect((await send("/v1/api-keys", "POST", { name: "unlimited", scopes: ["jobs:read"], rate_limit_rps: 0 })).status).toBe(201);
+  });
+});

@@ -101,7 +101,7 @@ export class RateLimits {
     const policy: Policy = read
       ? { name: "reads", quota: perSecond * READS_PER_REQUEST_LIMIT, windowSeconds: 1 }
       : { name: "requests", quota: perSecond, windowSeconds: 1 };
-    const outcome = await this.#consume(this.#limiter(policy.name, policy.quota, 1, true), principal.actor, 1);
+    const outcome = await this.#consume(this.#limiter(policy.name, policy.quota, 1, true), `${principal.tenantId}:${principal.actor}`, 1);
     if (outcome === null) return;
     if (!("refused" in outcome)) {
       advertise(c, policy, outcome.remainingPoints, secondsUntil(outcome.msBeforeNext));

@@ -31,6 +31,9 @@ const MAX_ADDRESSES = 100_000;
 
 const REALM = 'Bearer realm="coalesce"';
 
+/** How long a credential that authenticated may pass an address's failure throttle (it is still checked each time). */
+const RECENTLY_VALID_MS = 10 * 60_000;
+
 /** How the API authenticates, beside its API keys (from env: AUTH_JWT_*, AUTH_FAILURE_*, TRUST_PROXY). */
 export type AuthOptions = {
   /** Verifies JWT bearer tokens; null or absent: only API keys are accepted. */
@@ -78,20 +81,29 @@ export function requireApiKey(db: Database, scopes: ScopeTable, options: AuthOpt
     return { tenantId: owner.tenantId, actor: owner.keyId, keyId: owner.keyId, scopes: owner.scopes, rateLimitRps: owner.rateLimitRps };
   };
 
+  // Credentials that authenticated lately: an address over its failure limit (behind a proxy, many
+  // clients share one) still lets these through, so someone else's wrong keys cannot lock them out.
+  const recentlyValid = new Map<string, number>();
+
   return async (c, next) => {
+    const match = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+    const credential = match?.[1];
+    const fingerprint = credential ? hashApiKey(credential) : null;
     const address = throttle.enabled ? clientAddress(c, options.trustProxy ?? false) : null;
     const wait = address ? throttle.retryAfterSeconds(address) : 0;
-    if (wait > 0) {
+    if (wait > 0 && !(fingerprint && (recentlyValid.get(fingerprint) ?? 0) > performance.now())) {
       const response = problemResponse(c, new ApiError("rate_limited", `too many failed authentications from this address; retry in ${wait} s`));
       response.headers.set("Retry-After", String(wait));
       return response;
     }
-    const match = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
-    const credential = match?.[1];
     let principal: Principal;
     try {
       if (!credential) throw new ApiError("unauthorized", "send your API key (or an OAuth 2.0 access token) as 'Authorization: Bearer <key>'");
       principal = await identify(c, credential);
+      if (fingerprint) {
+        if (recentlyValid.size >= MAX_REMEMBERED) recentlyValid.clear();
+        recentlyValid.set(fingerprint, performance.now() + RECENTLY_VALID_MS);
+      }
     } catch (error) {
       if (!(error instanceof ApiError) || error.code !== "unauthorized") throw error;
       if (address) throttle.fail(address);

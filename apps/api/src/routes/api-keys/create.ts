@@ -1,10 +1,11 @@
 import { allows, CreateApiKeyRequestSchema, CreatedApiKeySchema } from "@coalesce/contracts";
-import { createApiKey, ensureTenant, findTenant, recordAudit } from "@coalesce/db";
+import { createApiKey, ensureTenant, recordAudit } from "@coalesce/db";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { generateApiKey, hashApiKey } from "../../auth/api-keys.ts";
 import { needs } from "../../auth/scopes.ts";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError, validationError } from "../../errors.ts";
+import { assertNoLoosening, isPlatformTenant } from "../../limits/loosening.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { audit } from "../audit/record.ts";
 import { JSON_BODY_ERRORS, problem } from "../responses.ts";
@@ -47,10 +48,10 @@ export function registerCreateApiKey(app: OpenAPIHono<AppEnv>, deps: ApiDeps): v
     }
     const tenantId = c.get("tenantId");
     let target = { id: tenantId, name: null as string | null };
+    await assertNoLoosening(deps, tenantId, [{ field: "rate_limit_rps", value: body.rate_limit_rps, serverDefault: (limits) => limits.requestsPerSecond }]);
     if (body.tenant !== undefined) {
       const platform = deps.platformTenant ?? DEFAULT_PLATFORM_TENANT;
-      const own = await findTenant(deps.db.prisma, tenantId);
-      if (own?.name !== platform) {
+      if (!(await isPlatformTenant(deps, tenantId))) {
         throw new ApiError("forbidden", `tenant: only an admin of the platform tenant ('${platform}', PLATFORM_TENANT) may create keys for another tenant; leave tenant out`);
       }
       const other = await ensureTenant(deps.db.prisma, body.tenant);
