@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { parseArgs } from "node:util";
 import { DEFAULT_DATABASE_URL } from "@coalesce/db";
 import pg from "pg";
 import { API_MAIN, freePort, startProcess, stopProcess, waitUntilReady, type ServiceProcess } from "../scripts/processes.ts";
@@ -66,4 +67,28 @@ export async function registerModel(bench: Bench, name: string, bytes: Uint8Arra
     body: bytes,
   });
   if (!response.ok) throw new Error(`registering ${name}: ${response.status} ${await response.text()}`);
+}
+
+/** A side-by-side bench's shape from its command line: `--rounds`, `--requests` per case and round, `--concurrency`, `--quick`. */
+export type RoundArgs = { rounds: number; requests: number; concurrency: number };
+
+/**
+ * Reads `--quick` (3 rounds of 500 requests), `--rounds N`, `--requests N` and `--concurrency N`
+ * (default 16); a full run is 8 rounds of 1,500 requests per case.
+ */
+export function parseRoundArgs(argv: string[] = process.argv.slice(2)): RoundArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      rounds: { type: "string" },
+      requests: { type: "string" },
+      concurrency: { type: "string", default: "16" },
+    },
+  });
+  return {
+    rounds: Math.max(1, Number(values.rounds ?? (values.quick ? 3 : 8))),
+    requests: Math.max(1, Number(values.requests ?? (values.quick ? 500 : 1500))),
+    concurrency: Math.max(1, Number(values.concurrency)),
+  };
 }

@@ -17,26 +17,15 @@
 import { readFile } from "node:fs/promises";
 import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { PREDICT_CACHE_HEADER } from "@coalesce/contracts";
 import { Pool } from "undici";
 import { freePort, ROOT, startProcess, stopProcess, WORKER_MAIN } from "../scripts/processes.ts";
 import { cpuPerJob, snapshotCpu, type CpuSnapshot } from "./cpu.ts";
-import { openBench, registerModel, type Bench } from "./harness.ts";
+import { openBench, parseRoundArgs, registerModel, type Bench } from "./harness.ts";
 import { scrape, warmPredict } from "./predict.ts";
 import { writeResults } from "./results.ts";
 
-const { values: args } = parseArgs({
-  options: {
-    quick: { type: "boolean", default: false },
-    rounds: { type: "string" },
-    requests: { type: "string" },
-    concurrency: { type: "string", default: "16" },
-  },
-});
-const ROUNDS = Math.max(1, Number(args.rounds ?? (args.quick ? 3 : 8)));
-const REQUESTS = Math.max(1, Number(args.requests ?? (args.quick ? 500 : 1500)));
-const CONCURRENCY = Math.max(1, Number(args.concurrency));
+const { rounds: ROUNDS, requests: REQUESTS, concurrency: CONCURRENCY } = parseRoundArgs();
 const WARMUP_REQUESTS = 200;
 
 const MODEL = "iris";

@@ -5,6 +5,7 @@ import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
 import { WebhookPolicyEnvShape } from "@coalesce/webhooks";
 import { createPublicKey } from "node:crypto";
 import { z } from "zod";
+import { DEFAULT_PLATFORM_TENANT } from "./auth/platform.ts";
 
 const MiB = 1024 * 1024;
 
@@ -198,7 +199,7 @@ export const ApiEnvSchema = z.object({
   PREDICT_CACHE_REDIS_URL: z.string().url().optional(),
   BOOTSTRAP_API_KEY: z.string().min(16, "use at least 16 characters").optional(),
   /** The tenant BOOTSTRAP_API_KEY belongs to; its admin keys may create keys for other tenants (POST /v1/api-keys `tenant`). */
-  PLATFORM_TENANT: z.string().min(1).max(200).default("default"),
+  PLATFORM_TENANT: z.string().min(1).max(200).default(DEFAULT_PLATFORM_TENANT),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
   ...WebhookPolicyEnvShape,

@@ -5,7 +5,6 @@ export { migrate, MIGRATIONS_DIR, type MigrateOptions, type MigrateResult } from
 export * from "./repositories/api-keys.ts";
 export * from "./repositories/audit.ts";
 export * from "./repositories/tenants.ts";
-export * from "./repositories/tenant-limits.ts";
 export * from "./repositories/chunks.ts";
 export * from "./repositories/idempotency.ts";
 export * from "./repositories/jobs.ts";

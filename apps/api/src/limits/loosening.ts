@@ -1,13 +1,6 @@
-import { findTenant } from "@coalesce/db";
 import type { ApiDeps } from "../context.ts";
 import { ApiError } from "../errors.ts";
-import { DEFAULT_PLATFORM_TENANT } from "../routes/api-keys/create.ts";
-
-/** Whether the tenant is the platform's own (PLATFORM_TENANT), whose admins run the service. */
-export async function isPlatformTenant(deps: Pick<ApiDeps, "db" | "platformTenant">, tenantId: string): Promise<boolean> {
-  const own = await findTenant(deps.db.prisma, tenantId);
-  return own?.name === (deps.platformTenant ?? DEFAULT_PLATFORM_TENANT);
-}
+import { isPlatformTenant } from "../auth/platform.ts";
 
 /**
  * The limits protect every tenant from one: a tenant's own admin may tighten its limits (or go back

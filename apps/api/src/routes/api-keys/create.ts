@@ -5,14 +5,14 @@ import { generateApiKey, hashApiKey } from "../../auth/api-keys.ts";
 import { needs } from "../../auth/scopes.ts";
 import type { ApiDeps, AppEnv } from "../../context.ts";
 import { ApiError, validationError } from "../../errors.ts";
-import { assertNoLoosening, isPlatformTenant } from "../../limits/loosening.ts";
+import { isPlatformTenant, platformTenantName } from "../../auth/platform.ts";
+import { assertNoLoosening } from "../../limits/loosening.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { audit } from "../audit/record.ts";
 import { JSON_BODY_ERRORS, problem } from "../responses.ts";
 import { presentApiKey } from "./present.ts";
 
 /** The tenant BOOTSTRAP_API_KEY makes, when ApiDeps does not name another. */
-export const DEFAULT_PLATFORM_TENANT = "default";
 
 export const createApiKeyRoute = createRoute({
   method: "post",
@@ -50,7 +50,7 @@ export function registerCreateApiKey(app: OpenAPIHono<AppEnv>, deps: ApiDeps): v
     let target = { id: tenantId, name: null as string | null };
     await assertNoLoosening(deps, tenantId, [{ field: "rate_limit_rps", value: body.rate_limit_rps, serverDefault: (limits) => limits.requestsPerSecond }]);
     if (body.tenant !== undefined) {
-      const platform = deps.platformTenant ?? DEFAULT_PLATFORM_TENANT;
+      const platform = platformTenantName(deps);
       if (!(await isPlatformTenant(deps, tenantId))) {
         throw new ApiError("forbidden", `tenant: only an admin of the platform tenant ('${platform}', PLATFORM_TENANT) may create keys for another tenant; leave tenant out`);
       }

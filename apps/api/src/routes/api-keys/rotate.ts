@@ -5,12 +5,13 @@ import type { Context } from "hono";
 import { generateApiKey, hashApiKey } from "../../auth/api-keys.ts";
 import { needs } from "../../auth/scopes.ts";
 import type { ApiDeps, AppEnv } from "../../context.ts";
-import { ApiError, fromZodError } from "../../errors.ts";
+import { ApiError } from "../../errors.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { audit } from "../audit/record.ts";
 import { JSON_BODY_ERRORS, notFound, problem } from "../responses.ts";
 import { ApiKeyIdParamsSchema } from "./params.ts";
 import { presentApiKey } from "./present.ts";
+import { readOptionalJsonBody } from "../optional-body.ts";
 
 export const rotateApiKeyRoute = createRoute({
   method: "post",
@@ -34,18 +35,7 @@ export const rotateApiKeyRoute = createRoute({
 
 /** The body is optional: none means the default overlap. */
 async function readOverlapSeconds(c: Context<AppEnv>): Promise<number> {
-  const text = await c.req.text();
-  let body: unknown = {};
-  if (text.trim() !== "") {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new ApiError("invalid_json", "the request body is not valid JSON");
-    }
-  }
-  const parsed = RotateApiKeyRequestSchema.safeParse(body);
-  if (!parsed.success) throw fromZodError(parsed.error);
-  return parsed.data.overlap_seconds;
+  return (await readOptionalJsonBody(c, RotateApiKeyRequestSchema)).overlap_seconds;
 }
 
 export function registerRotateApiKey(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {

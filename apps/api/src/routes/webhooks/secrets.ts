@@ -10,11 +10,12 @@ import { generateSecret } from "@coalesce/webhooks";
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { ApiDeps, AppEnv } from "../../context.ts";
-import { ApiError, fromZodError } from "../../errors.ts";
+import { ApiError } from "../../errors.ts";
 import { limitBody } from "../../middleware/body-limit.ts";
 import { JSON_BODY_ERRORS, notFound, V1_ERRORS } from "../responses.ts";
 import { WebhookIdParamsSchema } from "./params.ts";
 import { needs } from "../../auth/scopes.ts";
+import { readOptionalJsonBody } from "../optional-body.ts";
 
 const TAGS = ["Webhooks"];
 const secretResponse = { description: "The secret", content: { "application/json": { schema: WebhookSecretSchema } } };
@@ -60,18 +61,7 @@ const rotateDefaultSecretRoute = createRoute({
 
 /** The rotation body is optional: no body means the default overlap. */
 async function readOverlapSeconds(c: Context<AppEnv>): Promise<number> {
-  const text = await c.req.text();
-  let body: unknown = {};
-  if (text.trim() !== "") {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new ApiError("invalid_json", "the request body is not valid JSON");
-    }
-  }
-  const parsed = RotateSecretRequestSchema.safeParse(body);
-  if (!parsed.success) throw fromZodError(parsed.error);
-  return parsed.data.overlap_seconds;
+  return (await readOptionalJsonBody(c, RotateSecretRequestSchema)).overlap_seconds;
 }
 
 function presentSecret(record: SecretRecord, now = new Date()): WebhookSecret {
