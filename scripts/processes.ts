@@ -1,12 +1,20 @@
 // Starting the API and worker as real processes, for `npm start`, the demo and end-to-end tests.
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 
 export const ROOT = path.resolve(import.meta.dirname, "..");
-// COALESCE_API_MAIN / COALESCE_WORKER_MAIN name other entry points, e.g. esbuild bundles (.mjs, run without tsx).
-export const API_MAIN = process.env.COALESCE_API_MAIN ?? path.join(ROOT, "apps/api/src/main.ts");
-export const WORKER_MAIN = process.env.COALESCE_WORKER_MAIN ?? path.join(ROOT, "apps/worker/src/main.ts");
+/**
+ * The services run compiled, as in production: `npm run build` writes each app's dist/ (npm start, test and demo
+ * build first). COALESCE_FROM_SOURCE=1 runs their TypeScript under tsx instead, for the dev loop (`npm run
+ * dev`); COALESCE_API_MAIN / COALESCE_WORKER_MAIN name any other entry point.
+ */
+const FROM_SOURCE = process.env.COALESCE_FROM_SOURCE === "1";
+export const API_MAIN = process.env.COALESCE_API_MAIN ?? path.join(ROOT, FROM_SOURCE ? "apps/api/src/main.ts" : "apps/api/dist/main.js");
+export const WORKER_MAIN = process.env.COALESCE_WORKER_MAIN ?? path.join(ROOT, FROM_SOURCE ? "apps/worker/src/main.ts" : "apps/worker/dist/main.js");
+/** Node flags that run the repository's TypeScript: tsx, and the packages' exports resolved to their src/. */
+export const SOURCE_NODE_ARGS = ["--conditions=@coalesce/source", "--import", "tsx"];
 
 export type ServiceProcess = { name: string; child: ChildProcess; exited: Promise<number | null> };
 
@@ -18,7 +26,7 @@ export type ServiceProcess = { name: string; child: ChildProcess; exited: Promis
  */
 export const SERVICE_NODE_ARGS = ["--max-semi-space-size=32"];
 
-/** Runs an entry point (TypeScript under tsx) with extra environment; output goes to `stdio`. */
+/** Runs an entry point (compiled JavaScript, or TypeScript under tsx) with extra environment; output goes to `stdio`. */
 export function startProcess(
   name: string,
   entry: string,
@@ -27,7 +35,8 @@ export function startProcess(
 ): ServiceProcess {
   // e.g. COALESCE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the services.
   const nodeArgs = [...SERVICE_NODE_ARGS, ...(process.env.COALESCE_NODE_ARGS?.split(" ").filter(Boolean) ?? [])];
-  const loader = entry.endsWith(".ts") ? ["--import", "tsx"] : [];
+  const loader = entry.endsWith(".ts") ? SOURCE_NODE_ARGS : [];
+  if (!existsSync(entry)) throw new Error(`${entry} does not exist: run \`npm run build\` first (or set COALESCE_FROM_SOURCE=1)`);
   const child = spawn(process.execPath, [...nodeArgs, ...loader, entry], {
     cwd: ROOT,
     env: { ...process.env, ...env },

@@ -84,7 +84,7 @@ describe("refusing to start", () => {
   /** The API's own entry point with only `env`: it must fail while reading its configuration, before it connects to anything. */
   async function startMain(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
     try {
-      const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", API_MAIN], {
+      const { stdout, stderr } = await promisify(execFile)(process.execPath, [API_MAIN], {
         cwd: ROOT,
         env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", MIGRATE_ON_START: "false", DATABASE_URL: "postgresql://nobody@127.0.0.1:1/none", ...env },
         timeout: 30_000,

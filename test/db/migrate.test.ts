@@ -42,9 +42,10 @@ describe("migrations", () => {
   it("several processes starting at once apply each migration exactly once", async () => {
     const services = await emptySchema();
     const committed = (await readdir(MIGRATIONS_DIR, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
-    const cli = path.join(ROOT, "packages/db/src/migrate/cli.ts");
+    // The compiled CLI, as `npm run db:migrate` and the images run it.
+    const cli = path.join(ROOT, "packages/db/dist/migrate/cli.js");
     const outputs = await Promise.all(
-      [1, 2, 3].map(() => run(process.execPath, ["--import", "tsx", cli], { cwd: ROOT, env: { ...process.env, DATABASE_URL: services.databaseUrl } })),
+      [1, 2, 3].map(() => run(process.execPath, [cli], { cwd: ROOT, env: { ...process.env, DATABASE_URL: services.databaseUrl } })),
     );
     const appliedLines = outputs.flatMap((output) => output.stdout.split("\n").filter((line) => line.startsWith("applied ")));
     expect(await appliedMigrations(services.databaseUrl)).toEqual(committed);

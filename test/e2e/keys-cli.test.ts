@@ -6,7 +6,8 @@ import { ROOT } from "../../scripts/processes.ts";
 import { createTestApi, createTestServices, type TestApi, type TestServices } from "../support/services.ts";
 
 const run = promisify(execFile);
-const CLI = path.join(ROOT, "apps/api/src/cli/create-key.ts");
+// The compiled command that `npm run keys:create` runs.
+const CLI = path.join(ROOT, "apps/api/dist/cli/create-key.js");
 let services: TestServices;
 let api: TestApi;
 
@@ -21,7 +22,7 @@ afterAll(async () => {
 });
 
 function createKey(...args: string[]) {
-  return run(process.execPath, ["--import", "tsx", CLI, ...args], {
+  return run(process.execPath, [CLI, ...args], {
     cwd: ROOT,
     env: { ...process.env, DATABASE_URL: services.databaseUrl },
   });

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// The installed `coalesce` command: the CLI is TypeScript run by tsx, like every process in this repository.
-import { register } from "tsx/esm/api";
-
-register();
-await import("../src/main.ts");
+// The installed `coalesce` command runs the compiled CLI (`npm ci` builds it; after editing the source,
+// `npm run build`).
+await import("../dist/main.js").catch((error) => {
+  if (error?.code !== "ERR_MODULE_NOT_FOUND" || !String(error.message).includes("/dist/main.js")) throw error;
+  console.error("coalesce: the CLI is not built yet; run `npm run build` in the repository first.");
+  process.exit(1);
+});

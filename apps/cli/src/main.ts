@@ -1,4 +1,4 @@
-// `coalesce ...`: bin/coalesce.mjs loads tsx, then this file.
+// `coalesce ...`: bin/coalesce.mjs runs this file's compiled form (dist/main.js).
 import { run } from "./cli.ts";
 
 // exitCode rather than exit(), so stdout is flushed into a pipe before the process ends.

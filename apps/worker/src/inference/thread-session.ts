@@ -24,11 +24,18 @@ export type ModelSession = {
   release(): Promise<void>;
 };
 
-const THREAD_ENTRY = new URL("./inference-thread.ts", import.meta.url).href;
-// The thread starts without the parent's module hooks, so it registers tsx itself before loading
-// the TypeScript entry (resolved here, so the thread does not depend on the working directory).
-const TSX_API = import.meta.resolve("tsx/esm/api");
-const BOOTSTRAP = `import(${JSON.stringify(TSX_API)}).then(({ register }) => { register(); return import(${JSON.stringify(THREAD_ENTRY)}); });`;
+/**
+ * How a thread starts. Compiled (dist/*.js, as in production) it runs the thread's JavaScript file.
+ * From source (under tsx, the dev loop and unit tests) the thread starts without the parent's module
+ * hooks, so it registers tsx itself before loading the TypeScript entry (resolved here, so the thread
+ * does not depend on the working directory, and tsx is never needed by a compiled worker).
+ */
+function threadEntry(): { code: string | URL; eval: boolean } {
+  if (import.meta.url.endsWith(".js")) return { code: new URL("./inference-thread.js", import.meta.url), eval: false };
+  const entry = new URL("./inference-thread.ts", import.meta.url).href;
+  const tsxApi = import.meta.resolve("tsx/esm/api");
+  return { code: `import(${JSON.stringify(tsxApi)}).then(({ register }) => { register(); return import(${JSON.stringify(entry)}); });`, eval: true };
+}
 
 /**
  * An onnxruntime session on a worker thread of its own. onnxruntime-node's `run` executes on the
@@ -73,7 +80,8 @@ export class ThreadSession implements ModelSession {
    * loadSessionWithFallback). `onExit` hears of the thread ending for any reason, release included.
    */
   static async open(setup: ThreadSetup, onExit: (session: ThreadSession) => void = () => {}): Promise<Omit<FallbackSession, "session"> & { session: ThreadSession }> {
-    const worker = new Worker(BOOTSTRAP, { eval: true, workerData: setup });
+    const entry = threadEntry();
+    const worker = new Worker(entry.code, { eval: entry.eval, workerData: setup });
     const loaded = await new Promise<Extract<ThreadReply, { type: "loaded" }>>((resolve, reject) => {
       const onExitEarly = (code: number) => reject(new Error(`the inference thread exited while loading the model (code ${code})`));
       worker.once("exit", onExitEarly);
