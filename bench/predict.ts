@@ -74,9 +74,9 @@ function histogramTotals(metricsText: string, name: string, labels: Record<strin
 export type ServedTotals = {
   /** coalesce_batch_rows for the model's interactive lane: rows run and runs. */
   batchRows: { sum: number; count: number; provider: string[] };
-  /** coalesce_batch_wait_ms (oldest row's wait for its batch to fill) and coalesce_onnx_run_ms, same lane. */
-  batchWaitMs: { sum: number; count: number };
-  runMs: { sum: number; count: number };
+  /** coalesce_batch_wait_seconds (oldest row's wait for its batch to fill) and coalesce_onnx_run_seconds, same lane. */
+  batchWaitS: { sum: number; count: number };
+  runS: { sum: number; count: number };
   /** The API's coalesce_http_request_duration_seconds for the predict route, and coalesce_predict_duration_seconds (validated to answered). */
   apiRequestS: { sum: number; count: number };
   apiPredictS: { sum: number; count: number };
@@ -92,8 +92,8 @@ export function servedTotals(workerText: string, apiText: string, model: string)
   const lane = { model, lane: "interactive" };
   return {
     batchRows: histogramTotals(workerText, "coalesce_batch_rows", lane),
-    batchWaitMs: histogramTotals(workerText, "coalesce_batch_wait_ms", lane),
-    runMs: histogramTotals(workerText, "coalesce_onnx_run_ms", lane),
+    batchWaitS: histogramTotals(workerText, "coalesce_batch_wait_seconds", lane),
+    runS: histogramTotals(workerText, "coalesce_onnx_run_seconds", lane),
     apiRequestS: histogramTotals(apiText, "coalesce_http_request_duration_seconds", { route: "/v1/models/:name/predict", status: "200" }),
     apiPredictS: histogramTotals(apiText, "coalesce_predict_duration_seconds", { protocol: "v1", outcome: "ok" }),
   };
@@ -124,9 +124,9 @@ export function predictRecord(sent: { latencies: number[]; seconds: number }, be
     servedMs: {
       api_request_mean_ms: meanDelta(after.apiRequestS, before.apiRequestS, 1000),
       api_predict_mean_ms: meanDelta(after.apiPredictS, before.apiPredictS, 1000),
-      batch_wait_mean_ms: meanDelta(after.batchWaitMs, before.batchWaitMs, 1),
-      onnx_run_mean_ms: meanDelta(after.runMs, before.runMs, 1),
-      runs: after.runMs.count - before.runMs.count,
+      batch_wait_mean_ms: meanDelta(after.batchWaitS, before.batchWaitS, 1000),
+      onnx_run_mean_ms: meanDelta(after.runS, before.runS, 1000),
+      runs: after.runS.count - before.runS.count,
     },
   };
 }

@@ -295,7 +295,7 @@ async function main(): Promise<void> {
   // Enough connections for the load; undici's request API costs the load generator the least CPU of Node's clients.
   const http = new Pool(bench.baseUrl, { connections: Math.max(CONCURRENCY, 16) });
   const metricsPort = await freePort();
-  // LOG_LEVEL warn: at info the worker writes a line per batch, which would weigh on every case.
+  // LOG_LEVEL warn (bench.env): the benches measure the service, not its logging.
   const worker = startProcess("worker", WORKER_MAIN, { ...bench.env, METRICS_PORT: String(metricsPort) });
   const results: Record<string, unknown>[] = [];
   try {

@@ -49,6 +49,28 @@ describe("Idempotency-Key on POST /v1/jobs", () => {
     expect(await jobCount()).toBe(before + 1);
   });
 
+  it("takes over a key whose first request died between claiming it and writing its job", async () => {
+    // The claim a dead API process leaves: the same request's hash, no job, not seen for 10 s.
+    expect((await submit(body, "key-template")).status).toBe(202);
+    const { rows } = await suite.api.db.pool.query<{ tenant_id: string; request_hash: string }>(
+      `SELECT tenant_id, request_hash FROM idempotency_keys WHERE key = 'key-template'`,
+    );
+    const template = rows[0] as { tenant_id: string; request_hash: string };
+    await suite.api.db.pool.query(
+      `INSERT INTO idempotency_keys (tenant_id, key, request_hash, created_at, seen_at) VALUES ($1, 'key-orphaned', $2, now() - interval '10 seconds', now() - interval '10 seconds')`,
+      [template.tenant_id, template.request_hash],
+    );
+    const before = await jobCount();
+    const retry = await submit(body, "key-orphaned");
+    expect(retry.status).toBe(202);
+    const job = (await retry.json()) as Job;
+    expect(await jobCount()).toBe(before + 1);
+    // The key is the retry's now: a repeat replays its job.
+    const again = await submit(body, "key-orphaned");
+    expect(again.headers.get("idempotent-replayed")).toBe("true");
+    expect(((await again.json()) as Job).id).toBe(job.id);
+  });
+
   it("keeps keys per tenant, and without a key every request is a new job", async () => {
     const other = await suite.api.createTenant("idempotency-other");
     expect((await uploadModel(suite.api, other, "iris", fixture("iris.onnx"))).status).toBe(201);

@@ -346,6 +346,15 @@ describe("failed authentication is throttled per client address", () => {
     const direct = appWith({ failureLimit: 3, failureWindowMs: 10_000 });
     for (let i = 0; i < 6; i += 1) expect((await from(direct, "203.0.113.7")).status).toBe(401);
   });
+
+  it("counts failed sign-ins to the queue admin (HTTP Basic) and to /v1 against one budget per address", async () => {
+    const app = appWith({ failureLimit: 4, failureWindowMs: 10_000, trustProxy: true });
+    const wrongBasic = `Basic ${Buffer.from("admin:csk_test_wrong").toString("base64")}`;
+    for (let i = 0; i < 2; i += 1) expect((await call(app, wrongBasic, "GET", "/admin/queues", undefined, { "X-Forwarded-For": "203.0.113.9" })).status).toBe(401);
+    for (let i = 0; i < 2; i += 1) expect((await call(app, "Bearer csk_test_wrong", "GET", "/v1/models", undefined, { "X-Forwarded-For": "203.0.113.9" })).status).toBe(401);
+    expect((await call(app, wrongBasic, "GET", "/admin/queues", undefined, { "X-Forwarded-For": "203.0.113.9" })).status).toBe(429);
+    expect((await call(app, "Bearer csk_test_wrong", "GET", "/v1/models", undefined, { "X-Forwarded-For": "203.0.113.9" })).status).toBe(429);
+  });
 });
 
 describe("key lookups are remembered briefly", () => {

@@ -48,9 +48,16 @@ describe("docker/compose.yaml", () => {
       throw error;
     }
     const resolved = parse(stdout) as ComposeFile;
-    const { api, worker } = resolved.services;
-    // Published on this machine only unless API_BIND says otherwise.
-    expect(api?.ports).toEqual(["127.0.0.1:3000:3000/tcp"]);
+    const { api, worker, nginx } = resolved.services;
+    // The way in is nginx, published on this machine only unless PROXY_BIND says otherwise; the API
+    // publishes no port, so `--scale api=N` can start several, and trusts the proxy's X-Forwarded-For.
+    expect(nginx?.ports).toEqual(["127.0.0.1:80:80/tcp", "127.0.0.1:443:443/tcp"]);
+    expect(nginx?.build).toMatchObject({ context: path.join(ROOT, "docker/nginx") });
+    expect(api).not.toHaveProperty("ports");
+    expect(api).not.toHaveProperty("container_name");
+    expect(api?.environment).toMatchObject({ TRUST_PROXY: "true" });
+    // nginx refuses a body past the API's own upload limit, the same number.
+    expect(nginx?.environment?.COALESCE_MAX_BODY_SIZE).toBe(api?.environment?.MAX_UPLOAD_BYTES);
     expect(api?.build).toMatchObject({ context: ROOT, dockerfile: "docker/Dockerfile", target: "api" });
     expect(worker?.build).toMatchObject({ context: ROOT, dockerfile: "docker/Dockerfile", target: "worker" });
     // `--scale worker=N` needs a worker without a fixed name or host port.
@@ -66,8 +73,8 @@ describe("docker/compose.yaml", () => {
 
     const apiSpec = await readContainerSpec(resolved, "api");
     const workerSpec = await readContainerSpec(resolved, "worker");
-    expect(apiSpec.argv).toEqual(["node", "--import", "tsx", "apps/api/src/main.ts"]);
-    expect(workerSpec.argv).toEqual(["node", "--import", "tsx", "apps/worker/src/main.ts"]);
+    expect(apiSpec.argv).toEqual(["node", "apps/api/dist/main.js"]);
+    expect(workerSpec.argv).toEqual(["node", "apps/worker/dist/main.js"]);
     for (const spec of [apiSpec, workerSpec]) {
       expect(spec.env).toMatchObject({
         DATABASE_URL: expect.stringContaining("@postgres:5432/"),
@@ -79,7 +86,7 @@ describe("docker/compose.yaml", () => {
     expect(apiSpec.env).toMatchObject({ HOST: "0.0.0.0", PORT: "3000", BOOTSTRAP_API_KEY: DEVELOPMENT_BOOTSTRAP_API_KEY, NODE_ENV: "development" });
     // /metrics on a port of its own inside the compose network, never published (the API binds 0.0.0.0 in its container).
     expect(apiSpec.env).toMatchObject({ API_METRICS_PORT: "9464", METRICS_HOST: "0.0.0.0" });
-    expect(JSON.stringify(api?.ports)).not.toContain("9464");
+    expect(JSON.stringify(resolved.services)).not.toMatch(/:9464\//);
     // Every variable is one the process reads, and each value passes its env.ts.
     expect(Object.keys(apiSpec.env).filter((key) => !(key in ApiEnvSchema.shape) && !NODE_VARIABLES.includes(key))).toEqual([]);
     expect(Object.keys(workerSpec.env).filter((key) => !(key in WorkerEnvSchema.shape) && !NODE_VARIABLES.includes(key))).toEqual([]);
@@ -92,9 +99,27 @@ describe("docker/compose.yaml", () => {
     expect(loadApiEnv({ ...apiSpec.env, NODE_ENV: "production", BOOTSTRAP_API_KEY: "csk_0123456789abcdef0123" }).NODE_ENV).toBe("production");
   });
 
-  it.skipIf(SKIP_COMPOSE_CHECKS)("publishes the API on every interface only when API_BIND says so", async () => {
-    const { stdout } = await promisify(execFile)("docker-compose", ["-f", COMPOSE_FILE, "config"], { cwd: ROOT, env: { ...BASE_ENV, API_BIND: "0.0.0.0", API_PORT: "8080" } });
-    expect((parse(stdout) as ComposeFile).services.api?.ports).toEqual(["0.0.0.0:8080:3000/tcp"]);
+  it.skipIf(SKIP_COMPOSE_CHECKS)("publishes the proxy on every interface only when PROXY_BIND says so, redirecting to its HTTPS port", async () => {
+    const env = { ...BASE_ENV, PROXY_BIND: "0.0.0.0", PROXY_HTTP_PORT: "8080", PROXY_HTTPS_PORT: "8443" };
+    const { stdout } = await promisify(execFile)("docker-compose", ["-f", COMPOSE_FILE, "config"], { cwd: ROOT, env });
+    const { nginx } = (parse(stdout) as ComposeFile).services;
+    expect(nginx?.ports).toEqual(["0.0.0.0:8080:80/tcp", "0.0.0.0:8443:443/tcp"]);
+    expect(nginx?.environment?.COALESCE_PUBLIC_HTTPS_PORT).toBe("8443");
+  });
+
+  it.skipIf(SKIP_COMPOSE_CHECKS)("has an observability profile whose Prometheus reads deploy/prometheus/ and a healthcheck on every worker", async () => {
+    const { stdout } = await promisify(execFile)("docker-compose", ["-f", COMPOSE_FILE, "--profile", "observability", "config"], { cwd: ROOT, env: BASE_ENV });
+    const services = (parse(stdout) as { services: Record<string, { profiles?: string[]; volumes?: string[]; healthcheck?: { test?: string[] } }> }).services;
+    expect(services.prometheus?.profiles).toEqual(["observability"]);
+    expect(services.prometheus?.volumes).toEqual(
+      expect.arrayContaining([
+        `${path.join(ROOT, "deploy/prometheus/prometheus.compose.yml")}:/etc/prometheus/prometheus.yml:ro`,
+        `${path.join(ROOT, "deploy/prometheus/rules")}:/etc/prometheus/rules:ro`,
+      ]),
+    );
+    // It asks the worker's own metrics port, whose default is the worker's METRICS_PORT default.
+    expect(services.worker?.healthcheck?.test?.join(" ")).toContain("/healthz");
+    expect(loadWorkerEnv({}).METRICS_PORT).toBe(9464);
   });
 
   it.skipIf(SKIP_COMPOSE_CHECKS)("has a gpu profile whose worker reserves the NVIDIA devices and prefers CUDA, then WebGPU, then the CPU", async () => {
@@ -176,7 +201,8 @@ describe(`the compose worker service, as ${WORKERS} processes sharing one queue`
     const workerSpec = await readContainerSpec(compose, "worker");
     const apiSpec = await readContainerSpec(compose, "api");
     // The compose services' addresses exist only inside compose's network: use this test's own.
-    const own = { ...services.env, LOG_LEVEL: "info" };
+    // debug: the test reads each worker's per-batch lines (at info a worker writes a summary per interval).
+    const own = { ...services.env, LOG_LEVEL: "debug" };
     const port = await freePort();
     baseUrl = `http://127.0.0.1:${port}`;
     key = apiSpec.env.BOOTSTRAP_API_KEY as string; // compose's development default

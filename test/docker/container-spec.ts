@@ -9,6 +9,7 @@ export const COMPOSE_FILE = path.join(ROOT, "docker/compose.yaml");
 
 export type ComposeService = {
   build?: { context?: string; dockerfile?: string; target?: string };
+  healthcheck?: { test?: string[] };
   command?: string[] | string;
   environment?: Record<string, string | number | boolean | null>;
   ports?: unknown[];

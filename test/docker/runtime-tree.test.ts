@@ -95,6 +95,12 @@ describe("the runtime image's tree (production dependencies and dist/ only)", ()
     expect(done).toMatchObject({ status: "succeeded", counts: { total: 20, succeeded: 20 } });
   });
 
+  it("answers the image's HEALTHCHECK script (0 while the API serves, 1 on a port nobody serves)", async () => {
+    const script = path.join(tree, "apps/api/dist/healthcheck.js");
+    await expect(run(process.execPath, [script], { env: { ...process.env, PORT: new URL(baseUrl).port } })).resolves.toBeDefined();
+    await expect(run(process.execPath, [script], { env: { ...process.env, PORT: String(await freePort()) } })).rejects.toMatchObject({ code: 1 });
+  });
+
   it("runs the CLI from it", async () => {
     const { stdout } = await run(process.execPath, [path.join(tree, "apps/cli/bin/coalesce.mjs"), "--help"]);
     expect(stdout).toContain("Usage: coalesce");

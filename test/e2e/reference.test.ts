@@ -48,7 +48,7 @@ beforeAll(async () => {
   services = await createTestServices();
   const port = await freePort();
   baseUrl = `http://127.0.0.1:${port}`;
-  const env = { ...services.env, PORT: String(port), BOOTSTRAP_API_KEY: KEY, LOG_LEVEL: "info", MAX_BATCH_DELAY_MS: "20" };
+  const env = { ...services.env, PORT: String(port), BOOTSTRAP_API_KEY: KEY, LOG_LEVEL: "debug", MAX_BATCH_DELAY_MS: "20" };
   processes = [startProcess("api", API_MAIN, env, "pipe"), startProcess("worker", WORKER_MAIN, env, "pipe")];
   for (const service of processes) {
     service.child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));

@@ -9,7 +9,7 @@ import { createModelStore, inspectModel, packRows } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, listWorkers, type PredictQueue } from "@coalesce/queue";
 import type { TensorSpec } from "@coalesce/contracts";
 import { UnrecoverableError, Worker } from "bullmq";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadWorkerEnv } from "../../apps/worker/src/env.ts";
@@ -24,7 +24,7 @@ type LogLine = { level: number; msg: string; [field: string]: unknown };
 
 let services: TestServices;
 let db: Database;
-let redis: Redis;
+let redis: RedisClient;
 let queue: PredictQueue;
 let tenantId: string;
 let modelVersionId: string;

@@ -4,7 +4,7 @@
 // answered 200 by another worker, or refused with a 503 and Retry-After, never left hanging.
 import type { PredictResponse, Problem } from "@coalesce/contracts";
 import { createRedisConnection, listWorkers } from "@coalesce/queue";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { API_MAIN, freePort, startProcess, stopProcess, waitUntilReady, WORKER_MAIN, type ServiceProcess } from "../../scripts/processes.ts";
 import { readModel, readReference, type Reference } from "../support/fixtures.ts";
@@ -27,7 +27,7 @@ const STALLED_TAKEOVER_MS = 2_000;
 const HANG_MS = PREDICT_TIMEOUT_MS + 5_000;
 
 let services: TestServices;
-let redis: Redis;
+let redis: RedisClient;
 let proxy: TcpProxy;
 let api: ServiceProcess;
 let baseUrl: string;

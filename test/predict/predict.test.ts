@@ -4,7 +4,7 @@
 // many requests and of several API instances merged into the same onnxruntime runs.
 import type { Job, JobResults, PredictResponse } from "@coalesce/contracts";
 import { createRedisConnection, listWorkers } from "@coalesce/queue";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
 import { buildIdentityModel, buildOnnxModel } from "../../packages/models/src/tiny-onnx.ts";
@@ -56,7 +56,7 @@ const negateModel = buildOnnxModel({
 describe("with a worker", () => {
   const suite = useIrisSuite("predict");
   let worker: RunningWorker;
-  let redis: Redis;
+  let redis: RedisClient;
 
   beforeAll(async () => {
     worker = await startTestWorker(suite.services);
@@ -319,7 +319,7 @@ describe("with no worker running", () => {
 describe("with a stalled worker (its batches wait 5 s to fill)", () => {
   let services: TestServices;
   let worker: RunningWorker;
-  let redis: Redis;
+  let redis: RedisClient;
   let auth: string;
   const apis: TestApi[] = [];
   beforeAll(async () => {
@@ -382,7 +382,7 @@ describe("with a stalled worker (its batches wait 5 s to fill)", () => {
 describe("with a worker that holds one row at a time (PREDICT_ROWS_IN_FLIGHT=1)", () => {
   let services: TestServices;
   let worker: RunningWorker;
-  let redis: Redis;
+  let redis: RedisClient;
   let api: TestApi;
   let auth: string;
   beforeAll(async () => {

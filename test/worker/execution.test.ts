@@ -71,8 +71,8 @@ describe("a running worker", () => {
     const text = await (await fetch(`http://127.0.0.1:${worker.metricsPort}/metrics`)).text();
     for (const name of [
       "coalesce_batch_rows_bucket",
-      "coalesce_batch_wait_ms_bucket",
-      "coalesce_onnx_run_ms_bucket",
+      "coalesce_batch_wait_seconds_bucket",
+      "coalesce_onnx_run_seconds_bucket",
       "coalesce_rows_scored_total",
       "coalesce_job_latency_seconds_bucket",
       "coalesce_queue_jobs",

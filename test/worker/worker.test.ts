@@ -4,7 +4,7 @@ import { cancelJob, completeChunks, createJob, createJobs, startChunks, updateMo
 import { createModelStore, inspectModel, packRows } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, enqueueChunks, type PredictQueue } from "@coalesce/queue";
 import type { TensorRow, TensorSpec } from "@coalesce/contracts";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadWorkerEnv } from "../../apps/worker/src/env.ts";
@@ -14,7 +14,7 @@ import { createTestServices, REDIS_URL, type TestServices } from "../support/ser
 
 let services: TestServices;
 let db: Database;
-let redis: Redis;
+let redis: RedisClient;
 let queue: PredictQueue;
 let worker: RunningWorker;
 let tenantId: string;

@@ -20,6 +20,7 @@ import { registerWebhookRoutes } from "./routes/webhooks/index.ts";
 import { registerApiKeyRoutes } from "./routes/api-keys/index.ts";
 import { registerTenantRoutes } from "./routes/tenant/index.ts";
 import { registerListAudit } from "./routes/audit/list.ts";
+import { isQueueAdminPath, registerQueueAdmin } from "./admin/queue-admin.ts";
 
 /**
  * The whole HTTP API: request id and log line, then auth for /v1, then the routes. Every error,
@@ -38,7 +39,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   if (deps.corsOrigins?.length) app.use("*", allowOrigins(deps.corsOrigins));
   // Filled once every route is registered (below): each route's scope, from its own OpenAPI security.
   const scopes = new ScopeTable();
-  const auth = requireApiKey(deps.db, scopes, deps.auth);
+  const auth = requireApiKey(deps.db, scopes, { ...deps.auth, basicFor: isQueueAdminPath });
   // Per key requests per second, once the caller is known (here and on the /v2 routes behind a key).
   const authed = deps.rateLimits ? every(auth, limitRequests(deps.rateLimits)) : auth;
   app.use("/v1/*", authed);
@@ -53,6 +54,8 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   registerTenantRoutes(app, deps);
   registerListAudit(app, deps);
   registerDocs(app);
+  // Not in the OpenAPI document (bull-board's own routes): behind its own admin check and sign-in.
+  registerQueueAdmin(app, deps, auth, deps.queueAdmin ?? "read");
   scopes.load(app.openAPIRegistry);
   // Not behind the API keys: a scraper has a token of its own (METRICS_TOKEN), or a port of its own
   // (API_METRICS_PORT, and then this port answers 404 for it).

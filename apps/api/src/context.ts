@@ -4,8 +4,9 @@ import type { HttpBindings } from "@hono/node-server";
 import type { ModelStore } from "@coalesce/models";
 import type { WebhookUrlPolicy } from "@coalesce/webhooks";
 import type { PredictQueue } from "@coalesce/queue";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import type { Logger } from "pino";
+import type { QueueAdminMode } from "./admin/queue-admin-mode.ts";
 import type { CsvLimits } from "./ingest/csv-guard.ts";
 import type { AuthOptions } from "./middleware/auth.ts";
 import type { RateLimits } from "./limits/rate-limits.ts";
@@ -36,7 +37,7 @@ export type ApiLimits = {
 /** Everything a route needs, built once at start-up and handed to createApp. */
 export type ApiDeps = {
   db: Database;
-  redis: Redis;
+  redis: RedisClient;
   queue: PredictQueue;
   modelStore: ModelStore;
   logger: Logger;
@@ -46,6 +47,8 @@ export type ApiDeps = {
   jobWriter: GroupCommit<CreateJobInput, CreatedJob | VersionGone>;
   /** Wakes long-polls (GET /v1/jobs/{id}?wait=N) when a job finishes. */
   jobEvents: JobFinishedEvents;
+  /** Aborted when the API starts shutting down: open event streams end then, so the drain is not held up by them. */
+  closing?: AbortSignal;
   /** BullMQ key prefix, where workers also publish their status. */
   queuePrefix: string;
   /** Which webhook URLs are accepted (WEBHOOK_ALLOW_HTTP, WEBHOOK_ALLOWLIST). */
@@ -62,6 +65,8 @@ export type ApiDeps = {
   corsOrigins?: readonly string[] | undefined;
   /** Rate limits and quotas per key and tenant (RATE_LIMIT_*, QUOTA_QUEUED_ROWS). @defaultValue none */
   rateLimits?: RateLimits | undefined;
+  /** bull-board at /admin/queues (QUEUE_ADMIN, see admin/queue-admin.ts). @defaultValue "read" */
+  queueAdmin?: QueueAdminMode | undefined;
 };
 
 /**

@@ -1,6 +1,10 @@
 import { ConfigError } from "@coalesce/contracts";
 import { DEFAULT_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS, UPLOAD_HEARTBEAT_MS } from "@coalesce/db";
-import { describe, expect, it } from "vitest";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEVELOPMENT_BOOTSTRAP_API_KEY, loadApiEnv } from "./env.ts";
 
 describe("API configuration", () => {
@@ -108,5 +112,69 @@ describe("the edges' configuration (/metrics, the development key, CORS)", () =>
       expect(() => loadApiEnv({ [name]: "-1" }), name).toThrow(new RegExp(name));
       expect(() => loadApiEnv({ [name]: "many" }), name).toThrow(new RegExp(name));
     }
+  });
+});
+
+describe("native TLS (TLS_CERT_FILE, TLS_KEY_FILE)", () => {
+  const HAS_OPENSSL = spawnSync("openssl", ["version"], { stdio: "ignore" }).status === 0;
+  let dir: string;
+
+  /** A self-signed pair from the openssl CLI (Node's crypto makes keys, not X.509 certificates). */
+  function makePair(name: string): { cert: string; key: string } {
+    const cert = path.join(dir, `${name}.crt`);
+    const key = path.join(dir, `${name}.key`);
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", key, "-out", cert], { stdio: "ignore" });
+    return { cert, key };
+  }
+
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), "coalesce-tls-env-"));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("is off by default, and needs both variables or neither, naming the missing one", () => {
+    const off = loadApiEnv({});
+    expect([off.TLS_CERT_FILE, off.TLS_KEY_FILE]).toEqual([undefined, undefined]);
+    expect(loadApiEnv({ TLS_CERT_FILE: "", TLS_KEY_FILE: "" }).TLS_CERT_FILE).toBeUndefined();
+    expect(() => loadApiEnv({ TLS_CERT_FILE: "/etc/coalesce/tls.crt" })).toThrow(/TLS_KEY_FILE: required with TLS_CERT_FILE/);
+    expect(() => loadApiEnv({ TLS_KEY_FILE: "/etc/coalesce/tls.key" })).toThrow(/TLS_CERT_FILE: required with TLS_KEY_FILE/);
+    expect(() => loadApiEnv({ TLS_KEY_FILE: "/etc/coalesce/tls.key" })).toThrow(ConfigError);
+  });
+
+  it.skipIf(!HAS_OPENSSL)("takes a readable PEM pair, and refuses an unreadable file or a key of another certificate, naming the file", () => {
+    const ours = makePair("ours");
+    const other = makePair("other");
+    expect(loadApiEnv({ TLS_CERT_FILE: ours.cert, TLS_KEY_FILE: ours.key })).toMatchObject({ TLS_CERT_FILE: ours.cert, TLS_KEY_FILE: ours.key });
+    const missing = path.join(dir, "missing.key");
+    expect(() => loadApiEnv({ TLS_CERT_FILE: ours.cert, TLS_KEY_FILE: missing })).toThrow(`TLS_KEY_FILE: cannot read ${missing} (ENOENT)`);
+    expect(() => loadApiEnv({ TLS_CERT_FILE: dir, TLS_KEY_FILE: ours.key })).toThrow(`TLS_CERT_FILE: cannot read ${dir} (EISDIR)`);
+    expect(() => loadApiEnv({ TLS_CERT_FILE: ours.cert, TLS_KEY_FILE: other.key })).toThrow(/TLS_KEY_FILE: .*other\.key and TLS_CERT_FILE: .*ours\.crt are not a PEM key and its certificate/);
+    // A certificate given where the key belongs (the usual mix-up) is caught the same way.
+    expect(() => loadApiEnv({ TLS_CERT_FILE: ours.cert, TLS_KEY_FILE: ours.cert })).toThrow(/are not a PEM key and its certificate/);
+  });
+});
+
+describe("Redis topology (REDIS_URL)", () => {
+  it("takes one Redis, Sentinel and Cluster URLs, and hash-tags the queue prefix on a cluster", () => {
+    expect(loadApiEnv({}).QUEUE_PREFIX).toBe("coalesce");
+    expect(loadApiEnv({ REDIS_URL: "redis+sentinel://s1:26379,s2:26379/mymaster" }).QUEUE_PREFIX).toBe("coalesce");
+    const cluster = loadApiEnv({ REDIS_URL: "redis+cluster://n1:7000,n2:7001", QUEUE_PREFIX: "prod" });
+    expect([cluster.REDIS_URL, cluster.QUEUE_PREFIX]).toEqual(["redis+cluster://n1:7000,n2:7001", "{prod}"]);
+    expect(loadApiEnv({ PREDICT_CACHE_REDIS_URL: "redis+cluster://c1:7000" }).PREDICT_CACHE_REDIS_URL).toBe("redis+cluster://c1:7000");
+  });
+
+  it("refuses an unknown form or a prefix whose braces are no hash tag, naming the variable", () => {
+    expect(() => loadApiEnv({ REDIS_URL: "redis+sentinel://s1:26379" })).toThrow(/REDIS_URL: redis\+sentinel:\/\/ needs the master's name/);
+    expect(() => loadApiEnv({ PREDICT_CACHE_REDIS_URL: "memcached://c1" })).toThrow(/PREDICT_CACHE_REDIS_URL: unknown scheme/);
+    expect(() => loadApiEnv({ REDIS_URL: "redis+cluster://n1:7000", QUEUE_PREFIX: "a{b" })).toThrow(/QUEUE_PREFIX: .*no hash tag/);
+  });
+});
+
+describe("queue admin (QUEUE_ADMIN)", () => {
+  it("shows the queues read-only unless told otherwise, and refuses a mode it does not know, naming the variable", () => {
+    expect(loadApiEnv({}).QUEUE_ADMIN).toBe("read");
+    expect(loadApiEnv({ QUEUE_ADMIN: "write" }).QUEUE_ADMIN).toBe("write");
+    expect(loadApiEnv({ QUEUE_ADMIN: "off" }).QUEUE_ADMIN).toBe("off");
+    expect(() => loadApiEnv({ QUEUE_ADMIN: "yes" })).toThrow(/QUEUE_ADMIN/);
   });
 });

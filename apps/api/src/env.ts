@@ -1,10 +1,13 @@
-import { boolVar, ConfigError, DEFAULT_PREDICT_MAX_ROWS, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
+import { boolVar, ConfigError, DEFAULT_PREDICT_MAX_ROWS, intVar, LOG_LEVELS, optionalVar, parseEnv } from "@coalesce/contracts";
 import { DEFAULT_DATABASE_URL, DEFAULT_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR } from "@coalesce/models";
-import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL } from "@coalesce/queue";
+import { checkRedisUrl, DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, queuePrefixFor } from "@coalesce/queue";
 import { WebhookPolicyEnvShape } from "@coalesce/webhooks";
 import { createPublicKey } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import { z } from "zod";
+import { QUEUE_ADMIN_MODES } from "./admin/queue-admin-mode.ts";
 import { DEFAULT_PLATFORM_TENANT } from "./auth/platform.ts";
 
 const MiB = 1024 * 1024;
@@ -14,11 +17,6 @@ const MiB = 1024 * 1024;
 /** The signature algorithms a token may use; `none` is never one of them. */
 export const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519", "HS256", "HS384", "HS512"] as const;
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
-
-/** An unset variable, or one set to "" (as compose passes an unset one), is absent. */
-function optionalVar<T extends z.ZodType>(schema: T) {
-  return z.preprocess((value) => (typeof value === "string" && value.trim() === "" ? undefined : value), schema.optional());
-}
 
 function splitList(text: string): string[] {
   return text.split(",").map((part) => part.trim()).filter((part) => part !== "");
@@ -137,7 +135,50 @@ function EdgeEnvShape() {
     NODE_ENV: z.string().default("development"),
     /** Origins a browser may call the API from (CORS), comma-separated, or `*` for any; unset: CORS is off. */
     CORS_ORIGINS: listVar("", originProblem),
+    /**
+     * Serve HTTPS on PORT with this PEM certificate (chain) and TLS_KEY_FILE's key: both or neither. Unset, the
+     * API speaks plain HTTP, as behind a TLS-terminating proxy (docker/nginx). Read once at start.
+     */
+    TLS_CERT_FILE: optionalVar(z.string()),
+    /** The PEM private key of TLS_CERT_FILE's certificate. */
+    TLS_KEY_FILE: optionalVar(z.string()),
   };
+}
+
+/** PEM files read by `checkTlsEnv` at start, so a bad path or pair fails there, naming the variable. */
+export type TlsFiles = { cert: Buffer; key: Buffer };
+
+function readTlsFile(name: "TLS_CERT_FILE" | "TLS_KEY_FILE", file: string, problems: string[]): Buffer | null {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    problems.push(`${name}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    return null;
+  }
+}
+
+/**
+ * TLS_CERT_FILE and TLS_KEY_FILE, both or neither, read and checked as a pair: an unreadable file, a
+ * file that is not PEM, or a key that is not the certificate's fails the start rather than the first
+ * handshake (which would only show as a client's connection reset).
+ */
+export function readTlsFiles(env: Pick<ApiEnv, "TLS_CERT_FILE" | "TLS_KEY_FILE">): TlsFiles | null {
+  const problems: string[] = [];
+  const { TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile } = env;
+  if (certFile === undefined && keyFile === undefined) return null;
+  if (certFile === undefined) problems.push("TLS_CERT_FILE: required with TLS_KEY_FILE (the PEM certificate the key belongs to)");
+  if (keyFile === undefined) problems.push("TLS_KEY_FILE: required with TLS_CERT_FILE (the certificate's PEM private key)");
+  const cert = certFile === undefined ? null : readTlsFile("TLS_CERT_FILE", certFile, problems);
+  const key = keyFile === undefined ? null : readTlsFile("TLS_KEY_FILE", keyFile, problems);
+  if (cert && key) {
+    try {
+      createSecureContext({ cert, key });
+    } catch (error) {
+      problems.push(`TLS_KEY_FILE: ${keyFile} and TLS_CERT_FILE: ${certFile} are not a PEM key and its certificate (${(error as Error).message})`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.map((line) => `  ${line}`).join("\n")}`);
+  return { cert: cert as Buffer, key: key as Buffer };
 }
 
 function isLoopbackHost(host: string): boolean {
@@ -164,7 +205,10 @@ export const ApiEnvSchema = z.object({
   PORT: intVar(3000, 0, 65535),
   HOST: z.string().default("127.0.0.1"),
   DATABASE_URL: z.string().url().default(DEFAULT_DATABASE_URL),
-  REDIS_URL: z.string().url().default(DEFAULT_REDIS_URL),
+  /** Postgres without PgBouncer in between, for migrations (a session's advisory lock); unset: DATABASE_URL. */
+  DIRECT_DATABASE_URL: optionalVar(z.string().url()),
+  /** redis://, rediss://, redis+sentinel://... or redis+cluster://... (see parseRedisUrl in @coalesce/queue). */
+  REDIS_URL: z.string().superRefine(checkRedisUrl).default(DEFAULT_REDIS_URL),
   // While Postgres is away a request answers 503 within this long rather than waiting for it.
   DATABASE_CONNECT_TIMEOUT_MS: intVar(2_000, 100),
   // The longest any one statement of the API may take (client and server side); 0 for no limit.
@@ -196,12 +240,14 @@ export const ApiEnvSchema = z.object({
   /** Predict: a row whose answer is larger than this (bytes of JSON) is not cached. */
   PREDICT_CACHE_MAX_ENTRY_BYTES: intVar(64 * 1024, 0),
   /** Predict: the Redis that holds the result cache, if not REDIS_URL (one with maxmemory and allkeys-lru). */
-  PREDICT_CACHE_REDIS_URL: z.string().url().optional(),
+  PREDICT_CACHE_REDIS_URL: z.string().superRefine(checkRedisUrl).optional(),
   BOOTSTRAP_API_KEY: z.string().min(16, "use at least 16 characters").optional(),
   /** The tenant BOOTSTRAP_API_KEY belongs to; its admin keys may create keys for other tenants (POST /v1/api-keys `tenant`). */
   PLATFORM_TENANT: z.string().min(1).max(200).default(DEFAULT_PLATFORM_TENANT),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  /** bull-board at /admin/queues for the platform tenant's admin keys: `read` (shows), `write` (also retry, clean, pause...), `off` (no route). */
+  QUEUE_ADMIN: z.enum(QUEUE_ADMIN_MODES).default("read"),
   ...WebhookPolicyEnvShape,
   ...AuthEnvShape(),
   ...EdgeEnvShape(),
@@ -210,7 +256,11 @@ export const ApiEnvSchema = z.object({
 export type ApiEnv = z.infer<typeof ApiEnvSchema>;
 
 export function loadApiEnv(env: NodeJS.ProcessEnv = process.env): ApiEnv {
-  return checkEdgeEnv(checkAuthEnv(parseEnv(ApiEnvSchema, env)));
+  const parsed = checkEdgeEnv(checkAuthEnv(parseEnv(ApiEnvSchema, env)));
+  // On a Redis Cluster every key needs the prefix's hash tag; the worker derives the same prefix.
+  parsed.QUEUE_PREFIX = queuePrefixFor(parsed.REDIS_URL, parsed.QUEUE_PREFIX);
+  readTlsFiles(parsed);
+  return parsed;
 }
 
 /** The checks that span several auth variables, each failure naming the variable to set. */

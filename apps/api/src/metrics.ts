@@ -1,13 +1,50 @@
-import { webhookBacklog, type Database } from "@coalesce/db";
+import { oldestUnscoredRows, webhookBacklog, type Database } from "@coalesce/db";
 import { listWorkers, registerQueueGauge, type PredictQueue } from "@coalesce/queue";
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { AppEnv } from "./context.ts";
+import { check } from "./routes/health.ts";
+
+/**
+ * Longest a scrape waits for Postgres or Redis (below Prometheus' default 10 s scrape timeout): a
+ * dependency that does not answer makes its gauges go missing and coalesce_dependency_up 0, never a
+ * /metrics that hangs.
+ */
+const SCRAPE_QUERY_TIMEOUT_MS = 2_000;
+
+/** `read()` within SCRAPE_QUERY_TIMEOUT_MS, or the reason it failed. */
+async function bounded<T>(read: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const value = await Promise.race([
+      read(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${SCRAPE_QUERY_TIMEOUT_MS} ms`)), SCRAPE_QUERY_TIMEOUT_MS);
+      }),
+    ]);
+    return { ok: true, value };
+  } catch (error) {
+    return { ok: false, error };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** One read shared by the gauges that a scrape collects in parallel. */
+function sharedRead<T>(read: () => Promise<T>): () => Promise<T> {
+  let reading: Promise<T> | null = null;
+  return () => {
+    reading ??= read().finally(() => {
+      reading = null;
+    });
+    return reading;
+  };
+}
 
 /** The API's Prometheus metrics: requests, accepted work, the queue, and the workers behind it. */
-export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix: string, db: Database) {
+export function createApiMetrics(queue: PredictQueue, redis: RedisClient, queuePrefix: string, db: Database) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metrics = {
@@ -41,7 +78,9 @@ export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix:
       registers: [registry],
     }),
   };
-  registerQueueGauge(registry, queue);
+  registerQueueGauge(registry, queue, redis);
+  // Read by every API replica alike: alerts take max() over them.
+  const workers = sharedRead(() => bounded(() => listWorkers(redis, queuePrefix)));
   new Gauge({
     name: "coalesce_workers",
     help: "Workers heard from in the last 30 s, by execution provider",
@@ -49,24 +88,34 @@ export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix:
     registers: [registry],
     async collect() {
       this.reset();
-      for (const worker of await listWorkers(redis, queuePrefix)) this.inc({ provider: worker.provider });
+      const live = await workers();
+      if (live.ok) for (const worker of live.value) this.inc({ provider: worker.provider });
+    },
+  });
+  new Gauge({
+    name: "coalesce_workers_serving",
+    help: "Live workers taking each kind of work: jobs (chunks of both lanes; every worker) and predict (workers with PREDICT_ROWS_IN_FLIGHT above 0); 0 when none, absent when Redis does not answer",
+    labelNames: ["lane"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const live = await workers();
+      if (!live.ok) return;
+      // Both series always, so that "none" is a 0 an alert can see rather than a missing series.
+      this.set({ lane: "jobs" }, live.value.length);
+      this.set({ lane: "predict" }, live.value.filter((worker) => worker.predict === true).length);
     },
   });
   // Webhook backlog, for alerting: a growing one means receivers are down or the workers cannot keep up.
-  // Both gauges are collected in parallel on a scrape; they share one query.
-  let reading: ReturnType<typeof webhookBacklog> | null = null;
-  const backlog = () => {
-    reading ??= webhookBacklog(db).finally(() => {
-      reading = null;
-    });
-    return reading;
-  };
+  const backlog = sharedRead(() => bounded(() => webhookBacklog(db)));
   new Gauge({
     name: "coalesce_webhook_deliveries_pending",
     help: "Webhook deliveries not yet done (waiting for their first attempt or a retry)",
     registers: [registry],
     async collect() {
-      this.set((await backlog()).pending);
+      // NaN rather than a reassuring 0 when Postgres does not answer (an unlabelled gauge always has a value).
+      const read = await backlog();
+      this.set(read.ok ? read.value.pending : Number.NaN);
     },
   });
   new Gauge({
@@ -74,7 +123,31 @@ export function createApiMetrics(queue: PredictQueue, redis: Redis, queuePrefix:
     help: "How long the most overdue webhook delivery has been due (0 when none is)",
     registers: [registry],
     async collect() {
-      this.set((await backlog()).oldestDueSeconds);
+      const read = await backlog();
+      this.set(read.ok ? read.value.oldestDueSeconds : Number.NaN);
+    },
+  });
+  new Gauge({
+    name: "coalesce_oldest_unscored_row_seconds",
+    help: "How long the oldest row not yet scored has waited since its job was created, by lane (0 when the lane has none)",
+    labelNames: ["lane"],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const read = await bounded(() => oldestUnscoredRows(db));
+      if (read.ok) for (const { lane, ageSeconds } of read.value) this.set({ lane }, ageSeconds ?? 0);
+    },
+  });
+  // Probed as /readyz probes them, at scrape time: an alert then says which one is away.
+  new Gauge({
+    name: "coalesce_dependency_up",
+    help: "Whether Postgres and Redis answered this API within 2 s at the scrape (1) or not (0)",
+    labelNames: ["dependency"],
+    registers: [registry],
+    async collect() {
+      const [postgres, redisFailure] = await Promise.all([check("postgres", () => db.pool.query("SELECT 1")), check("redis", () => redis.ping())]);
+      this.set({ dependency: "postgres" }, postgres === null ? 1 : 0);
+      this.set({ dependency: "redis" }, redisFailure === null ? 1 : 0);
     },
   });
   return metrics;

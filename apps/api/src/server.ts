@@ -3,6 +3,8 @@ import { createModelStore } from "@coalesce/models";
 import { createPredictQueue, createRedisConnection, JobFinishedEvents } from "@coalesce/queue";
 import { webhookPolicyFromEnv } from "@coalesce/webhooks";
 import { serve, type ServerType } from "@hono/node-server";
+import { createServer as createHttpsServer } from "node:https";
+import type { Server as HttpServer } from "node:http";
 import type { Logger } from "pino";
 import { createApp } from "./app.ts";
 import { hashApiKey } from "./auth/api-keys.ts";
@@ -14,7 +16,7 @@ import { serveMetricsPort, type MetricsServer } from "./metrics-endpoint.ts";
 import { PredictService } from "./predict/service.ts";
 import { RateLimits } from "./limits/rate-limits.ts";
 import type { ApiDeps } from "./context.ts";
-import type { ApiEnv } from "./env.ts";
+import { readTlsFiles, type ApiEnv } from "./env.ts";
 
 export type RunningApi = {
   port: number;
@@ -25,7 +27,7 @@ export type RunningApi = {
 
 /** Connects everything the API needs from its environment and starts listening. */
 export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi> {
-  if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
+  if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DIRECT_DATABASE_URL ?? env.DATABASE_URL, log: (message) => logger.info(message) });
   const db = connectDatabase(env.DATABASE_URL, {
     connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
     queryTimeoutMs: env.DATABASE_QUERY_TIMEOUT_MS || undefined,
@@ -63,6 +65,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       cache: { ttlSeconds: env.PREDICT_CACHE_TTL_S, maxEntryBytes: env.PREDICT_CACHE_MAX_ENTRY_BYTES },
     },
   });
+  const closing = new AbortController();
   const deps: ApiDeps = {
     db,
     redis,
@@ -75,6 +78,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     auth: authOptionsFromEnv(env, logger),
     metricsAccess: { onApiPort: env.API_METRICS_PORT === undefined, token: env.METRICS_TOKEN },
     corsOrigins: env.CORS_ORIGINS,
+    queueAdmin: env.QUEUE_ADMIN,
     rateLimits: new RateLimits({
       redis,
       db,
@@ -84,6 +88,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     }),
     jobWriter: createJobWriter(db, queue, logger),
     jobEvents: new JobFinishedEvents(redis, env.QUEUE_PREFIX),
+    closing: closing.signal,
     queuePrefix: env.QUEUE_PREFIX,
     webhookPolicy: webhookPolicyFromEnv(env),
     limits: {
@@ -102,17 +107,26 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
     env.API_METRICS_PORT === undefined
       ? null
       : await serveMetricsPort({ registry: metrics.registry, host: env.METRICS_HOST, port: env.API_METRICS_PORT, token: env.METRICS_TOKEN, logger });
+  // Native TLS for a deployment without a TLS-terminating proxy in front (docker/nginx terminates it in compose).
+  const tls = readTlsFiles(env);
   const server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, () => resolve(s));
+    const options = { fetch: app.fetch, port: env.PORT, hostname: env.HOST };
+    const s = tls
+      ? serve({ ...options, createServer: createHttpsServer, serverOptions: { cert: tls.cert, key: tls.key } }, () => resolve(s))
+      : serve(options, () => resolve(s));
   });
+  limitRequestTimes(server as HttpServer);
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : env.PORT;
-  logger.info({ port, host: env.HOST }, `api listening on http://${env.HOST}:${port}`);
+  const scheme = tls ? "https" : "http";
+  logger.info({ port, host: env.HOST, tls: tls !== null }, `api listening on ${scheme}://${env.HOST}:${port}`);
   if (env.CORS_ORIGINS.length > 0) logger.info({ corsOrigins: env.CORS_ORIGINS }, "CORS allowed for these origins");
   return {
     port,
     metricsPort: metricsServer?.port ?? null,
     async close() {
+      // Event streams last as long as their job; ended now, their clients reconnect to another replica.
+      closing.abort();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await metricsServer?.close();
       await queue.close();
@@ -123,6 +137,20 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
       await db.close();
     },
   };
+}
+
+/** How long a connection may send or receive nothing before it is closed (event streams say something every 15 s). */
+export const SOCKET_IDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * Node's HTTP server ends every request whose body has not all arrived within 5 minutes
+ * (`requestTimeout`): a 4 GiB CSV upload would need 14 MB/s to make it. Uploads are bounded by
+ * MAX_UPLOAD_BYTES instead, and a client that stops sending by the idle timeout (also what
+ * nginx's client_body_timeout does in front); the headers keep Node's own limit (60 s).
+ */
+export function limitRequestTimes(server: HttpServer): void {
+  server.requestTimeout = 0;
+  server.setTimeout(SOCKET_IDLE_TIMEOUT_MS);
 }
 
 /** API keys always; JWTs from one issuer when AUTH_JWT_ISSUER is set; failed attempts throttled per address. */

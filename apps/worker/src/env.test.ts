@@ -59,3 +59,24 @@ describe("worker configuration", () => {
     expect(() => loadWorkerEnv({ FAIR_SHARE: "sometimes" })).toThrow(/FAIR_SHARE/);
   });
 });
+
+describe("worker logs (LOG_SUMMARY_INTERVAL_S)", () => {
+  it("sums the batches up once a minute unless told otherwise; 0 turns the summaries off; refuses what is not a whole number of seconds", () => {
+    expect(loadWorkerEnv({}).LOG_SUMMARY_INTERVAL_S).toBe(60);
+    expect(loadWorkerEnv({ LOG_SUMMARY_INTERVAL_S: "10" }).LOG_SUMMARY_INTERVAL_S).toBe(10);
+    expect(loadWorkerEnv({ LOG_SUMMARY_INTERVAL_S: "0" }).LOG_SUMMARY_INTERVAL_S).toBe(0);
+    expect(() => loadWorkerEnv({ LOG_SUMMARY_INTERVAL_S: "-1" })).toThrow(/LOG_SUMMARY_INTERVAL_S/);
+    expect(() => loadWorkerEnv({ LOG_SUMMARY_INTERVAL_S: "1.5" })).toThrow(/LOG_SUMMARY_INTERVAL_S/);
+    expect(() => loadWorkerEnv({ LOG_SUMMARY_INTERVAL_S: "often" })).toThrow(/LOG_SUMMARY_INTERVAL_S/);
+  });
+});
+
+describe("worker Redis topology (REDIS_URL)", () => {
+  it("derives the API's queue prefix from the same variables: hash-tagged on a cluster only", () => {
+    expect(loadWorkerEnv({ REDIS_URL: "redis+sentinel://s1/mymaster", QUEUE_PREFIX: "prod" }).QUEUE_PREFIX).toBe("prod");
+    expect(loadWorkerEnv({ REDIS_URL: "redis+cluster://n1:7000", QUEUE_PREFIX: "prod" }).QUEUE_PREFIX).toBe("{prod}");
+    expect(loadWorkerEnv({ REDIS_URL: "redis+cluster://n1:7000", QUEUE_PREFIX: "{prod}" }).QUEUE_PREFIX).toBe("{prod}");
+    expect(() => loadWorkerEnv({ REDIS_URL: "redis+cluster://n1:7000", QUEUE_PREFIX: "{}prod" })).toThrow(/QUEUE_PREFIX: .*no hash tag/);
+    expect(() => loadWorkerEnv({ REDIS_URL: "redis+clusters://n1:7000" })).toThrow(/REDIS_URL: unknown scheme/);
+  });
+});

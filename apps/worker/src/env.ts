@@ -1,7 +1,7 @@
-import { boolVar, intVar, LOG_LEVELS, parseEnv } from "@coalesce/contracts";
+import { boolVar, intVar, LOG_LEVELS, optionalVar, parseEnv } from "@coalesce/contracts";
 import { DEFAULT_DATABASE_URL, DEFAULT_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS } from "@coalesce/db";
 import { DEFAULT_MODEL_STORE_DIR, EXECUTION_PROVIDERS, GRAPH_OPTIMIZATION_LEVELS } from "@coalesce/models";
-import { DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, DEFAULT_STALLED_TAKEOVER_MS } from "@coalesce/queue";
+import { checkRedisUrl, DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, DEFAULT_STALLED_TAKEOVER_MS, queuePrefixFor } from "@coalesce/queue";
 import { WebhookDeliveryEnvShape } from "@coalesce/webhooks";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
@@ -17,7 +17,10 @@ export const SYNC_INFERENCE_TAKEOVER_MS = 30_000;
 
 export const WorkerEnvSchema = z.object({
   DATABASE_URL: z.string().url().default(DEFAULT_DATABASE_URL),
-  REDIS_URL: z.string().url().default(DEFAULT_REDIS_URL),
+  /** Postgres without PgBouncer in between, for migrations (a session's advisory lock); unset: DATABASE_URL. */
+  DIRECT_DATABASE_URL: optionalVar(z.string().url()),
+  /** redis://, rediss://, redis+sentinel://... or redis+cluster://... (see parseRedisUrl in @coalesce/queue). */
+  REDIS_URL: z.string().superRefine(checkRedisUrl).default(DEFAULT_REDIS_URL),
   QUEUE_PREFIX: z.string().min(1).default(DEFAULT_QUEUE_PREFIX),
   MODEL_STORE_DIR: z.string().min(1).default(DEFAULT_MODEL_STORE_DIR),
   MAX_BATCH_ROWS: intVar(256, 1, 1_000_000),
@@ -115,6 +118,11 @@ export const WorkerEnvSchema = z.object({
   UPLOAD_STALE_MS: intVar(DEFAULT_UPLOAD_STALE_MS, MIN_UPLOAD_STALE_MS, MAX_UPLOAD_STALE_MS),
   MIGRATE_ON_START: boolVar(true),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
+  /**
+   * Each batch is logged at debug; at info, one summary line per this many seconds (rows, batches,
+   * mean batch size, failed rows, per model version and lane), none while idle; 0: no summaries.
+   */
+  LOG_SUMMARY_INTERVAL_S: intVar(60, 0, 86_400),
   ...WebhookDeliveryEnvShape,
 }).superRefine((env, ctx) => {
   if (env.MODEL_INSTANCES > 1 && !env.INFERENCE_THREADS) {
@@ -137,7 +145,8 @@ export type WorkerEnv = Omit<z.infer<typeof WorkerEnvSchema>, "STALLED_TAKEOVER_
 export function loadWorkerEnv(env: NodeJS.ProcessEnv = process.env): WorkerEnv {
   const parsed = parseEnv(WorkerEnvSchema, env);
   // The default depends on INFERENCE_THREADS, so it is filled in here rather than in the schema.
-  return { ...parsed, STALLED_TAKEOVER_MS: parsed.STALLED_TAKEOVER_MS ?? (parsed.INFERENCE_THREADS ? DEFAULT_STALLED_TAKEOVER_MS : SYNC_INFERENCE_TAKEOVER_MS) };
+  // On a Redis Cluster every key needs the prefix's hash tag; the API derives the same prefix.
+  return { ...parsed, QUEUE_PREFIX: queuePrefixFor(parsed.REDIS_URL, parsed.QUEUE_PREFIX), STALLED_TAKEOVER_MS: parsed.STALLED_TAKEOVER_MS ?? (parsed.INFERENCE_THREADS ? DEFAULT_STALLED_TAKEOVER_MS : SYNC_INFERENCE_TAKEOVER_MS) };
 }
 
 /**

@@ -1,10 +1,9 @@
-import { createServer, type Server } from "node:http";
-import { registerQueueGauge, type PredictQueue } from "@coalesce/queue";
-import type { Logger } from "pino";
+import { registerQueueGauge, type PredictQueue, type RedisClient } from "@coalesce/queue";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 
 const ROW_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
-const MS_BUCKETS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+// Seconds, Prometheus' base unit (these were milliseconds in metrics named *_ms: see docs/observability.md).
+const SHORT_SECONDS_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800];
 
 export type ModelLabels = { model: string; version: string; provider: string };
@@ -13,7 +12,7 @@ export type ModelLabels = { model: string; version: string; provider: string };
  * The worker's Prometheus metrics. Node's defaults are included, among them event-loop delay
  * (nodejs_eventloop_lag_*), which shows whether inference starves BullMQ's lock renewals.
  */
-export function createWorkerMetrics(queue: PredictQueue) {
+export function createWorkerMetrics(queue: PredictQueue, connection: RedisClient) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const labelNames = ["model", "version", "provider"] as const;
@@ -22,20 +21,29 @@ export function createWorkerMetrics(queue: PredictQueue) {
   const metrics = {
     registry,
     batchRows: new Histogram({ name: "coalesce_batch_rows", help: "Rows per onnxruntime run", labelNames: laneLabelNames, buckets: ROW_BUCKETS, registers: [registry] }),
-    batchWait: new Histogram({ name: "coalesce_batch_wait_ms", help: "How long a batch's oldest row waited for the batch to fill", labelNames: laneLabelNames, buckets: MS_BUCKETS, registers: [registry] }),
-    runTime: new Histogram({ name: "coalesce_onnx_run_ms", help: "onnxruntime time per batch", labelNames: laneLabelNames, buckets: MS_BUCKETS, registers: [registry] }),
+    batchWait: new Histogram({ name: "coalesce_batch_wait_seconds", help: "How long a batch's oldest row waited for the batch to fill", labelNames: laneLabelNames, buckets: SHORT_SECONDS_BUCKETS, registers: [registry] }),
+    runTime: new Histogram({ name: "coalesce_onnx_run_seconds", help: "onnxruntime time per batch", labelNames: laneLabelNames, buckets: SHORT_SECONDS_BUCKETS, registers: [registry] }),
     rows: new Counter({ name: "coalesce_rows_scored_total", help: "Rows scored, by outcome (rate() gives rows/s)", labelNames: [...labelNames, "outcome"], registers: [registry] }),
     predictRows: new Counter({ name: "coalesce_predict_rows_total", help: "Predict rows answered by this worker, by outcome", labelNames: [...labelNames, "outcome"], registers: [registry] }),
-    predictWait: new Histogram({ name: "coalesce_predict_queue_wait_ms", help: "How long a predict request waited in Redis, from its API's submit to this worker's read (hosts' clocks apart)", buckets: MS_BUCKETS, registers: [registry] }),
+    predictWait: new Histogram({ name: "coalesce_predict_queue_wait_seconds", help: "How long a predict request waited in Redis, from its API's submit to this worker's read (hosts' clocks apart)", buckets: SHORT_SECONDS_BUCKETS, registers: [registry] }),
     predictDropped: new Counter({ name: "coalesce_predict_dropped_total", help: "Predict requests dropped unrun because their caller's timeout had passed" , registers: [registry] }),
+    // The job failure ratio's input. Jobs ended otherwise (cancelled through the API, expired, uploads
+    // whose API died, a chunk failed after MAX_CHUNK_STARTS) are not counted: the first three say
+    // nothing about the model or the workers, and the last is logged as an error of its own.
+    jobsFinished: new Counter({
+      name: "coalesce_jobs_finished_total",
+      help: "Jobs this worker finished by scoring their last chunk, by lane and status (succeeded, failed)",
+      labelNames: ["lane", "status"],
+      registers: [registry],
+    }),
     jobLatency: new Histogram({ name: "coalesce_job_latency_seconds", help: "From a job's creation to its completion, for jobs this worker completed", labelNames: laneLabelNames, buckets: LATENCY_BUCKETS, registers: [registry] }),
     webhookAttempts: new Counter({ name: "coalesce_webhook_attempts_total", help: "Webhook delivery attempts, by event type and outcome (delivered, failed, gone, refused)", labelNames: ["event", "outcome"], registers: [registry] }),
-    webhookLatency: new Histogram({ name: "coalesce_webhook_attempt_ms", help: "Time per webhook delivery attempt", buckets: MS_BUCKETS, registers: [registry] }),
+    webhookLatency: new Histogram({ name: "coalesce_webhook_attempt_seconds", help: "Time per webhook delivery attempt", buckets: SHORT_SECONDS_BUCKETS, registers: [registry] }),
     provider: new Gauge({ name: "coalesce_worker_provider_info", help: "The execution provider this worker runs models on (value 1)", labelNames: ["provider"], registers: [registry] }),
     ...createModelCacheMetrics(registry),
     ...createAliasMetrics(registry),
   };
-  registerQueueGauge(registry, queue);
+  registerQueueGauge(registry, queue, connection);
   return metrics;
 }
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;
@@ -86,32 +94,3 @@ export function createModelCacheMetrics(registry: Registry) {
   };
 }
 export type ModelCacheMetrics = ReturnType<typeof createModelCacheMetrics>;
-
-/**
- * Serves GET /metrics. A port already taken (several workers on one host with the default port)
- * is logged and skipped rather than stopping the worker.
- */
-export async function serveMetrics(registry: Registry, host: string, port: number, logger: Logger): Promise<Server | null> {
-  const server = createServer((request, response) => {
-    if (request.url !== "/metrics") {
-      response.writeHead(404).end();
-      return;
-    }
-    registry.metrics().then(
-      (text) => response.writeHead(200, { "Content-Type": registry.contentType }).end(text),
-      (error: unknown) => response.writeHead(500).end(String(error)),
-    );
-  });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, host, () => resolve());
-    });
-  } catch (error) {
-    logger.warn({ err: error, port }, "metrics not served: the port is taken (set METRICS_PORT per worker, or 0 for any free port)");
-    return null;
-  }
-  const address = server.address();
-  logger.info({ metricsPort: typeof address === "object" && address ? address.port : port }, "metrics on /metrics");
-  return server;
-}

@@ -121,6 +121,7 @@ export async function scoreChunk(deps: ScoreChunkDeps, chunkId: string, restarte
   deps.metrics.rows.inc({ ...labels, outcome: "succeeded" }, results.length - failed);
   if (failed > 0) deps.metrics.rows.inc({ ...labels, outcome: "failed" }, failed);
   if (done && (done.status === "succeeded" || done.status === "failed")) {
+    deps.metrics.jobsFinished.inc({ lane: chunk.jobPriority, status: done.status });
     if (done.latencySeconds !== null) deps.metrics.jobLatency.observe({ ...labels, lane: chunk.jobPriority }, done.latencySeconds);
     deps.logger.debug({ jobId: chunk.jobId, status: done.status, latencySeconds: done.latencySeconds }, "job finished");
     deps.onJobFinished(chunk.jobId);

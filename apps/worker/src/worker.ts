@@ -19,13 +19,15 @@ import { AliasFigures } from "./aliases/figures.ts";
 import { startAliasGuard } from "./aliases/guard.ts";
 import { AliasPlans } from "./aliases/plans.ts";
 import { AliasWatch } from "./aliases/watch.ts";
+import { BatchLog } from "./batch/batch-log.ts";
 import { BatcherRegistry } from "./batch/batcher-registry.ts";
 import { startExpiry } from "./expiry.ts";
 import { startUploadSweep } from "./upload-sweep.ts";
 import { intraOpThreads, type WorkerEnv } from "./env.ts";
 import { ModelCache } from "./inference/model-cache.ts";
 import { runBatch } from "./inference/run-batch.ts";
-import { createWorkerMetrics, serveMetrics } from "./metrics.ts";
+import { createWorkerMetrics } from "./metrics.ts";
+import { serveMetrics } from "./metrics-server.ts";
 import { Outages } from "./outages.ts";
 import { startPredictServer, type PredictServer } from "./predict/serve-predicts.ts";
 import { startReconciler } from "./reconcile.ts";
@@ -78,7 +80,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   // Infrastructure failures the work meets are reported here, not logged per chunk per retry.
   const outages = new Outages(logger, env.TRANSIENT_RETRY_MAX_MS);
   const timings = workerTimings(env.STALLED_TAKEOVER_MS);
-  if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DATABASE_URL, log: (message) => logger.info(message) });
+  if (env.MIGRATE_ON_START) await migrate({ databaseUrl: env.DIRECT_DATABASE_URL ?? env.DATABASE_URL, log: (message) => logger.info(message) });
   const sessionSettings = {
     intraOpNumThreads: intraOpThreads(env),
     spinning: env.INTRA_OP_SPINNING,
@@ -103,7 +105,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   );
   const connection = createRedisConnection(env.REDIS_URL, { logger });
   const queue = createPredictQueue({ connection, prefix: env.QUEUE_PREFIX });
-  const metrics = createWorkerMetrics(queue);
+  const metrics = createWorkerMetrics(queue, connection);
   metrics.provider.set({ provider: probe.provider }, 1);
   const models = new ModelCache(db, createModelStore(env.MODEL_STORE_DIR), sessionSettings, logger, {
     idleUnloadMs: env.MODEL_IDLE_UNLOAD_S * 1000,
@@ -142,6 +144,9 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
   }, 1024);
   const onJobFinished = (jobId: string) => void announcements.add(jobId);
 
+  // Each batch at debug, and one info line per LOG_SUMMARY_INTERVAL_S that sums them up.
+  const batchLog = new BatchLog(logger, env.LOG_SUMMARY_INTERVAL_S * 1000);
+  batchLog.start();
   const batchers = new BatcherRegistry<RowWork, RowOutcome>((key) => {
     const { modelVersionId, rowBytes } = parseBatcherKey(key);
     // The version's own limits where it has them (the model is loaded before its batchers exist).
@@ -184,9 +189,10 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
         const model = models.peek(modelVersionId);
         const labels = { model: model?.version.modelName ?? modelVersionId, version: String(model?.version.version ?? ""), provider: model?.provider ?? "", lane: stats.lane };
         metrics.batchRows.observe(labels, stats.rows);
-        metrics.batchWait.observe(labels, stats.waitMs);
-        metrics.runTime.observe(labels, stats.runMs);
-        logger.info({ ...labels, ...stats }, "batch");
+        // The stats are in milliseconds (as logged); the histograms in seconds.
+        metrics.batchWait.observe(labels, stats.waitMs / 1000);
+        metrics.runTime.observe(labels, stats.runMs / 1000);
+        batchLog.record(labels, stats);
       },
     };
   });
@@ -299,7 +305,24 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
     }, 100);
   });
   await worker.waitUntilReady();
-  const metricsServer = await serveMetrics(metrics.registry, env.METRICS_HOST, env.METRICS_PORT, logger);
+  // Set as shutdown begins: /readyz says so at once, while the chunks in hand still finish.
+  let draining = false;
+  const metricsServer = await serveMetrics({
+    registry: metrics.registry,
+    host: env.METRICS_HOST,
+    port: env.METRICS_PORT,
+    logger,
+    health: {
+      consumer: () => (draining ? "draining" : worker.isRunning() ? "ok" : "stopped"),
+      dependencies: {
+        // Not sent while disconnected: this connection would hold the PING until Redis is back.
+        redis: () => (connection.status === "ready" ? connection.ping() : Promise.reject(new Error(`not connected (${connection.status})`))),
+        postgres: () => db.pool.query("SELECT 1"),
+      },
+      // Past this block of the event loop the chunks' locks lapse (see workerTimings).
+      stallMs: timings.lockDurationMs - timings.lockRenewMs,
+    },
+  });
   // A heartbeat in Redis lets the API report which workers are up and on which hardware.
   // It beats several times within STALLED_TAKEOVER_MS and says so, so /readyz drops a dead worker within that bound.
   const status = {
@@ -394,6 +417,7 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       return typeof address === "object" && address ? address.port : null;
     })(),
     async close() {
+      draining = true;
       // Stops in the reverse order of starting, each part even if another's stop throws. The
       // worker first stops taking chunks and finishes those in hand (their batches still run);
       // what it cannot finish within SHUTDOWN_GRACE_MS is left locked to lapse, for BullMQ to hand
@@ -435,7 +459,8 @@ export async function startWorker(env: WorkerEnv, logger: Logger): Promise<Runni
       await stop("webhooks", () => webhooks?.stop());
       await stop("metrics", () => new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve())));
       await stop("queue", () => queue.close());
-      await stop("batchers", () => batchers.closeAll());
+      // The batch log's last summary once the last batches have run.
+      await stop("batchers", () => batchers.closeAll().finally(() => batchLog.stop()));
       await stop("models", () => models.closeAll());
       await stop("redis", () => connection.disconnect());
       await stop("postgres", () => db.close());

@@ -283,8 +283,24 @@ describe("429: waiting out rate limits", () => {
     expect(accepted.id).toBe(job().id);
     expect(seen).toHaveLength(3);
     expect(new Set(seen.map((request) => request.body.toString())).size).toBe(1);
+    // With one Idempotency-Key throughout, so the server could never make two jobs of it.
+    const keys = new Set(seen.map((request) => request.headers["idempotency-key"]));
+    expect(keys.size).toBe(1);
+    expect([...keys][0]).toMatch(/^[0-9a-f-]{36}$/);
     // It waited the two Retry-After seconds rather than hammering the server.
     expect(performance.now() - started).toBeGreaterThanOrEqual(1_900);
+  });
+
+  it("sends a JSON job with the caller's Idempotency-Key, or none with idempotencyKey: false", async () => {
+    handler = (_req, res) => send(res, 202, job());
+    await client().createJob({ model: "iris", inputs: [{ features: [1, 2, 3, 4] }] }, { idempotencyKey: "order-42" });
+    await client().createJob({ model: "iris", inputs: [{ features: [1, 2, 3, 4] }] }, { idempotencyKey: false });
+    await client().createJob({ model: "iris", inputs: [{ features: [1, 2, 3, 4] }] });
+    await client().createJob({ model: "iris", inputs: [{ features: [1, 2, 3, 4] }] });
+    const [mine, none, first, second] = seen.map((request) => request.headers["idempotency-key"]);
+    expect([mine, none]).toEqual(["order-42", undefined]);
+    // A fresh key for each new submission: two calls are two jobs.
+    expect(first).not.toBe(second);
   });
 
   it("gives up after maxRetries, throwing the 429 with retryAfterSeconds", async () => {

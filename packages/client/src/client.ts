@@ -486,9 +486,15 @@ export function createClient(options: ClientOptions) {
     /**
      * Submits rows as JSON; every row is checked against the model before the job is accepted (422 otherwise).
      * `model` may name an alias (`iris@canary`), whose split `routing_key` makes choose the same version for the same key.
+     * Sent with an `Idempotency-Key` (a fresh random one unless `options.idempotencyKey` names one, or `false` for
+     * none), so a retry of the same request (this client's after a 429, a proxy's after a dropped connection) never
+     * makes a second job: the server answers it with the job the first made.
      */
-    async createJob(request: CreateJobRequest): Promise<Job> {
-      return callJson(JobSchema, { method: "POST", path: "/v1/jobs", ...jsonBody(request) });
+    async createJob(request: CreateJobRequest, options: { idempotencyKey?: string | false } = {}): Promise<Job> {
+      const key = options.idempotencyKey === undefined ? globalThis.crypto.randomUUID() : options.idempotencyKey;
+      const body = jsonBody(request);
+      const headers = key === false ? body.headers : { ...body.headers, "Idempotency-Key": key };
+      return callJson(JobSchema, { method: "POST", path: "/v1/jobs", ...body, headers });
     },
 
     /**

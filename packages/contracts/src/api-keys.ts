@@ -137,6 +137,7 @@ export const AUDIT_ACTIONS = [
   "api_key.revoked",
   "api_key.rotated",
   "tenant.limits_updated",
+  "queue_admin.changed",
 ] as const;
 export const AuditActionSchema = z.enum(AUDIT_ACTIONS).openapi({ example: "job.created" });
 export type AuditAction = z.infer<typeof AuditActionSchema>;

@@ -16,6 +16,11 @@ export function intVar(defaultValue: number, min: number, max = Number.MAX_SAFE_
   return z.coerce.number().int().min(min).max(max).default(defaultValue);
 }
 
+/** A variable that may be left out; set but empty (`VAR=`, or compose's `${VAR:-}`) counts as left out. */
+export function optionalVar<T extends z.ZodType>(schema: T) {
+  return z.preprocess((value) => (typeof value === "string" && value.trim() === "" ? undefined : value), schema.optional());
+}
+
 /** A boolean variable: true/false/1/0/yes/no. */
 export function boolVar(defaultValue: boolean) {
   return z

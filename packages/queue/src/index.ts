@@ -1,4 +1,17 @@
-export { createRedisConnection, DEFAULT_REDIS_URL } from "./connection.ts";
+export {
+  checkRedisUrl,
+  createRedisConnection,
+  DEFAULT_REDIS_URL,
+  DEFAULT_SENTINEL_PORT,
+  hashTaggedPrefix,
+  isCluster,
+  parseRedisUrl,
+  queuePrefixFor,
+  redisUrlProblem,
+  type RedisClient,
+  type RedisConnectionOptions,
+  type RedisTarget,
+} from "./connection.ts";
 export {
   createPredictQueue,
   DEFAULT_QUEUE_PREFIX,

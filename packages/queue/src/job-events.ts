@@ -1,5 +1,5 @@
 import { isTransientError } from "@coalesce/contracts";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "./connection.ts";
 
 /** Redis pub/sub channel on which jobs' ends are announced (message: job ids, space-separated). */
 function finishedChannel(prefix: string): string {
@@ -19,12 +19,12 @@ const SUBSCRIBE_WAIT_MS = 1_000;
  * resolves false when Redis is unreachable, since the job's end is already in Postgres and a
  * long-poll that misses the announcement finds it when it next looks there.
  */
-export async function publishJobFinished(redis: Redis, prefix: string, jobId: string): Promise<boolean> {
+export async function publishJobFinished(redis: RedisClient, prefix: string, jobId: string): Promise<boolean> {
   return publishJobsFinished(redis, prefix, [jobId]);
 }
 
 /** publishJobFinished for many jobs in one message (a worker finishes jobs a batch at a time). */
-export async function publishJobsFinished(redis: Redis, prefix: string, jobIds: readonly string[]): Promise<boolean> {
+export async function publishJobsFinished(redis: RedisClient, prefix: string, jobIds: readonly string[]): Promise<boolean> {
   if (jobIds.length === 0) return true;
   try {
     await redis.publish(finishedChannel(prefix), jobIds.join(" "));
@@ -41,13 +41,13 @@ export async function publishJobsFinished(redis: Redis, prefix: string, jobIds: 
  * unreachable nothing is announced: `listening` is false and waiters should look again on their own.
  */
 export class JobFinishedEvents {
-  readonly #subscriber: Redis;
+  readonly #subscriber: RedisClient;
   readonly #channel: string;
   readonly #waiters = new Map<string, Set<() => void>>();
   #subscription: Promise<void> | undefined;
   #subscribed = false;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     // A subscribed connection can do nothing else, so it is a connection of its own.
     this.#subscriber = redis.duplicate();
     this.#channel = finishedChannel(prefix);

@@ -1,5 +1,5 @@
 import type { PredictRowResult } from "@coalesce/contracts";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "./connection.ts";
 
 /**
  * The synchronous predict path through Redis, with no Postgres write per request.
@@ -104,12 +104,12 @@ if done > 0 and redis.call('DECRBY', KEYS[2], done) < 0 then redis.call('SET', K
 return acked
 `;
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = RedisClient & {
   coalescePredictSubmit(stream: string, backlog: string, ...args: (string | number | Buffer)[]): Promise<number[]>;
   coalescePredictAck(stream: string, backlog: string, group: string, ...entries: (string | number)[]): Promise<number>;
 };
 
-function scripted(redis: Redis): ScriptedRedis {
+function scripted(redis: RedisClient): ScriptedRedis {
   const r = redis as ScriptedRedis;
   if (typeof r.coalescePredictSubmit !== "function") {
     redis.defineCommand("coalescePredictSubmit", { numberOfKeys: 2, lua: SUBMIT });
@@ -124,7 +124,7 @@ function scripted(redis: Redis): ScriptedRedis {
  * caller answers 503 at once rather than queueing without bound). A request larger than the bound
  * is let through only into an empty backlog. One round trip for the whole group.
  */
-export async function submitPredicts(redis: Redis, prefix: string, messages: readonly PredictMessage[], maxBacklogRows: number): Promise<(number | null)[]> {
+export async function submitPredicts(redis: RedisClient, prefix: string, messages: readonly PredictMessage[], maxBacklogRows: number): Promise<(number | null)[]> {
   const args: (string | number | Buffer)[] = [maxBacklogRows];
   for (const message of messages) {
     args.push(message.rowCount, "id", message.id, "m", message.modelVersionId, "r", message.replyTo, "d", message.deadline);
@@ -142,7 +142,7 @@ export async function submitPredicts(redis: Redis, prefix: string, messages: rea
  * acknowledges (a request dropped past its deadline).
  */
 export async function answerPredicts(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   answers: readonly { request: Pick<ReceivedPredict, "entryId" | "rowCount" | "replyTo">; reply: PredictReply | null }[],
 ): Promise<void> {
@@ -164,12 +164,12 @@ export async function answerPredicts(
   if (failed) throw failed[0];
 }
 
-type ScriptedPipeline = ReturnType<Redis["pipeline"]> & {
+type ScriptedPipeline = ReturnType<RedisClient["pipeline"]> & {
   coalescePredictAck(stream: string, backlog: string, group: string, ...entries: (string | number)[]): ScriptedPipeline;
 };
 
 /** Creates the stream and its group if they are not there (first start, or Redis emptied). */
-export async function ensurePredictGroup(redis: Redis, prefix: string): Promise<void> {
+export async function ensurePredictGroup(redis: RedisClient, prefix: string): Promise<void> {
   try {
     // From the stream's start: requests queued before the first worker ever started are served too.
     await redis.xgroup("CREATE", predictStreamKey(prefix), PREDICT_GROUP, "0", "MKSTREAM");
@@ -184,7 +184,7 @@ const isMissingGroup = (error: unknown) => String((error as Error)?.message).sta
  * Reads up to `count` requests for `consumer`, waiting up to `blockMs` for the first. On a
  * connection of its own (the read blocks it). Recreates the group if Redis lost it.
  */
-export async function readPredicts(redis: Redis, prefix: string, consumer: string, count: number, blockMs: number): Promise<ReceivedPredict[]> {
+export async function readPredicts(redis: RedisClient, prefix: string, consumer: string, count: number, blockMs: number): Promise<ReceivedPredict[]> {
   let reply: unknown;
   try {
     reply = await redis.callBuffer("XREADGROUP", "GROUP", PREDICT_GROUP, consumer, "COUNT", count, "BLOCK", blockMs, "STREAMS", predictStreamKey(prefix), ">");
@@ -247,7 +247,7 @@ export type ClaimOptions = {
  * hold (see ClaimOptions.held). Forgets dead consumers that hold nothing. Returns the requests
  * claimed, with how often each has been delivered (this claim included).
  */
-export async function claimStranded(redis: Redis, prefix: string, consumer: string, options: ClaimOptions): Promise<ReceivedPredict[]> {
+export async function claimStranded(redis: RedisClient, prefix: string, consumer: string, options: ClaimOptions): Promise<ReceivedPredict[]> {
   let consumers: unknown[];
   try {
     consumers = (await redis.xinfo("CONSUMERS", predictStreamKey(prefix), PREDICT_GROUP)) as unknown[];
@@ -276,7 +276,7 @@ export async function claimStranded(redis: Redis, prefix: string, consumer: stri
 }
 
 /** A consumer leaving for good, once it holds nothing (a consumer's pending requests die with it). */
-export async function leavePredictGroup(redis: Redis, prefix: string, consumer: string): Promise<void> {
+export async function leavePredictGroup(redis: RedisClient, prefix: string, consumer: string): Promise<void> {
   const pending = (await redis.xpending(predictStreamKey(prefix), PREDICT_GROUP, "-", "+", 1, consumer).catch(() => [])) as unknown[];
   if (pending.length === 0) await redis.xgroup("DELCONSUMER", predictStreamKey(prefix), PREDICT_GROUP, consumer).catch(() => 0);
 }
@@ -295,12 +295,12 @@ type Waiter = { resolve: (reply: PredictReply | null) => void; timer: NodeJS.Tim
  */
 export class PredictReplies {
   readonly channel: string;
-  readonly #subscriber: Redis;
+  readonly #subscriber: RedisClient;
   readonly #waiters = new Map<string, Waiter>();
   #subscribed: Promise<void> | undefined;
   #confirmed = false;
 
-  constructor(redis: Redis, prefix: string, apiId: string) {
+  constructor(redis: RedisClient, prefix: string, apiId: string) {
     this.channel = replyChannel(prefix, apiId);
     // A subscribed connection can do nothing else.
     this.#subscriber = redis.duplicate();

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { RedisClient } from "./connection.ts";
 
 /** What each worker says about itself, for /readyz and /metrics on the API. */
 export type WorkerStatus = {
@@ -75,16 +75,16 @@ function key(prefix: string): string {
   return `${prefix}:workers`;
 }
 
-export async function publishWorkerStatus(redis: Redis, prefix: string, status: Omit<WorkerStatus, "seenAt">): Promise<void> {
+export async function publishWorkerStatus(redis: RedisClient, prefix: string, status: Omit<WorkerStatus, "seenAt">): Promise<void> {
   await redis.hset(key(prefix), status.id, JSON.stringify({ ...status, seenAt: new Date().toISOString() }));
 }
 
-export async function removeWorkerStatus(redis: Redis, prefix: string, id: string): Promise<void> {
+export async function removeWorkerStatus(redis: RedisClient, prefix: string, id: string): Promise<void> {
   await redis.hdel(key(prefix), id);
 }
 
 /** Workers heard from recently (each by its own staleness bound); stale entries are dropped on the way. */
-export async function listWorkers(redis: Redis, prefix: string): Promise<WorkerStatus[]> {
+export async function listWorkers(redis: RedisClient, prefix: string): Promise<WorkerStatus[]> {
   const entries = await redis.hgetall(key(prefix));
   const live: WorkerStatus[] = [];
   const stale: string[] = [];

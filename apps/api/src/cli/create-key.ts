@@ -47,7 +47,8 @@ if (values["expires-in"] !== undefined) {
 }
 
 const databaseUrl = process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL;
-await migrate({ databaseUrl });
+// Migrations need a session of their own (an advisory lock): not through PgBouncer.
+await migrate({ databaseUrl: process.env.DIRECT_DATABASE_URL || databaseUrl });
 const db = connectDatabase(databaseUrl, { max: 1 });
 try {
   const secret = generateApiKey();

@@ -1,6 +1,6 @@
 import type { Database } from "@coalesce/db";
 import type { Context } from "hono";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import type { Logger } from "pino";
 import { RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import type { AppEnv, Principal } from "../context.ts";
@@ -51,7 +51,7 @@ function withinLimiterWait<T>(work: Promise<T>): Promise<T> {
 }
 
 export type RateLimitsOptions = {
-  redis: Redis;
+  redis: RedisClient;
   db: Database;
   /** The queue prefix: every counter lives under `<prefix>:rate:`, beside the queue it guards. */
   prefix: string;
@@ -71,7 +71,7 @@ export type RateLimitsOptions = {
  */
 export class RateLimits {
   readonly settings: RateLimitSettings;
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #logger: Logger;
   readonly #limiters = new Map<string, RateLimiterRedis>();

@@ -30,6 +30,7 @@ const MAX_REMEMBERED = 10_000;
 const MAX_ADDRESSES = 100_000;
 
 const REALM = 'Bearer realm="coalesce"';
+const BASIC_REALM = 'Basic realm="coalesce admin", charset="UTF-8"';
 
 /** How long a credential that authenticated may pass an address's failure throttle (it is still checked each time). */
 const RECENTLY_VALID_MS = 10 * 60_000;
@@ -44,6 +45,14 @@ export type AuthOptions = {
   failureWindowMs?: number | undefined;
   /** Take the client address from the last X-Forwarded-For entry (the API is behind a proxy). @defaultValue false */
   trustProxy?: boolean | undefined;
+  /**
+   * Paths where the key is also taken as the password of HTTP Basic (any user name), and the
+   * challenge is Basic: pages a person opens in a browser (the queue admin), which cannot send a
+   * Bearer header but prompts for Basic and then sends it with every request of the page. One
+   * middleware serves both, so the failure throttle and the recently-valid credentials are shared.
+   * @defaultValue none
+   */
+  basicFor?: ((path: string) => boolean) | undefined;
 };
 
 /**
@@ -86,8 +95,8 @@ export function requireApiKey(db: Database, scopes: ScopeTable, options: AuthOpt
   const recentlyValid = new Map<string, number>();
 
   return async (c, next) => {
-    const match = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
-    const credential = match?.[1];
+    const basic = options.basicFor?.(c.req.path) ?? false;
+    const credential = readCredential(c.req.header("authorization") ?? "", basic);
     const fingerprint = credential ? hashApiKey(credential) : null;
     const address = throttle.enabled ? clientAddress(c, options.trustProxy ?? false) : null;
     const wait = address ? throttle.retryAfterSeconds(address) : 0;
@@ -98,7 +107,12 @@ export function requireApiKey(db: Database, scopes: ScopeTable, options: AuthOpt
     }
     let principal: Principal;
     try {
-      if (!credential) throw new ApiError("unauthorized", "send your API key (or an OAuth 2.0 access token) as 'Authorization: Bearer <key>'");
+      if (!credential) {
+        throw new ApiError(
+          "unauthorized",
+          basic ? "sign in with an API key as the password (any user name), or send it as 'Authorization: Bearer <key>'" : "send your API key (or an OAuth 2.0 access token) as 'Authorization: Bearer <key>'",
+        );
+      }
       principal = await identify(c, credential);
       if (fingerprint) {
         if (recentlyValid.size >= MAX_REMEMBERED) recentlyValid.clear();
@@ -108,8 +122,9 @@ export function requireApiKey(db: Database, scopes: ScopeTable, options: AuthOpt
       if (!(error instanceof ApiError) || error.code !== "unauthorized") throw error;
       if (address) throttle.fail(address);
       const response = problemResponse(c, error);
-      // RFC 6750 §3.1: a credential that was sent and refused is an invalid_token.
-      response.headers.set("WWW-Authenticate", credential ? `${REALM}, error="invalid_token"` : REALM);
+      // RFC 6750 §3.1: a credential that was sent and refused is an invalid_token. A browser asked
+      // for Basic prompts again (RFC 7617 has no error parameter).
+      response.headers.set("WWW-Authenticate", basic ? BASIC_REALM : credential ? `${REALM}, error="invalid_token"` : REALM);
       return response;
     }
     try {
@@ -122,6 +137,17 @@ export function requireApiKey(db: Database, scopes: ScopeTable, options: AuthOpt
     }
     await next();
   };
+}
+
+/** `Authorization: Bearer <credential>`, or with `basic` also the password of `Basic base64(user:password)`. */
+function readCredential(header: string, basic: boolean): string | undefined {
+  const bearer = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+  if (bearer || !basic) return bearer;
+  const encoded = /^Basic\s+([A-Za-z0-9+/]+={0,2})$/i.exec(header)?.[1];
+  if (!encoded) return undefined;
+  const pair = Buffer.from(encoded, "base64").toString("utf8");
+  const colon = pair.indexOf(":");
+  return colon >= 0 && colon < pair.length - 1 ? pair.slice(colon + 1) : undefined;
 }
 
 /** Sets the request's caller, then checks that it may use the route it asked for (403 naming the scope). */

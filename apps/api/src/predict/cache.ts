@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import type { TensorRow } from "@coalesce/contracts";
 import type { PackedRows } from "@coalesce/models";
 import { GroupCommit } from "@coalesce/db";
-import type { Redis } from "ioredis";
+import { hashTaggedPrefix, isCluster, type RedisClient } from "@coalesce/queue";
 
 /** Most requests' lookups (or writes) sent to Redis together; more wait for the next round trip. */
 const MAX_TOGETHER = 256;
@@ -22,7 +22,7 @@ export type PredictCacheSettings = {
  * alike. Entries expire after the TTL; a failure of the cache's Redis is a miss, never an error.
  */
 export class PredictCache {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #settings: PredictCacheSettings;
   /** Lookups of requests arriving while one is in flight go together, as one MGET. */
@@ -30,9 +30,11 @@ export class PredictCache {
   /** Likewise writes, as one pipeline. */
   readonly #writes: GroupCommit<readonly { key: string; text: string }[], undefined>;
 
-  constructor(redis: Redis, prefix: string, settings: PredictCacheSettings) {
+  constructor(redis: RedisClient, prefix: string, settings: PredictCacheSettings) {
     this.#redis = redis;
-    this.#prefix = `${prefix}:predict:cache`;
+    // A lookup is one MGET, which a cluster takes only for keys of one slot: on a cluster of its own
+    // (PREDICT_CACHE_REDIS_URL) the cache's keys share the queue prefix's hash tag, so one node holds them.
+    this.#prefix = `${isCluster(redis) ? hashTaggedPrefix(prefix) : prefix}:predict:cache`;
     this.#settings = settings;
     this.#reads = new GroupCommit(async (groups) => {
       // An array, not spread arguments: a group may hold a few hundred thousand keys.

@@ -4,7 +4,7 @@ import { isTransientError, type PredictRowResult, type TensorRow } from "@coales
 import { GroupCommit, SingleFlight, type JobAlias, type ModelVersionRecord } from "@coalesce/db";
 import { packRows, PackedRows } from "@coalesce/models";
 import { listWorkers, PredictReplies, submitPredicts, type PredictMessage, type PredictReply } from "@coalesce/queue";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import type { Logger } from "pino";
 import { ApiError } from "../errors.ts";
 import type { ApiMetrics } from "../metrics.ts";
@@ -61,7 +61,7 @@ const WORKERS_TTL_MS = 1_000;
  * gone by then).
  */
 export class PredictService {
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   readonly #prefix: string;
   readonly #settings: PredictSettings;
   readonly #replies: PredictReplies;
@@ -74,7 +74,7 @@ export class PredictService {
   #workers: { count: number; at: number } | undefined;
   #next = 0;
 
-  constructor(options: { redis: Redis; cacheRedis: Redis; prefix: string; settings: PredictSettings; metrics: ApiMetrics; logger: Logger }) {
+  constructor(options: { redis: RedisClient; cacheRedis: RedisClient; prefix: string; settings: PredictSettings; metrics: ApiMetrics; logger: Logger }) {
     this.#redis = options.redis;
     this.#prefix = options.prefix;
     this.#settings = options.settings;

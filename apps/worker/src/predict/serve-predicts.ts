@@ -12,7 +12,7 @@ import {
   type PredictReply,
   type ReceivedPredict,
 } from "@coalesce/queue";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "@coalesce/queue";
 import type { Logger } from "pino";
 import { submitRows, type RowBatchers } from "../batch/rows.ts";
 import type { AliasWatch } from "../aliases/watch.ts";
@@ -45,7 +45,7 @@ const MAX_DELIVERIES = 3;
 
 export type PredictServerOptions = {
   /** The worker's connection: answers and acknowledgements. Reads block a connection of their own. */
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   /** This worker's id: its consumer name, as its heartbeat names it. */
   consumer: string;
@@ -99,7 +99,7 @@ export async function startPredictServer(options: PredictServerOptions): Promise
     // Claimed back while still in hand (it cannot be: the claim pass skips those), it is run once.
     if (inHand.has(request.entryId)) return;
     heldRows += request.rowCount;
-    options.metrics.predictWait.observe(Math.max(0, Date.now() - request.submittedAt));
+    options.metrics.predictWait.observe(Math.max(0, Date.now() - request.submittedAt) / 1000);
     const work = serve(serving, request).finally(() => {
       heldRows -= request.rowCount;
       inHand.delete(request.entryId);

@@ -113,7 +113,7 @@ export function startWebhookDispatcher(
     await recordDeliveryAttempt(db, record);
 
     metrics.webhookAttempts.inc({ event: delivery.eventType, outcome: result.outcome });
-    metrics.webhookLatency.observe(result.durationMs);
+    metrics.webhookLatency.observe(result.durationMs / 1000);
     const fields = {
       deliveryId: delivery.id,
       webhookId: delivery.eventId,

@@ -29,6 +29,11 @@ export type MigrateResult = { applied: string[]; alreadyApplied: number };
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const log = options.log ?? (() => {});
   const target = parseDatabaseUrl(options.databaseUrl);
+  // The advisory lock below is a session's, and so is SET search_path: behind a transaction pooler
+  // each statement may run on another server connection, and the lock would outlive this run.
+  if (target.pooled) {
+    throw new Error("migrations need a direct connection to Postgres, not one through PgBouncer (pgbouncer=true): set DIRECT_DATABASE_URL to the database itself");
+  }
   const migrations = await readMigrations(options.migrationsDir ?? MIGRATIONS_DIR);
   await ensureDatabase(target.connectionString, target.database, log);
 

@@ -545,3 +545,23 @@ export async function expireJobs(db: Database, limit = 1000): Promise<{ jobId: s
   );
   return rows.map((row) => ({ jobId: row.job_id, queuedChunkIds: row.chunk_ids.filter((id): id is string => id !== null) }));
 }
+
+/**
+ * Per lane, how long the oldest row not yet scored has waited (from its job's creation), or null
+ * when the lane has none; read at every Prometheus scrape. Walks the unfinished jobs' partial index
+ * oldest first and stops at the first with a chunk left, so it reads a row or two per lane while the
+ * oldest job still has work; a lane with no unfinished job of its own scans the other lane's.
+ */
+export async function oldestUnscoredRows(db: Database): Promise<{ lane: JobPriority; ageSeconds: number | null }[]> {
+  const { rows } = await db.pool.query<{ lane: JobPriority; age_seconds: number | null }>(
+    `SELECT l.lane::text AS lane, EXTRACT(EPOCH FROM now() - o.created_at)::float8 AS age_seconds
+       FROM unnest(enum_range(NULL::job_priority)) AS l(lane)
+       LEFT JOIN LATERAL (
+         SELECT j.created_at FROM jobs j
+          WHERE j.completed_at IS NULL AND j.priority = l.lane
+            AND EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = j.id AND c.status = 'queued')
+          ORDER BY j.created_at LIMIT 1
+       ) o ON true`,
+  );
+  return rows.map((row) => ({ lane: row.lane, ageSeconds: row.age_seconds }));
+}

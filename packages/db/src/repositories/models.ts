@@ -80,13 +80,14 @@ export async function createModelVersion(
   input: CreateModelVersionInput,
 ): Promise<{ version: ModelVersionRecord; created: boolean }> {
   return prisma.$transaction(async (tx) => {
-    const model = await tx.model.upsert({
-      where: { tenantId_name: { tenantId: input.tenantId, name: input.name } },
-      update: {},
-      create: { id: newId("model"), tenantId: input.tenantId, name: input.name },
-    });
-    // Serialises concurrent uploads of one model so version numbers never collide.
-    await tx.$executeRaw`SELECT 1 FROM models WHERE id = ${model.id} FOR UPDATE`;
+    // One statement that inserts or locks the model's row, so concurrent uploads of one model take
+    // turns on it and version numbers never collide. (Prisma's upsert reads, then inserts: of two
+    // first uploads of a model at once, the second failed on models_tenant_id_name_key.)
+    const [model] = await tx.$queryRaw<{ id: string; name: string }[]>`
+      INSERT INTO models (id, tenant_id, name) VALUES (${newId("model")}, ${input.tenantId}, ${input.name})
+      ON CONFLICT (tenant_id, name) DO UPDATE SET name = EXCLUDED.name
+      RETURNING id, name`;
+    if (!model) throw new Error(`model ${input.name}: INSERT ... ON CONFLICT returned no row`);
     // And this version with a removal of the same file (see removeUnusedModelFile).
     await tx.$executeRaw`SELECT pg_advisory_xact_lock(${MODEL_FILE_LOCK_SPACE}::int, hashtext(${input.sha256}))`;
     const latest = await tx.modelVersion.findFirst({ where: { modelId: model.id, deletedAt: null }, orderBy: { version: "desc" } });

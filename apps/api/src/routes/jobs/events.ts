@@ -10,6 +10,12 @@ import { needs } from "../../auth/scopes.ts";
 
 /** How often a running job's progress is re-read; its end is pushed at once through Redis. */
 const PROGRESS_EVERY_MS = 1_000;
+/**
+ * A comment line after this long without an event (a job queued behind others says nothing for a
+ * while): proxies and load balancers drop a connection idle past their read timeout (nginx's
+ * default is 60 s), and the comment also tells a client that the stream is alive.
+ */
+export const SSE_HEARTBEAT_MS = 15_000;
 
 export const jobEventsRoute = createRoute({
   method: "get",
@@ -20,7 +26,9 @@ export const jobEventsRoute = createRoute({
   summary: "Follow a job (Server-Sent Events)",
   description:
     "A `text/event-stream` of the job: a `progress` event (the job, as GET /v1/jobs/{id} shows it) now and " +
-    "whenever its counts change, then one `end` event with its final state, after which the stream closes.",
+    "whenever its counts change, then one `end` event with its final state, after which the stream closes. " +
+    "A comment line (`: keep-alive`) is sent after 15 s without an event. When the API shuts down, the stream ends " +
+    "without an `end` event: reconnect (an EventSource does so by itself) and another replica goes on.",
   request: { params: JobIdParamsSchema },
   responses: {
     200: {
@@ -45,6 +53,7 @@ export function registerJobEvents(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
       });
       let job = first;
       let last = "";
+      let wroteAt = Date.now();
       for (;;) {
         const shown = JSON.stringify(presentJob(job));
         if (TERMINAL_JOB_STATUSES.includes(job.status)) {
@@ -55,11 +64,15 @@ export function registerJobEvents(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void
         if (counts !== last) {
           await stream.writeSSE({ event: "progress", data: shown });
           last = counts;
+          wroteAt = Date.now();
+        } else if (Date.now() - wroteAt >= SSE_HEARTBEAT_MS) {
+          await stream.write(": keep-alive\n\n");
+          wroteAt = Date.now();
         }
         const waiting = await deps.jobEvents.waitFor(id, PROGRESS_EVERY_MS);
         await waiting.wait;
         waiting.cancel();
-        if (closed) return;
+        if (closed || deps.closing?.aborted) return;
         let next;
         try {
           next = await findJob(deps.db, tenantId, id);

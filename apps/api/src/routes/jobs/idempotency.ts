@@ -21,6 +21,14 @@ import { ApiError, validationError } from "../../errors.ts";
 
 /** How long a JSON repeat waits for the first request with its key to finish writing. */
 const IN_PROGRESS_WAIT_MS = 10_000;
+/**
+ * A JSON request's claim with no job after this long is taken over by a repeat: its API process died
+ * between claiming the key and writing the job (the repeat is typically the proxy's or the client's
+ * retry after a dropped connection). A JSON job is written within milliseconds; should the first
+ * request still be alive, it finds the key taken when it ties its job, discards that job and answers
+ * 409, so the key still names exactly one job.
+ */
+const JSON_CLAIM_STALE_MS = 3_000;
 
 /** A CSV upload's key while its file is still streaming in (its hash is known only at the end). */
 const UPLOAD_IN_PROGRESS = "csv-upload-in-progress";
@@ -72,6 +80,10 @@ export async function claimJsonKey(
     if (claim.kind === "replay") {
       const job = await findJob(deps.db, tenantId, claim.jobId);
       if (job) return { kind: "replay", job };
+    }
+    if (claim.kind === "in_progress") {
+      const takenOver = await takeOverStaleClaim(deps.db, tenantId, key, requestHash, JSON_CLAIM_STALE_MS);
+      if (takenOver) return { kind: "claimed", claim: takenOver };
     }
     if (Date.now() > deadline) throw inProgress();
     await new Promise((resolve) => setTimeout(resolve, 50));
