@@ -3,6 +3,7 @@ import type { TensorRow, TensorSpec, TensorValue } from "@coalesce/contracts";
 import { elementKind, fillStrings, isStringInput, type ElementArray } from "./elements.ts";
 import type { PackedRows } from "./packed-rows.ts";
 import { isFixedDim, perRowDims } from "./validate-row.ts";
+import { shortestFloat32 } from "./float32-text.ts";
 
 /**
  * Stacks rows into one tensor per input, shaped `[rows.length, ...per-row dims]`. The rows must
@@ -91,7 +92,8 @@ export type OutputTensor = Pick<ort.Tensor, "type" | "data" | "dims">;
 /**
  * Splits a run's outputs along the batch dimension into one row of JSON values per input row,
  * nested to each output's remaining dimensions (a plain value where the output is `[batch]`).
- * int64/uint64 values beyond ±(2^53 - 1) become decimal strings, since JSON numbers would round them.
+ * int64/uint64 values beyond ±(2^53 - 1) become decimal strings, since JSON numbers would round them;
+ * float32 values become the shortest number that reads back to the same float32 (shortestFloat32).
  */
 export function splitOutputs(
   results: Readonly<Record<string, OutputTensor>>,
@@ -140,7 +142,11 @@ const MIN_SAFE = -MAX_SAFE;
 
 function readerFor(tensor: OutputTensor, name: string): Reader {
   switch (tensor.type) {
-    case "float32":
+    case "float32": {
+      // The shortest text of the float32 rather than of the double it arrives as (float32-text.ts).
+      const data = tensor.data as ArrayLike<number>;
+      return (i) => shortestFloat32(data[i]!);
+    }
     case "float64":
     case "int8":
     case "uint8":
