@@ -43,6 +43,7 @@ import { cpuPerJob, snapshotCpu } from "./cpu.ts";
 import { openBench, registerModel, type Bench } from "./harness.ts";
 import { makePredictBodies, predictRecord, scrape, sendPredicts, servedTotals, warmCache, warmPredict, type PredictLoad, type ServedMs } from "./predict.ts";
 import { writeResults } from "./results.ts";
+import { median, percentile, round1 } from "./stats.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -145,9 +146,6 @@ async function rawLimit(runners: RawRunner[], batch: number, seconds = 2): Promi
   return best;
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 
 async function startWorker(bench: Bench, env: Record<string, string>): Promise<{ worker: ServiceProcess; metricsPort: Promise<number> }> {
   const worker = startProcess("worker", WORKER_MAIN, { ...bench.env, LOG_LEVEL: "info", WORKER_CONCURRENCY: "256", ...env }, "pipe");
@@ -225,13 +223,7 @@ async function recordOf(bench: Bench, ids: string[]): Promise<RunRecord> {
   };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
 
-const round1 = (value: number) => Math.round(value * 10) / 10;
 
 type RunStats = { provider: string; rows_s: number; rows_s_by_round: number[]; p50_ms: number; p95_ms: number; p99_ms: number; mean_batch: number };
 

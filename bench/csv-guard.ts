@@ -9,6 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { parseArgs } from "node:util";
 import { parse } from "csv-parse";
 import { DEFAULT_CSV_LIMITS, guardCsv } from "../apps/api/src/ingest/csv-guard.ts";
+import { median } from "./stats.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -62,7 +63,6 @@ async function runGuardAlone(parts: Buffer[], bytes: number): Promise<number> {
   return bytes / (Number(process.hrtime.bigint() - started) / 1e9);
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 
 const buffer = irisCsv(ROWS, args.quoted);
 const parts = pieces(buffer);

@@ -12,15 +12,15 @@ import { once } from "node:events";
 import { createReadStream, createWriteStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { Readable } from "node:stream";
 import { createInterface } from "node:readline";
 import { finished } from "node:stream/promises";
 import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
 import { ROOT, startProcess, stopProcess, WORKER_MAIN, type ServiceProcess } from "../scripts/processes.ts";
-import { openBench, registerModel, type Bench } from "./harness.ts";
+import { openBench, registerModel, uploadCsvFile, type Bench } from "./harness.ts";
 import type { PeerResult } from "./peer-script.ts";
 import { writeResults } from "./results.ts";
+import { median } from "./stats.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -70,11 +70,6 @@ function rssMb(pid: number | undefined): Promise<number> {
   );
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
 
 type ServiceRound = {
   upload_s: number;
@@ -92,14 +87,7 @@ async function runService({ bench, processes, peaks }: Services, dataset: Datase
   const { baseUrl, headers } = bench;
   peaks.clear();
   const t0 = performance.now();
-  const upload = await fetch(`${baseUrl}/v1/jobs?model=${dataset.name}&id_column=row_id&ignore=target`, {
-    method: "POST",
-    headers: { ...headers, "Content-Type": "text/csv" },
-    body: Readable.toWeb(createReadStream(file)) as ReadableStream,
-    duplex: "half",
-  } as RequestInit);
-  const job = (await upload.json()) as Job;
-  if (upload.status !== 202) throw new Error(`upload failed: ${upload.status} ${JSON.stringify(job)}`);
+  const job = await uploadCsvFile(baseUrl, headers, `model=${dataset.name}&id_column=row_id&ignore=target`, file);
   const t1 = performance.now();
   let current = job;
   let lastShown = 0;

@@ -6,10 +6,9 @@
 // would go to the interactive lane, ahead of any batch work, on its own), and the bench reports how
 // long B's jobs took from submission to completion, and how many finished only after the big work.
 // Writes bench/results/fair-share.json.
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { parseArgs } from "node:util";
 import type { Job } from "@coalesce/contracts";
@@ -17,8 +16,9 @@ import { connectDatabase, upsertApiKey } from "@coalesce/db";
 import { hashApiKey } from "../apps/api/src/auth/api-keys.ts";
 import { randomBytes } from "node:crypto";
 import { ROOT, startProcess, stopProcess, WORKER_MAIN } from "../scripts/processes.ts";
-import { openBench, type Bench } from "./harness.ts";
+import { openBench, uploadCsvFile, type Bench } from "./harness.ts";
 import { writeResults } from "./results.ts";
+import { percentile } from "./stats.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -79,10 +79,6 @@ async function submitJson(bench: Bench, auth: Auth, model: string, rows: { featu
   return job;
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-}
 
 type Scenario = "one big CSV" | "a flood of jobs";
 
@@ -97,15 +93,7 @@ async function runScenario(bench: Bench, a: Auth, b: Auth, scenario: Scenario, f
   const big: Job[] = [];
   const t0 = performance.now();
   if (scenario === "one big CSV") {
-    const upload = await fetch(`${bench.baseUrl}/v1/jobs?model=${model}`, {
-      method: "POST",
-      headers: { ...a, "Content-Type": "text/csv" },
-      body: Readable.toWeb(createReadStream(csvFile)) as ReadableStream,
-      duplex: "half",
-    } as RequestInit);
-    const job = (await upload.json()) as Job;
-    if (upload.status !== 202) throw new Error(`upload failed: ${upload.status} ${JSON.stringify(job)}`);
-    big.push(job);
+    big.push(await uploadCsvFile(bench.baseUrl, a, `model=${model}`, csvFile));
   } else {
     const rows = jsonRows(Number(args["flood-rows"]), features);
     for (let i = 0; i < Number(args["flood-jobs"]); i++) big.push(await submitJson(bench, a, model, rows));

@@ -1,10 +1,13 @@
 // What the benchmarks share: a private corner of the local services (its own schema, queue prefix
 // and model store) with a real API process and an API key; dropped again at the end.
 import { randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Readable } from "node:stream";
 import { parseArgs } from "node:util";
+import type { Job } from "@coalesce/contracts";
 import { DEFAULT_DATABASE_URL } from "@coalesce/db";
 import pg from "pg";
 import { API_MAIN, freePort, startProcess, stopProcess, waitUntilReady, type ServiceProcess } from "../scripts/processes.ts";
@@ -91,4 +94,17 @@ export function parseRoundArgs(argv: string[] = process.argv.slice(2)): RoundArg
     requests: Math.max(1, Number(values.requests ?? (values.quick ? 500 : 1500))),
     concurrency: Math.max(1, Number(values.concurrency)),
   };
+}
+
+/** Streams a CSV file as a job (`query`: model and CSV options); the job as accepted (202), or throws. */
+export async function uploadCsvFile(baseUrl: string, headers: Record<string, string>, query: string, file: string): Promise<Job> {
+  const upload = await fetch(`${baseUrl}/v1/jobs?${query}`, {
+    method: "POST",
+    headers: { ...headers, "Content-Type": "text/csv" },
+    body: Readable.toWeb(createReadStream(file)) as ReadableStream,
+    duplex: "half",
+  } as RequestInit);
+  const job = (await upload.json()) as Job;
+  if (upload.status !== 202) throw new Error(`upload failed: ${upload.status} ${JSON.stringify(job)}`);
+  return job;
 }

@@ -15,6 +15,7 @@ import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady } f
 import { missingTools, startNginx } from "../test/nginx/nginx.ts";
 import { openBench, parseRoundArgs, registerModel, type Bench } from "./harness.ts";
 import { writeResults } from "./results.ts";
+import { median, percentile, round2 } from "./stats.ts";
 
 const { rounds: ROUNDS, requests: REQUESTS, concurrency: CONCURRENCY } = parseRoundArgs(["--concurrency", "32", ...process.argv.slice(2)]);
 const WARMUP_REQUESTS = 500;
@@ -50,17 +51,8 @@ async function send(pools: Pool[], bench: Bench, load: Load, jobId: string, coun
   return sent;
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
 
-const round2 = (value: number) => Math.round(value * 100) / 100;
 
 async function main(): Promise<void> {
   const missing = missingTools();

@@ -18,6 +18,7 @@ import { API_MAIN, freePort, ROOT, startProcess, stopProcess, waitUntilReady, WO
 import { cpuPerJob, snapshotCpu } from "./cpu.ts";
 import { openBench, parseRoundArgs, registerModel, type Bench } from "./harness.ts";
 import { writeResults } from "./results.ts";
+import { median, percentile, round2 } from "./stats.ts";
 
 const { rounds: ROUNDS, requests: REQUESTS, concurrency: CONCURRENCY } = parseRoundArgs();
 const WARMUP_REQUESTS = 300;
@@ -64,17 +65,8 @@ async function waitForJobs(bench: Bench, ids: string[], timeoutMs = 120_000): Pr
   }
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
 
-const round2 = (value: number) => Math.round(value * 100) / 100;
 
 async function main(): Promise<void> {
   const bench = await openBench(LIMITS_ON);

@@ -24,6 +24,7 @@ import { cpuPerJob, snapshotCpu, type CpuSnapshot } from "./cpu.ts";
 import { openBench, parseRoundArgs, registerModel, type Bench } from "./harness.ts";
 import { scrape, warmPredict } from "./predict.ts";
 import { writeResults } from "./results.ts";
+import { median, percentile, round2 } from "./stats.ts";
 
 const { rounds: ROUNDS, requests: REQUESTS, concurrency: CONCURRENCY } = parseRoundArgs();
 const WARMUP_REQUESTS = 200;
@@ -168,17 +169,8 @@ type Pids = { api: number | undefined; worker: number | undefined };
 type Entry = { sent: Sent[]; cpu: Record<string, number>[]; workerRowsS: number[]; modelRowsPerRequest: number[]; undrained: number };
 const newEntry = (): Entry => ({ sent: [], cpu: [], workerRowsS: [], modelRowsPerRequest: [], undrained: 0 });
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
 
-const round2 = (value: number) => Math.round(value * 100) / 100;
 const round3 = (value: number) => Math.round(value * 1000) / 1000;
 
 type Stats = { p50_ms: number; p95_ms: number; mean_ms: number; per_s: number; per_s_by_round: number[]; p50_by_round: number[]; versions: string; p50_by_version: string };

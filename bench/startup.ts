@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_DATABASE_URL, migrate } from "@coalesce/db";
 import { freePort, ROOT, startProcess, stopProcess, type ServiceProcess } from "../scripts/processes.ts";
 import { writeResults } from "./results.ts";
+import { median } from "./stats.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "5" } } });
 const ROUNDS = Math.max(1, Number(values.rounds));
@@ -63,7 +64,6 @@ async function measure(role: Role, mode: Mode, env: Record<string, string>): Pro
   }
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 
 async function main(): Promise<void> {
   const schema = `bench_startup_${process.pid}`;

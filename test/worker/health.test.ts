@@ -6,16 +6,13 @@ import { findJob, type JobRecord } from "@coalesce/db";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunningWorker } from "../../apps/worker/src/worker.ts";
 import { REDIS_URL } from "../support/services.ts";
-import { startTestWorker, submitIrisJob as submitJob, useIrisWorkerSuite } from "../support/worker.ts";
+import { startTestWorker, submitIrisJob, useIrisWorkerSuite } from "../support/worker.ts";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.ts";
 
 const suite = useIrisWorkerSuite("worker-health");
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function inProcessWorker(env: Record<string, string> = {}): Promise<RunningWorker> {
-  return startTestWorker(suite.services, env);
-}
 
 type Probe = { status: number; body: { status?: string; checks?: Record<string, string>; stalledMs?: number } | null; text: string };
 
@@ -41,7 +38,6 @@ function throughProxy(url: string, proxy: TcpProxy): string {
   return proxied.toString();
 }
 
-const submitIrisJob = (rows: number, chunkRows: number) => submitJob(suite, rows, chunkRows);
 
 async function finished(jobId: string): Promise<JobRecord> {
   let job: JobRecord | null = null;
@@ -55,7 +51,7 @@ async function finished(jobId: string): Promise<JobRecord> {
 describe("a running worker's probes", () => {
   let worker: RunningWorker;
   beforeAll(async () => {
-    worker = await inProcessWorker();
+    worker = await startTestWorker(suite.services);
   });
   afterAll(async () => {
     await worker?.close();
@@ -103,8 +99,8 @@ describe("a running worker's probes", () => {
 describe("a worker draining on shutdown", () => {
   it("answers /readyz 503 (consumer: draining) while the chunks in hand finish, and stays live", async () => {
     // Batches that wait their whole delay: the chunks stay in hand for a while after close() begins.
-    const worker = await inProcessWorker({ ADAPTIVE_BATCHING: "false", MAX_BATCH_ROWS: "100000", MAX_BATCH_DELAY_MS: "2500", WORKER_CONCURRENCY: "8" });
-    const jobId = await submitIrisJob(40, 10);
+    const worker = await startTestWorker(suite.services, { ADAPTIVE_BATCHING: "false", MAX_BATCH_ROWS: "100000", MAX_BATCH_DELAY_MS: "2500", WORKER_CONCURRENCY: "8" });
+    const jobId = await submitIrisJob(suite, 40, 10);
     await until("the worker to hold chunks", async () => (await suite.queue.getActive()).length > 0);
     expect((await probe(worker, "/readyz")).status).toBe(200);
     const closing = worker.close();
@@ -131,7 +127,7 @@ describe("a worker whose Redis or Postgres goes away", () => {
   beforeAll(async () => {
     redisProxy = await startTcpProxy(Number(new URL(REDIS_URL).port || 6379));
     postgresProxy = await startTcpProxy(Number(new URL(suite.services.databaseUrl).port || 5432));
-    worker = await inProcessWorker({ REDIS_URL: throughProxy(REDIS_URL, redisProxy), DATABASE_URL: throughProxy(suite.services.databaseUrl, postgresProxy) });
+    worker = await startTestWorker(suite.services, { REDIS_URL: throughProxy(REDIS_URL, redisProxy), DATABASE_URL: throughProxy(suite.services.databaseUrl, postgresProxy) });
   });
   afterAll(async () => {
     await redisProxy?.up();

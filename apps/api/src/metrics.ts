@@ -1,47 +1,11 @@
-import { oldestUnscoredRows, webhookBacklog, type Database } from "@coalesce/db";
+import { oldestUnscoredRows, sharedFlight, webhookBacklog, type Database } from "@coalesce/db";
 import { listWorkers, registerQueueGauge, type PredictQueue } from "@coalesce/queue";
 import type { MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { RedisClient } from "@coalesce/queue";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { AppEnv } from "./context.ts";
-import { check } from "./routes/health.ts";
-
-/**
- * Longest a scrape waits for Postgres or Redis (below Prometheus' default 10 s scrape timeout): a
- * dependency that does not answer makes its gauges go missing and coalesce_dependency_up 0, never a
- * /metrics that hangs.
- */
-const SCRAPE_QUERY_TIMEOUT_MS = 2_000;
-
-/** `read()` within SCRAPE_QUERY_TIMEOUT_MS, or the reason it failed. */
-async function bounded<T>(read: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const value = await Promise.race([
-      read(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${SCRAPE_QUERY_TIMEOUT_MS} ms`)), SCRAPE_QUERY_TIMEOUT_MS);
-      }),
-    ]);
-    return { ok: true, value };
-  } catch (error) {
-    return { ok: false, error };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** One read shared by the gauges that a scrape collects in parallel. */
-function sharedRead<T>(read: () => Promise<T>): () => Promise<T> {
-  let reading: Promise<T> | null = null;
-  return () => {
-    reading ??= read().finally(() => {
-      reading = null;
-    });
-    return reading;
-  };
-}
+import { bounded, check } from "./routes/health.ts";
 
 /** The API's Prometheus metrics: requests, accepted work, the queue, and the workers behind it. */
 export function createApiMetrics(queue: PredictQueue, redis: RedisClient, queuePrefix: string, db: Database) {
@@ -80,7 +44,7 @@ export function createApiMetrics(queue: PredictQueue, redis: RedisClient, queueP
   };
   registerQueueGauge(registry, queue, redis);
   // Read by every API replica alike: alerts take max() over them.
-  const workers = sharedRead(() => bounded(() => listWorkers(redis, queuePrefix)));
+  const workers = sharedFlight(() => bounded(() => listWorkers(redis, queuePrefix)));
   new Gauge({
     name: "coalesce_workers",
     help: "Workers heard from in the last 30 s, by execution provider",
@@ -107,7 +71,7 @@ export function createApiMetrics(queue: PredictQueue, redis: RedisClient, queueP
     },
   });
   // Webhook backlog, for alerting: a growing one means receivers are down or the workers cannot keep up.
-  const backlog = sharedRead(() => bounded(() => webhookBacklog(db)));
+  const backlog = sharedFlight(() => bounded(() => webhookBacklog(db)));
   new Gauge({
     name: "coalesce_webhook_deliveries_pending",
     help: "Webhook deliveries not yet done (waiting for their first attempt or a retry)",

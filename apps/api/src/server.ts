@@ -140,7 +140,7 @@ export async function startApi(env: ApiEnv, logger: Logger): Promise<RunningApi>
 }
 
 /** How long a connection may send or receive nothing before it is closed (event streams say something every 15 s). */
-export const SOCKET_IDLE_TIMEOUT_MS = 120_000;
+const SOCKET_IDLE_TIMEOUT_MS = 120_000;
 
 /**
  * Node's HTTP server ends every request whose body has not all arrived within 5 minutes
@@ -148,7 +148,7 @@ export const SOCKET_IDLE_TIMEOUT_MS = 120_000;
  * MAX_UPLOAD_BYTES instead, and a client that stops sending by the idle timeout (also what
  * nginx's client_body_timeout does in front); the headers keep Node's own limit (60 s).
  */
-export function limitRequestTimes(server: HttpServer): void {
+function limitRequestTimes(server: HttpServer): void {
   server.requestTimeout = 0;
   server.setTimeout(SOCKET_IDLE_TIMEOUT_MS);
 }

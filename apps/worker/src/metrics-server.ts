@@ -1,3 +1,4 @@
+import { sharedFlight } from "@coalesce/db";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -50,7 +51,8 @@ export async function serveMetrics(options: MetricsServerOptions): Promise<Serve
     lastTick = now;
   }, TICK_MS);
   ticker.unref();
-  const readiness = sharedRounds(() => checkReadiness(health));
+  // Probes that arrive while a round runs share its answer: a burst costs one PING and one SELECT.
+  const readiness = sharedFlight(() => checkReadiness(health));
 
   const server = createServer((request, response) => {
     const path = (request.url ?? "/").split("?")[0];
@@ -112,12 +114,6 @@ async function checkReadiness(health: WorkerHealth): Promise<ReadinessReport> {
     }),
   );
   return { status: Object.values(checks).every((value) => value === "ok") ? "ready" : "not_ready", checks };
-}
-
-/** Calls made while one round runs get that round's answer, so a burst of probes costs one PING and one SELECT. */
-function sharedRounds<T>(run: () => Promise<T>): () => Promise<T> {
-  let current: Promise<T> | null = null;
-  return () => (current ??= run().finally(() => (current = null)));
 }
 
 function answerJson(request: IncomingMessage, response: ServerResponse, status: number, body: unknown): void {

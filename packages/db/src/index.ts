@@ -14,5 +14,5 @@ export * from "./repositories/webhooks.ts";
 export { presentJob } from "./present-job.ts";
 export { JobPriority, JobStatus } from "./generated/enums.ts";
 export { GroupCommit } from "./group-commit.ts";
-export { SingleFlight } from "./single-flight.ts";
+export { sharedFlight, SingleFlight } from "./single-flight.ts";
 export { summarizeFigures, type OutputFigures, type PairFigures, type VersionFigures } from "./alias-figures.ts";

@@ -14,3 +14,9 @@ export class SingleFlight<V> {
     return started;
   }
 }
+
+/** SingleFlight for one read without a key: callers while it runs share its answer (a burst of scrapes or probes costs one). */
+export function sharedFlight<V>(read: () => Promise<V>): () => Promise<V> {
+  const flight = new SingleFlight<V>();
+  return () => flight.run("", read);
+}

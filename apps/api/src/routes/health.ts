@@ -49,22 +49,32 @@ export const readyzRoute = createRoute({
   },
 });
 
-/** Null when `probe` settles without an error within CHECK_TIMEOUT_MS; else why `name` counts as unreachable. */
-export async function check(name: string, probe: () => Promise<unknown>): Promise<string | null> {
+/**
+ * `read()` within CHECK_TIMEOUT_MS (below Prometheus' default 10 s scrape timeout), or why it failed:
+ * a dependency that does not answer makes /readyz say so and the scrape-time gauges go missing,
+ * never a request that hangs.
+ */
+export async function bounded<T>(read: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      probe(),
-      new Promise((_, reject) => {
+    const value = await Promise.race([
+      read(),
+      new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
       }),
     ]);
-    return null;
+    return { ok: true, value };
   } catch (error) {
-    return `${name} is unreachable (${describeFailure(error)})`;
+    return { ok: false, error };
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Null when `probe` settles without an error within CHECK_TIMEOUT_MS; else why `name` counts as unreachable. */
+export async function check(name: string, probe: () => Promise<unknown>): Promise<string | null> {
+  const result = await bounded(probe);
+  return result.ok ? null : `${name} is unreachable (${describeFailure(result.error)})`;
 }
 
 export function registerHealthRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
